@@ -1,0 +1,190 @@
+//! The free-space index of a pool: free addresses kept as disjoint runs, so allocation,
+//! "what is free" and counting stay O(log runs) however large the ranges are.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use crate::mac::Mac;
+use crate::range::MacRange;
+
+/// Disjoint, non-adjacent runs of free addresses (`start -> last`, inclusive, as integers).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FreeSpace {
+    runs: BTreeMap<u64, u64>,
+    free: u64,
+}
+
+impl FreeSpace {
+    /// Every address of the given (non-overlapping) ranges free.
+    pub fn with_ranges(ranges: &[MacRange]) -> FreeSpace {
+        let mut space = FreeSpace::default();
+        for r in ranges {
+            space.give_run(r.first().to_u64(), r.last().to_u64());
+        }
+        space
+    }
+
+    /// Number of free addresses.
+    pub fn len(&self) -> u64 {
+        self.free
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.free == 0
+    }
+
+    /// The run containing `v`, if `v` is free.
+    fn run_containing(&self, v: u64) -> Option<(u64, u64)> {
+        self.runs
+            .range(..=v)
+            .next_back()
+            .filter(|(_, last)| **last >= v)
+            .map(|(s, l)| (*s, *l))
+    }
+
+    pub fn is_free(&self, mac: Mac) -> bool {
+        self.run_containing(mac.to_u64()).is_some()
+    }
+
+    /// Marks `mac` as used. Returns false (and changes nothing) when it was not free.
+    pub fn take(&mut self, mac: Mac) -> bool {
+        let v = mac.to_u64();
+        let Some((start, last)) = self.run_containing(v) else {
+            return false;
+        };
+        self.runs.remove(&start);
+        if start < v {
+            self.runs.insert(start, v - 1);
+        }
+        if v < last {
+            self.runs.insert(v + 1, last);
+        }
+        self.free -= 1;
+        true
+    }
+
+    /// Marks `mac` as free again. Returns false (and changes nothing) when it already was.
+    pub fn give(&mut self, mac: Mac) -> bool {
+        let v = mac.to_u64();
+        if self.run_containing(v).is_some() {
+            return false;
+        }
+        self.give_run(v, v);
+        true
+    }
+
+    /// Adds a run known to be entirely not free, merging with its neighbours.
+    fn give_run(&mut self, mut start: u64, mut last: u64) {
+        self.free += last - start + 1;
+        if let Some((&s, &l)) = self.runs.range(..start).next_back()
+            && l.checked_add(1) == Some(start)
+        {
+            self.runs.remove(&s);
+            start = s;
+        }
+        if let Some(next) = last.checked_add(1)
+            && let Some(l) = self.runs.remove(&next)
+        {
+            last = l;
+        }
+        self.runs.insert(start, last);
+    }
+
+    /// The lowest free address.
+    pub fn lowest(&self) -> Option<Mac> {
+        self.runs.keys().next().map(|v| Mac::from_u64(*v).unwrap())
+    }
+
+    /// The first free address at or after `cursor`, wrapping around to the lowest.
+    pub fn next_fit(&self, cursor: Mac) -> Option<Mac> {
+        let v = cursor.to_u64();
+        if self.run_containing(v).is_some() {
+            return Some(cursor);
+        }
+        self.runs
+            .range((Bound::Excluded(v), Bound::Unbounded))
+            .next()
+            .map(|(s, _)| Mac::from_u64(*s).unwrap())
+            .or_else(|| self.lowest())
+    }
+
+    /// Free runs in ascending order, as ranges.
+    pub fn runs(&self) -> impl Iterator<Item = (Mac, Mac)> + '_ {
+        self.runs
+            .iter()
+            .map(|(s, l)| (Mac::from_u64(*s).unwrap(), Mac::from_u64(*l).unwrap()))
+    }
+
+    pub fn run_count(&self) -> usize {
+        self.runs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn m(v: u64) -> Mac {
+        Mac::from_u64(v).unwrap()
+    }
+
+    fn range(a: u64, b: u64) -> MacRange {
+        MacRange::new(m(a), m(b)).unwrap()
+    }
+
+    #[test]
+    fn take_splits_and_give_merges() {
+        let mut f = FreeSpace::with_ranges(&[range(10, 19)]);
+        assert_eq!(f.len(), 10);
+        assert!(f.take(m(15)));
+        assert!(!f.take(m(15)));
+        assert_eq!(f.run_count(), 2);
+        assert!(f.give(m(15)));
+        assert!(!f.give(m(15)));
+        assert_eq!(f.run_count(), 1);
+        assert_eq!(f.len(), 10);
+    }
+
+    #[test]
+    fn next_fit_wraps_around() {
+        let mut f = FreeSpace::with_ranges(&[range(0, 2)]);
+        assert_eq!(f.next_fit(m(2)), Some(m(2)));
+        f.take(m(2));
+        assert_eq!(f.next_fit(m(2)), Some(m(0)));
+        f.take(m(0));
+        f.take(m(1));
+        assert_eq!(f.next_fit(m(0)), None);
+    }
+
+    #[test]
+    fn adjacent_ranges_merge_into_one_run() {
+        let f = FreeSpace::with_ranges(&[range(0, 9), range(10, 19)]);
+        assert_eq!(f.run_count(), 1);
+        assert_eq!(f.len(), 20);
+    }
+
+    proptest! {
+        /// Model-based: after every step the index equals a BTreeSet of free addresses.
+        #[test]
+        fn matches_a_set_model(ops in proptest::collection::vec((any::<bool>(), 0u64..64), 0..300)) {
+            let mut f = FreeSpace::with_ranges(&[range(0, 63)]);
+            let mut model: BTreeSet<u64> = (0..64).collect();
+            for (step, (take, v)) in ops.into_iter().enumerate() {
+                if take {
+                    prop_assert_eq!(f.take(m(v)), model.remove(&v), "step {}", step);
+                } else {
+                    prop_assert_eq!(f.give(m(v)), model.insert(v), "step {}", step);
+                }
+                prop_assert_eq!(f.len(), model.len() as u64);
+                prop_assert_eq!(f.lowest().map(Mac::to_u64), model.first().copied());
+                let expected_next = model.range(v..).next().or(model.first()).copied();
+                prop_assert_eq!(f.next_fit(m(v)).map(Mac::to_u64), expected_next);
+                let from_runs: BTreeSet<u64> =
+                    f.runs().flat_map(|(a, b)| a.to_u64()..=b.to_u64()).collect();
+                prop_assert_eq!(&from_runs, &model);
+            }
+        }
+    }
+}

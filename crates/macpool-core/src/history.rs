@@ -1,0 +1,67 @@
+//! The history: every change to a lease, hold or pool is one entry (who, what, when, why).
+
+use crate::Timestamp;
+use crate::mac::Mac;
+use crate::pool::PoolName;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HistoryAction {
+    PoolCreated,
+    PoolEdited,
+    PoolDeleted,
+    Allocated,
+    /// Allocated although the MAC was taken (`allow-and-flag`).
+    AllocatedDuplicate,
+    Bound,
+    Released,
+    Held,
+    Unheld,
+}
+
+impl HistoryAction {
+    pub const ALL: [HistoryAction; 9] = [
+        HistoryAction::PoolCreated,
+        HistoryAction::PoolEdited,
+        HistoryAction::PoolDeleted,
+        HistoryAction::Allocated,
+        HistoryAction::AllocatedDuplicate,
+        HistoryAction::Bound,
+        HistoryAction::Released,
+        HistoryAction::Held,
+        HistoryAction::Unheld,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HistoryAction::PoolCreated => "pool-created",
+            HistoryAction::PoolEdited => "pool-edited",
+            HistoryAction::PoolDeleted => "pool-deleted",
+            HistoryAction::Allocated => "allocated",
+            HistoryAction::AllocatedDuplicate => "allocated-duplicate",
+            HistoryAction::Bound => "bound",
+            HistoryAction::Released => "released",
+            HistoryAction::Held => "held",
+            HistoryAction::Unheld => "unheld",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HistoryAction> {
+        HistoryAction::ALL.into_iter().find(|a| a.name() == s)
+    }
+}
+
+/// One row of history. `mac` is absent for pool-level changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: HistoryAction,
+    pub mac: Option<Mac>,
+    pub pool: Option<PoolName>,
+    pub vm_id: Option<String>,
+    pub vm_name: Option<String>,
+    pub adapter_id: Option<String>,
+    pub host: Option<String>,
+    /// Why, in words: the hold reason, the pool change, "cooling until …".
+    pub reason: Option<String>,
+}

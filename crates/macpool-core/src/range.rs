@@ -1,0 +1,201 @@
+//! Inclusive ranges of unicast MACs: what pools are made of and what hosts are delegated.
+
+use std::fmt;
+
+use crate::mac::{Mac, MacFormat, MacParseError};
+
+/// An inclusive range `[first, last]` in which every address is unicast.
+///
+/// Invariant (enforced by [`MacRange::new`]): `first <= last` and both share the first octet, whose
+/// multicast bit is clear — the only way a contiguous run of MACs contains no group address.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MacRange {
+    first: Mac,
+    last: Mac,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    #[error("invalid MAC in range: {0}")]
+    Mac(#[from] MacParseError),
+    #[error("range '{0}' is not of the form FIRST-LAST (e.g. 00:15:5d:f0:00:00-00:15:5d:f0:ff:ff)")]
+    Syntax(String),
+    #[error("range {first} - {last} is inverted: the first address is above the last")]
+    Inverted { first: Mac, last: Mac },
+    #[error("range {first} - {last} contains multicast addresses: {reason}")]
+    Multicast {
+        first: Mac,
+        last: Mac,
+        reason: &'static str,
+    },
+}
+
+impl MacRange {
+    pub fn new(first: Mac, last: Mac) -> Result<MacRange, RangeError> {
+        if first > last {
+            return Err(RangeError::Inverted { first, last });
+        }
+        if first.is_multicast() {
+            return Err(RangeError::Multicast {
+                first,
+                last,
+                reason: "its first address has the group bit set",
+            });
+        }
+        if first.octets()[0] != last.octets()[0] {
+            return Err(RangeError::Multicast {
+                first,
+                last,
+                reason: "it spans several first octets, and every odd first octet is multicast",
+            });
+        }
+        Ok(MacRange { first, last })
+    }
+
+    /// A range of one address.
+    pub fn single(mac: Mac) -> Result<MacRange, RangeError> {
+        MacRange::new(mac, mac)
+    }
+
+    /// Parses `FIRST-LAST` in any MAC dialect. Because `-` is also an IEEE separator, the split
+    /// is tried at every `-` and the one that yields two MACs wins; `..`, ` - ` and `,` also work.
+    pub fn parse(input: &str) -> Result<MacRange, RangeError> {
+        let s = input.trim();
+        for sep in ["..", " - ", ","] {
+            if let Some((a, b)) = s.split_once(sep) {
+                return MacRange::new(Mac::parse(a)?, Mac::parse(b)?);
+            }
+        }
+        let mut last_err = None;
+        for (i, _) in s.match_indices('-') {
+            match (Mac::parse(&s[..i]), Mac::parse(&s[i + 1..])) {
+                (Ok(a), Ok(b)) => return MacRange::new(a, b),
+                (Err(e), _) | (_, Err(e)) => last_err = Some(e),
+            }
+        }
+        match last_err {
+            Some(e) if s.matches('-').count() == 1 => Err(RangeError::Mac(e)),
+            _ => Err(RangeError::Syntax(s.into())),
+        }
+    }
+
+    pub fn first(&self) -> Mac {
+        self.first
+    }
+
+    pub fn last(&self) -> Mac {
+        self.last
+    }
+
+    /// Number of addresses, counting both ends.
+    pub fn len(&self) -> u64 {
+        self.last.to_u64() - self.first.to_u64() + 1
+    }
+
+    /// Never true: a range holds at least one address. Present for clippy's `len` convention.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn contains(&self, mac: Mac) -> bool {
+        self.first <= mac && mac <= self.last
+    }
+
+    pub fn overlaps(&self, other: &MacRange) -> bool {
+        self.first <= other.last && other.first <= self.last
+    }
+
+    /// The address `offset` places after `first`, if still inside the range.
+    pub fn nth(&self, offset: u64) -> Option<Mac> {
+        (offset < self.len()).then(|| Mac::from_u64(self.first.to_u64() + offset).unwrap())
+    }
+
+    pub fn display(&self, format: MacFormat) -> String {
+        format!(
+            "{}-{}",
+            self.first.display(format),
+            self.last.display(format)
+        )
+    }
+}
+
+impl fmt::Display for MacRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} - {}", self.first, self.last)
+    }
+}
+
+impl fmt::Debug for MacRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MacRange({self})")
+    }
+}
+
+impl std::str::FromStr for MacRange {
+    type Err = RangeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MacRange::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> MacRange {
+        MacRange::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_dash_separated_ieee_ranges() {
+        let range = r("00-15-5D-F0-00-00-00-15-5D-F0-00-FF");
+        assert_eq!(range.len(), 256);
+        assert_eq!(r("00:15:5d:f0:00:00-00:15:5d:f0:00:ff"), range);
+        assert_eq!(r("00155DF00000-00155DF000FF"), range);
+        assert_eq!(r("00155DF00000..00155DF000FF"), range);
+        assert_eq!(r("00-15-5D-F0-00-00 - 00-15-5D-F0-00-FF"), range);
+    }
+
+    #[test]
+    fn inclusive_size_and_single_address() {
+        assert_eq!(r("00155D000001-00155D000001").len(), 1);
+        assert_eq!(
+            r("00155D000000-00155D0000FF").nth(255).unwrap().to_string(),
+            "00-15-5D-00-00-FF"
+        );
+        assert_eq!(r("00155D000000-00155D0000FF").nth(256), None);
+    }
+
+    #[test]
+    fn rejects_inverted_multicast_and_garbage() {
+        assert!(matches!(
+            MacRange::parse("00155D0000FF-00155D000000"),
+            Err(RangeError::Inverted { .. })
+        ));
+        assert!(matches!(
+            MacRange::parse("01005E000000-01005E0000FF"),
+            Err(RangeError::Multicast { .. })
+        ));
+        assert!(matches!(
+            MacRange::parse("00FFFFFFFFFF-020000000000"),
+            Err(RangeError::Multicast { .. })
+        ));
+        assert!(matches!(
+            MacRange::parse("nonsense"),
+            Err(RangeError::Syntax(_))
+        ));
+        assert!(matches!(
+            MacRange::parse("00155D00000G-00155D0000FF"),
+            Err(RangeError::Mac(_))
+        ));
+    }
+
+    #[test]
+    fn overlap_is_symmetric_and_inclusive() {
+        let a = r("00155D000000-00155D0000FF");
+        let b = r("00155D0000FF-00155D0001FF");
+        let c = r("00155D000100-00155D0001FF");
+        assert!(a.overlaps(&b) && b.overlaps(&a));
+        assert!(!a.overlaps(&c) && !c.overlaps(&a));
+    }
+}
