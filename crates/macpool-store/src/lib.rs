@@ -1,1 +1,184 @@
+//! Persistence for the authority. One async trait, [`Store`], with one method per use case,
+//! domain types in and out; the server is generic over it. Back ends: [`sqlite`] (embedded,
+//! default). Contract for every mutating method: when it returns `Ok`, the change is durable
+//! (fsync'd); when it returns `Err`, nothing changed.
 
+use std::future::Future;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use macpool_core::Mac;
+use macpool_core::Timestamp;
+use macpool_core::authority::{
+    Actor, AllocateRequest, Allocation, AuthorityError, Available, HoldRequest, LeaseFilter,
+    MacStatus, PoolEdit, PoolView, ReleaseSelector, Released, UnholdRequest,
+};
+use macpool_core::history::HistoryEntry;
+use macpool_core::lease::{Hold, Lease};
+use macpool_core::pool::PoolSpec;
+
+pub mod conformance;
+pub mod sqlite;
+
+/// Why a store call failed. Domain refusals carry the core's error; everything else means the
+/// store itself could not do its job (and nothing was changed).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Domain(#[from] AuthorityError),
+    /// The database could not be reached or could not commit; retrying later may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A token, or another store-level record, was not found.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a bearer token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Admin,
+    /// Bound to one host: reports that host's inventory, leases for its VMs.
+    Agent,
+    Reader,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+            Role::Reader => "reader",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Role, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "agent" => Ok(Role::Agent),
+            "reader" => Ok(Role::Reader),
+            other => Err(format!(
+                "unknown role '{other}': expected admin, agent or reader"
+            )),
+        }
+    }
+}
+
+/// A stored token: never the secret, only its SHA-256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Public identifier, part of the token string; used to find the record.
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// For agent tokens: the one host they act for.
+    pub host: Option<String>,
+    pub secret_hash: [u8; 32],
+    pub created: Timestamp,
+    pub revoked: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("host", &self.host)
+            .field("secret_hash", &"<redacted>")
+            .field("revoked", &self.revoked)
+            .finish()
+    }
+}
+
+/// Which history rows to return, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryFilter {
+    pub mac: Option<Mac>,
+    pub vm_id: Option<String>,
+    pub limit: u32,
+}
+
+/// Counters a store keeps about its own work, for /metrics and the benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Durable commits (each one fsync of the log).
+    pub commits: u64,
+    /// Mutations made durable by those commits.
+    pub mutations: u64,
+}
+
+/// The authority's storage, one method per use case.
+pub trait Store: Send + Sync + 'static {
+    fn create_pool(
+        &self,
+        actor: Actor,
+        spec: PoolSpec,
+    ) -> impl Future<Output = StoreResult<PoolView>> + Send;
+    fn edit_pool(
+        &self,
+        actor: Actor,
+        name: String,
+        edit: PoolEdit,
+    ) -> impl Future<Output = StoreResult<PoolView>> + Send;
+    fn delete_pool(
+        &self,
+        actor: Actor,
+        name: String,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn pools(&self) -> impl Future<Output = StoreResult<Vec<PoolView>>> + Send;
+    fn pool(&self, name: String) -> impl Future<Output = StoreResult<PoolView>> + Send;
+    /// Free runs of a pool, at most `limit` addresses' worth.
+    fn available(
+        &self,
+        name: String,
+        limit: u64,
+    ) -> impl Future<Output = StoreResult<Available>> + Send;
+
+    fn allocate(
+        &self,
+        actor: Actor,
+        req: AllocateRequest,
+    ) -> impl Future<Output = StoreResult<Vec<Allocation>>> + Send;
+    fn release(
+        &self,
+        actor: Actor,
+        selector: ReleaseSelector,
+    ) -> impl Future<Output = StoreResult<Vec<Released>>> + Send;
+    fn hold(
+        &self,
+        actor: Actor,
+        req: HoldRequest,
+    ) -> impl Future<Output = StoreResult<Hold>> + Send;
+    fn unhold(
+        &self,
+        actor: Actor,
+        req: UnholdRequest,
+    ) -> impl Future<Output = StoreResult<Vec<Hold>>> + Send;
+    fn leases(&self, filter: LeaseFilter) -> impl Future<Output = StoreResult<Vec<Lease>>> + Send;
+    fn holds(&self, vm_id: Option<String>) -> impl Future<Output = StoreResult<Vec<Hold>>> + Send;
+    fn mac_status(&self, mac: Mac) -> impl Future<Output = StoreResult<MacStatus>> + Send;
+    fn history(
+        &self,
+        filter: HistoryFilter,
+    ) -> impl Future<Output = StoreResult<Vec<HistoryEntry>>> + Send;
+
+    fn save_token(&self, token: TokenRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    fn revoke_token(&self, id: String) -> impl Future<Output = StoreResult<TokenRecord>> + Send;
+    /// All tokens, revoked ones included.
+    fn tokens(&self) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+
+    fn stats(&self) -> StoreStats;
+}
+
+/// Wall-clock time as the core's [`Timestamp`]. The only clock the authority reads.
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Timestamp(ms)
+}

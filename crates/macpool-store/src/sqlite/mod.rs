@@ -1,0 +1,398 @@
+//! The embedded back end: one SQLite file in WAL mode, owned by one worker thread that also holds
+//! the in-memory [`Authority`].
+//!
+//! Group commit: requests queue up while the previous batch is being synced; the worker takes all
+//! of them, applies them to the authority one by one, writes their changes in one transaction and
+//! commits once (`synchronous=FULL`: one fsync), and only then replies to each. If the commit fails
+//! the in-memory state is rebuilt from the database and every request of the batch gets an error,
+//! so nobody is told "yes" about something that is not on disk.
+
+mod rows;
+pub mod schema;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use macpool_core::authority::{
+    Actor, AllocateRequest, Allocation, Authority, Available, Change, Context, HoldRequest,
+    LeaseFilter, MacStatus, PoolEdit, PoolView, ReleaseSelector, Released, UnholdRequest,
+};
+use macpool_core::history::HistoryEntry;
+use macpool_core::lease::{Hold, Lease};
+use macpool_core::pool::PoolSpec;
+use macpool_core::{Mac, Timestamp};
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{HistoryFilter, Store, StoreError, StoreResult, StoreStats, TokenRecord, now};
+
+/// Most requests one commit carries; bounds the latency of the last one in a batch.
+const MAX_BATCH: usize = 1024;
+
+/// A durable write a request asks for, beyond the authority's own changes.
+enum Write {
+    Domain(Change),
+    TokenSaved(TokenRecord),
+    TokenRevoked { id: String, at: Timestamp },
+}
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&mut Worker, Timestamp) -> (Vec<Write>, Reply) + Send>;
+
+struct Worker {
+    conn: Connection,
+    authority: Authority,
+    /// Set when a commit failed and the reload failed too: the next batch reloads first.
+    stale: bool,
+}
+
+impl Worker {
+    fn reload(&mut self) -> Result<(), String> {
+        let loaded = rows::load(&self.conn).map_err(|e| e.to_string())?;
+        self.authority = Authority::restore(
+            loaded.pools,
+            loaded.leases,
+            loaded.holds,
+            loaded.cooling,
+            now(),
+        )?;
+        self.stale = false;
+        Ok(())
+    }
+
+    fn commit(&mut self, writes: &[&Write]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        for w in writes {
+            match w {
+                Write::Domain(c) => rows::apply_change(&tx, c)?,
+                Write::TokenSaved(t) => rows::save_token(&tx, t)?,
+                Write::TokenRevoked { id, at } => {
+                    rows::revoke_token(&tx, id, *at)?;
+                }
+            }
+        }
+        tx.commit()
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    mutations: AtomicU64,
+}
+
+/// The SQLite store. Cheap to share: clone the `Arc` it lives in.
+pub struct SqliteStore {
+    jobs: mpsc::UnboundedSender<Job>,
+    counters: Arc<Counters>,
+    worker: Option<JoinHandle<()>>,
+    _lock: File,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in directory `dir`, migrates the schema and loads
+    /// the authority. Refuses a directory another running macpool holds.
+    pub fn open(dir: &Path) -> Result<SqliteStore, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+        let lock_path = dir.join("macpool.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        lock.try_lock().map_err(|_| {
+            format!(
+                "data directory {} is in use by another macpool process",
+                dir.display()
+            )
+        })?;
+        let path = dir.join("macpool.db");
+        let mut conn =
+            Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
+        schema::migrate(&mut conn).map_err(|e| format!("{}: {e}", path.display()))?;
+        conn.execute(
+            "DELETE FROM cooling WHERE until_ms <= ?1",
+            [now().as_millis() as i64],
+        )
+        .map_err(|e| e.to_string())?;
+        let mut worker = Worker {
+            conn,
+            authority: Authority::new(),
+            stale: true,
+        };
+        worker
+            .reload()
+            .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let handle = std::thread::Builder::new()
+            .name("macpool-store".into())
+            .spawn(move || run_worker(worker, rx, &c))
+            .map_err(|e| e.to_string())?;
+        Ok(SqliteStore {
+            jobs,
+            counters,
+            worker: Some(handle),
+            _lock: lock,
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the worker, in the next batch, and returns its result once the batch is durable.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Worker, Timestamp) -> (StoreResult<T>, Vec<Write>) + Send + 'static,
+    ) -> StoreResult<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |w, now| {
+            let (result, writes) = f(w, now);
+            let reply: Reply = Box::new(move |commit| {
+                let _ = tx.send(commit.and(result));
+            });
+            (writes, reply)
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the store is shut down".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the store worker stopped".into()))?
+    }
+
+    /// A domain mutation: runs on the authority, persists its changes.
+    async fn mutate<T: Send + 'static>(
+        &self,
+        actor: Actor,
+        f: impl FnOnce(
+            &mut Authority,
+            &Context,
+        ) -> Result<(T, Vec<Change>), macpool_core::authority::AuthorityError>
+        + Send
+        + 'static,
+    ) -> StoreResult<T> {
+        self.call(move |w, now| {
+            let ctx = Context { now, actor };
+            match f(&mut w.authority, &ctx) {
+                Ok((value, changes)) => {
+                    (Ok(value), changes.into_iter().map(Write::Domain).collect())
+                }
+                Err(e) => (Err(e.into()), Vec::new()),
+            }
+        })
+        .await
+    }
+
+    /// A read of the in-memory authority (served after the current batch is durable).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Authority, Timestamp) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.call(move |w, now| {
+            w.authority.expire(now);
+            (f(&mut w.authority, now), Vec::new())
+        })
+        .await
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue lets the worker finish what it has and exit.
+        let (dead, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.jobs, dead));
+        if let Some(h) = self.worker.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run_worker(mut worker: Worker, mut rx: mpsc::UnboundedReceiver<Job>, counters: &Counters) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if worker.stale
+            && let Err(e) = worker.reload()
+        {
+            tracing::error!("store reload failed: {e}");
+            let now = now();
+            for job in batch {
+                let (_, reply) = job(&mut worker, now);
+                reply(Err(StoreError::Unavailable(format!(
+                    "store reload failed: {e}"
+                ))));
+            }
+            worker.stale = true;
+            continue;
+        }
+        let now = now();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for job in batch {
+            outcomes.push(job(&mut worker, now));
+        }
+        let writes: Vec<&Write> = outcomes.iter().flat_map(|(w, _)| w.iter()).collect();
+        let mutations = outcomes.iter().filter(|(w, _)| !w.is_empty()).count() as u64;
+        let result = if writes.is_empty() {
+            Ok(())
+        } else {
+            match worker.commit(&writes) {
+                Ok(()) => {
+                    counters.commits.fetch_add(1, Ordering::Relaxed);
+                    counters.mutations.fetch_add(mutations, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!("commit failed, rebuilding state from the database: {e}");
+                    if let Err(e) = worker.reload() {
+                        tracing::error!("reload failed: {e}");
+                        worker.stale = true;
+                    }
+                    Err(e.to_string())
+                }
+            }
+        };
+        for (_, reply) in outcomes {
+            reply(
+                result
+                    .clone()
+                    .map_err(|e| StoreError::Unavailable(format!("commit failed: {e}"))),
+            );
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    async fn create_pool(&self, actor: Actor, spec: PoolSpec) -> StoreResult<PoolView> {
+        let random: u64 = rand::random();
+        self.mutate(actor, move |a, ctx| a.create_pool(ctx, spec, random))
+            .await
+    }
+
+    async fn edit_pool(&self, actor: Actor, name: String, edit: PoolEdit) -> StoreResult<PoolView> {
+        self.mutate(actor, move |a, ctx| a.edit_pool(ctx, &name, edit))
+            .await
+    }
+
+    async fn delete_pool(&self, actor: Actor, name: String) -> StoreResult<()> {
+        self.mutate(actor, move |a, ctx| {
+            a.delete_pool(ctx, &name).map(|c| ((), c))
+        })
+        .await
+    }
+
+    async fn pools(&self) -> StoreResult<Vec<PoolView>> {
+        self.read(|a, _| Ok(a.pools())).await
+    }
+
+    async fn pool(&self, name: String) -> StoreResult<PoolView> {
+        self.read(move |a, _| Ok(a.pool(&name)?)).await
+    }
+
+    async fn available(&self, name: String, limit: u64) -> StoreResult<Available> {
+        self.read(move |a, _| Ok(a.available(&name, limit)?)).await
+    }
+
+    async fn allocate(&self, actor: Actor, req: AllocateRequest) -> StoreResult<Vec<Allocation>> {
+        self.mutate(actor, move |a, ctx| a.allocate(ctx, req)).await
+    }
+
+    async fn release(&self, actor: Actor, selector: ReleaseSelector) -> StoreResult<Vec<Released>> {
+        self.mutate(actor, move |a, ctx| a.release(ctx, selector))
+            .await
+    }
+
+    async fn hold(&self, actor: Actor, req: HoldRequest) -> StoreResult<Hold> {
+        self.mutate(actor, move |a, ctx| a.hold(ctx, req)).await
+    }
+
+    async fn unhold(&self, actor: Actor, req: UnholdRequest) -> StoreResult<Vec<Hold>> {
+        self.mutate(actor, move |a, ctx| a.unhold(ctx, req)).await
+    }
+
+    async fn leases(&self, filter: LeaseFilter) -> StoreResult<Vec<Lease>> {
+        self.read(move |a, _| Ok(a.leases(&filter))).await
+    }
+
+    async fn holds(&self, vm_id: Option<String>) -> StoreResult<Vec<Hold>> {
+        self.read(move |a, _| Ok(a.holds(vm_id.as_deref()))).await
+    }
+
+    async fn mac_status(&self, mac: Mac) -> StoreResult<MacStatus> {
+        self.read(move |a, _| Ok(a.mac_status(mac))).await
+    }
+
+    async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {
+        self.call(move |w, _| {
+            let r =
+                rows::history(&w.conn, &filter).map_err(|e| StoreError::Unavailable(e.to_string()));
+            (r, Vec::new())
+        })
+        .await
+    }
+
+    async fn save_token(&self, token: TokenRecord) -> StoreResult<()> {
+        self.call(move |_, _| (Ok(()), vec![Write::TokenSaved(token)]))
+            .await
+    }
+
+    async fn revoke_token(&self, id: String) -> StoreResult<TokenRecord> {
+        self.call(move |w, now| {
+            let found = rows::tokens(&w.conn)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+                .and_then(|all| {
+                    all.into_iter()
+                        .find(|t| t.id == id)
+                        .ok_or_else(|| StoreError::NotFound(format!("no token with id '{id}'")))
+                });
+            match found {
+                Ok(mut t) => {
+                    let writes = if t.revoked.is_none() {
+                        t.revoked = Some(now);
+                        vec![Write::TokenRevoked { id, at: now }]
+                    } else {
+                        Vec::new()
+                    };
+                    (Ok(t), writes)
+                }
+                Err(e) => (Err(e), Vec::new()),
+            }
+        })
+        .await
+    }
+
+    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        self.call(|w, _| {
+            let r = rows::tokens(&w.conn).map_err(|e| StoreError::Unavailable(e.to_string()));
+            (r, Vec::new())
+        })
+        .await
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            mutations: self.counters.mutations.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

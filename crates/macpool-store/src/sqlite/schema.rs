@@ -1,0 +1,97 @@
+//! Versioned schema migrations. `PRAGMA user_version` holds the number of migrations applied;
+//! a store written by a newer macpool is refused rather than misread.
+
+use rusqlite::Connection;
+
+/// Each entry is one migration, applied in order inside one transaction. Append only.
+const MIGRATIONS: &[&str] = &[
+    // 1: the authority's first schema.
+    r#"
+    CREATE TABLE pools (
+        name          TEXT PRIMARY KEY,
+        ranges        TEXT NOT NULL,      -- "FIRST-LAST,FIRST-LAST" as 12 hex digits each
+        alloc_order   TEXT NOT NULL,
+        cooldown_ms   INTEGER NOT NULL,
+        duplicates    TEXT NOT NULL,
+        low_water_bp  INTEGER NOT NULL,
+        cursor        INTEGER NOT NULL
+    );
+    CREATE TABLE leases (
+        vm_id       TEXT NOT NULL,
+        adapter_id  TEXT NOT NULL,
+        mac         INTEGER NOT NULL,
+        pool        TEXT NOT NULL REFERENCES pools(name),
+        vm_name     TEXT,
+        host        TEXT,
+        cluster     TEXT,
+        state       TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        duplicate   INTEGER NOT NULL,
+        PRIMARY KEY (vm_id, adapter_id)
+    );
+    -- Defence in depth for "no MAC leased twice": only flagged duplicates may share a MAC.
+    CREATE UNIQUE INDEX leases_mac_unflagged ON leases(mac) WHERE duplicate = 0;
+    CREATE INDEX leases_mac ON leases(mac);
+    CREATE TABLE holds (
+        mac         INTEGER NOT NULL,
+        vm_id       TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        reference   TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        PRIMARY KEY (mac, vm_id, reason, reference)
+    );
+    CREATE TABLE cooling (
+        mac       INTEGER PRIMARY KEY,
+        until_ms  INTEGER NOT NULL
+    );
+    CREATE TABLE history (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms       INTEGER NOT NULL,
+        actor       TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        mac         INTEGER,
+        pool        TEXT,
+        vm_id       TEXT,
+        vm_name     TEXT,
+        adapter_id  TEXT,
+        host        TEXT,
+        reason      TEXT
+    );
+    CREATE INDEX history_mac ON history(mac, id);
+    CREATE INDEX history_vm ON history(vm_id, id);
+    CREATE TABLE tokens (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        host        TEXT,
+        secret_hash BLOB NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        revoked_ms  INTEGER
+    );
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`SCHEMA_VERSION`], or explains why it cannot.
+pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if current > SCHEMA_VERSION {
+        return Err(format!(
+            "the store has schema version {current}, but this macpool only knows up to \
+             {SCHEMA_VERSION}: it was written by a newer macpool; run that version (or newer)"
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(sql)
+            .map_err(|e| format!("migration {} failed: {e}", i + 1))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
