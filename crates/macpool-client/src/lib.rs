@@ -1,1 +1,325 @@
+//! A typed client for the authority's API. Errors keep the server's problem+json so callers
+//! can tell "no" (a conflict) from "can't" (unreachable, refused).
 
+use std::time::Duration;
+
+use macpool_api::dto::*;
+use macpool_api::{API_PREFIX, Problem};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{} ({})", .0.detail, .0.slug())]
+    Problem(Problem),
+    /// The server could not be reached, or answered something that is not our API.
+    #[error("cannot reach the macpool server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Problem(p) => Some(p.status),
+            _ => None,
+        }
+    }
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Percent-encodes one path segment (pool names are URL-safe, but VM ids and MACs in paths
+/// need not be).
+fn segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// `server` is the base URL (`http://127.0.0.1:7780`); a missing scheme means `http://`.
+    pub fn new(server: &str, token: Option<String>) -> ClientResult<Client> {
+        let base = if server.contains("://") {
+            server.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{}", server.trim_end_matches('/'))
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::Usage(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client { http, base, token })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> ClientResult<T> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url).query(query);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: error_chain(&e),
+        })?;
+        let status = res.status();
+        let bytes = res.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: error_chain(&e),
+        })?;
+        if status.is_success() {
+            let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
+                b"null"
+            } else {
+                &bytes
+            };
+            serde_json::from_slice(body).map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: format!("unexpected response to {path}: {e}"),
+            })
+        } else {
+            match serde_json::from_slice::<Problem>(&bytes) {
+                Ok(p) => Err(ClientError::Problem(p)),
+                Err(_) => Err(ClientError::Unreachable {
+                    url: self.base.clone(),
+                    reason: format!(
+                        "HTTP {status} without a problem document (is this a macpool server?)"
+                    ),
+                }),
+            }
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> ClientResult<T> {
+        self.send(
+            Method::GET,
+            &format!("{API_PREFIX}{path}"),
+            query,
+            None::<&()>,
+        )
+        .await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> ClientResult<T> {
+        self.send(
+            Method::POST,
+            &format!("{API_PREFIX}{path}"),
+            &[],
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn health(&self) -> ClientResult<Health> {
+        self.send(Method::GET, "/healthz", &[], None::<&()>).await
+    }
+
+    pub async fn pools(&self) -> ClientResult<Vec<PoolInfo>> {
+        self.get("/pools", &[]).await
+    }
+
+    pub async fn pool(&self, name: &str) -> ClientResult<PoolInfo> {
+        self.get(&format!("/pools/{}", segment(name)), &[]).await
+    }
+
+    pub async fn create_pool(&self, body: &PoolCreate) -> ClientResult<PoolInfo> {
+        self.post("/pools", body).await
+    }
+
+    pub async fn edit_pool(&self, name: &str, body: &PoolEditBody) -> ClientResult<PoolInfo> {
+        self.send(
+            Method::PATCH,
+            &format!("{API_PREFIX}/pools/{}", segment(name)),
+            &[],
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn delete_pool(&self, name: &str) -> ClientResult<()> {
+        self.send(
+            Method::DELETE,
+            &format!("{API_PREFIX}/pools/{}", segment(name)),
+            &[],
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn available(&self, name: &str, limit: Option<u64>) -> ClientResult<AvailableInfo> {
+        let q: Vec<(&str, String)> = limit
+            .map(|l| ("limit", l.to_string()))
+            .into_iter()
+            .collect();
+        self.get(&format!("/pools/{}/available", segment(name)), &q)
+            .await
+    }
+
+    pub async fn allocate(&self, body: &AllocateBody) -> ClientResult<AllocationResult> {
+        self.post("/leases", body).await
+    }
+
+    pub async fn release(&self, body: &ReleaseBody) -> ClientResult<Vec<ReleasedInfo>> {
+        self.post("/leases/release", body).await
+    }
+
+    pub async fn leases(&self, q: &LeaseQuery) -> ClientResult<Vec<LeaseInfo>> {
+        let mut query = Vec::new();
+        for (k, v) in [("pool", &q.pool), ("host", &q.host), ("vm", &q.vm)] {
+            if let Some(v) = v {
+                query.push((k, v.clone()));
+            }
+        }
+        self.get("/leases", &query).await
+    }
+
+    pub async fn mac(&self, mac: &str) -> ClientResult<MacInfo> {
+        self.get(&format!("/macs/{}", segment(mac)), &[]).await
+    }
+
+    pub async fn hold(&self, body: &HoldBody) -> ClientResult<HoldInfo> {
+        self.post("/holds", body).await
+    }
+
+    pub async fn unhold(&self, body: &UnholdBody) -> ClientResult<Vec<HoldInfo>> {
+        self.post("/holds/remove", body).await
+    }
+
+    pub async fn holds(&self, vm: Option<&str>) -> ClientResult<Vec<HoldInfo>> {
+        let q: Vec<(&str, String)> = vm.map(|v| ("vm", v.to_string())).into_iter().collect();
+        self.get("/holds", &q).await
+    }
+
+    pub async fn history(&self, q: &HistoryQuery) -> ClientResult<Vec<HistoryInfo>> {
+        let mut query = Vec::new();
+        if let Some(m) = &q.mac {
+            query.push(("mac", m.clone()));
+        }
+        if let Some(v) = &q.vm {
+            query.push(("vm", v.clone()));
+        }
+        if let Some(l) = q.limit {
+            query.push(("limit", l.to_string()));
+        }
+        self.get("/history", &query).await
+    }
+
+    pub async fn tokens(&self) -> ClientResult<Vec<TokenInfo>> {
+        self.get("/tokens", &[]).await
+    }
+
+    pub async fn create_token(&self, body: &TokenCreate) -> ClientResult<TokenCreated> {
+        self.post("/tokens", body).await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> ClientResult<TokenInfo> {
+        self.send(
+            Method::DELETE,
+            &format!("{API_PREFIX}/tokens/{}", segment(id)),
+            &[],
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// The raw Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> ClientResult<String> {
+        let mut req = self.http.get(format!("{}/metrics", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: error_chain(&e),
+        })?;
+        res.text().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: error_chain(&e),
+        })
+    }
+}
+
+/// reqwest's top-level messages are vague ("error sending request"); the cause chain says why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !parts.contains(&msg) {
+            parts.push(msg);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(segment("00-15-5D-00-00-01"), "00-15-5D-00-00-01");
+        assert_eq!(segment("00:15:5d:00:00:01"), "00%3A15%3A5d%3A00%3A00%3A01");
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn a_base_without_scheme_means_http() {
+        assert_eq!(
+            Client::new("127.0.0.1:7780", None).unwrap().base(),
+            "http://127.0.0.1:7780"
+        );
+        assert_eq!(
+            Client::new("https://x:1/", None).unwrap().base(),
+            "https://x:1"
+        );
+    }
+}

@@ -98,8 +98,8 @@ pub enum AuthorityError {
     },
     #[error("{mac} is already in use: {by}")]
     MacInUse { mac: Mac, by: String },
-    #[error("{mac} was released recently and is cooling down until {until_ms} (ms since epoch)")]
-    MacCooling { mac: Mac, until_ms: u64 },
+    #[error("{mac} was released recently and is cooling down until {until}")]
+    MacCooling { mac: Mac, until: Timestamp },
     #[error("{mac} is not in pool '{pool}'{elsewhere}")]
     MacOutsidePool {
         mac: Mac,
@@ -874,7 +874,7 @@ impl Authority {
             Some(Slot::Free) | None => Ok(false),
             Some(Slot::Cooling) => Err(AuthorityError::MacCooling {
                 mac,
-                until_ms: self.cooling[&mac].as_millis(),
+                until: self.cooling[&mac],
             }),
             Some(Slot::Leased | Slot::Held) => {
                 if p.spec.policy.duplicates == DuplicatePolicy::AllowAndFlag {
@@ -974,7 +974,7 @@ impl Authority {
             self.forget_if_empty(mac);
             changes.push(Change::LeaseDeleted(key));
             let cooling_until = self.after_last_user_left(mac, before, ctx.now, &mut changes);
-            let reason = cooling_until.map(|t| format!("cooling until {}", t.as_millis()));
+            let reason = cooling_until.map(|t| format!("cooling until {t}"));
             changes.push(history(
                 ctx,
                 HistoryAction::Released,
@@ -1106,7 +1106,7 @@ impl Authority {
         for h in &found {
             let mut reason = hold_reason_text(h);
             if let Some(t) = cooling_until {
-                reason.push_str(&format!("; cooling until {}", t.as_millis()));
+                reason.push_str(&format!("; cooling until {t}"));
             }
             changes.push(history(
                 ctx,

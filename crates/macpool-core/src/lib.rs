@@ -7,6 +7,7 @@
 
 pub mod authority;
 pub mod conflict;
+pub mod explain;
 pub mod freespace;
 pub mod history;
 pub mod hyperv;

@@ -1,1 +1,135 @@
+//! The authority's HTTP server: the JSON API under `/api/v1`, `/healthz`, `/metrics` and the
+//! OpenAPI document. Handlers translate between DTOs and the store; they hold no rules of their
+//! own (those live in `macpool-core`).
 
+pub mod auth;
+pub mod error;
+mod extract;
+mod input;
+pub mod metrics;
+pub mod openapi;
+mod routes;
+pub mod serve;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use macpool_store::AnyStore;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::TokenCache;
+use crate::error::{ApiError, ErrorSlug};
+use crate::metrics::Metrics;
+
+/// Largest request body accepted; every API body is far smaller.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Settings that change how requests are answered.
+#[derive(Clone, Debug, Default)]
+pub struct ServerConfig {
+    /// Serve /metrics without a token.
+    pub public_metrics: bool,
+}
+
+pub struct AppState {
+    pub store: AnyStore,
+    pub tokens: TokenCache,
+    pub metrics: Metrics,
+    pub config: ServerConfig,
+}
+
+/// The API routes with their OpenAPI description; one list feeds both.
+fn api() -> OpenApiRouter<Arc<AppState>> {
+    use routes::{leases, pools, tokens};
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(pools::list_pools, pools::create_pool))
+        .routes(routes!(
+            pools::get_pool,
+            pools::edit_pool,
+            pools::delete_pool
+        ))
+        .routes(routes!(pools::list_available, pools::allocate_available))
+        .routes(routes!(leases::list_leases, leases::allocate))
+        .routes(routes!(leases::release))
+        .routes(routes!(leases::mac_info))
+        .routes(routes!(leases::list_holds, leases::place_hold))
+        .routes(routes!(leases::remove_hold))
+        .routes(routes!(leases::history))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+}
+
+/// The OpenAPI document of the API, paths relative to `/api/v1`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+/// The whole application; tests drive it without a socket.
+pub fn app(state: Arc<AppState>) -> Router {
+    let (api_router, mut doc) = api().split_for_parts();
+    doc.servers = Some(vec![utoipa::openapi::Server::new(macpool_api::API_PREFIX)]);
+    let doc = Arc::new(doc);
+    Router::new()
+        .nest(macpool_api::API_PREFIX, api_router)
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route("/healthz", get(routes::system::healthz))
+        .route("/metrics", get(routes::system::metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn no_route(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no-route",
+        format!(
+            "no endpoint {} {}; see /api/v1/openapi.json",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// Times every request and counts error responses by problem type.
+async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let res = next.run(req).await;
+    st.metrics.observe_request(started.elapsed());
+    if let Some(ErrorSlug(slug)) = res.extensions().get::<ErrorSlug>() {
+        st.metrics.count_error(slug);
+    } else if res.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        st.metrics.count_error("payload-too-large");
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            extract::too_large(),
+        )
+        .into_response();
+    }
+    res
+}

@@ -182,3 +182,74 @@ pub fn now() -> Timestamp {
         .unwrap_or(0);
     Timestamp(ms)
 }
+
+/// The back end chosen at start-up. An enum rather than a trait object because [`Store`]'s
+/// methods are async; adding a back end adds a variant here and nowhere else.
+pub enum AnyStore {
+    Sqlite(sqlite::SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn create_pool(&self, actor: Actor, spec: PoolSpec) -> StoreResult<PoolView> {
+        dispatch!(self, s => s.create_pool(actor, spec).await)
+    }
+    async fn edit_pool(&self, actor: Actor, name: String, edit: PoolEdit) -> StoreResult<PoolView> {
+        dispatch!(self, s => s.edit_pool(actor, name, edit).await)
+    }
+    async fn delete_pool(&self, actor: Actor, name: String) -> StoreResult<()> {
+        dispatch!(self, s => s.delete_pool(actor, name).await)
+    }
+    async fn pools(&self) -> StoreResult<Vec<PoolView>> {
+        dispatch!(self, s => s.pools().await)
+    }
+    async fn pool(&self, name: String) -> StoreResult<PoolView> {
+        dispatch!(self, s => s.pool(name).await)
+    }
+    async fn available(&self, name: String, limit: u64) -> StoreResult<Available> {
+        dispatch!(self, s => s.available(name, limit).await)
+    }
+    async fn allocate(&self, actor: Actor, req: AllocateRequest) -> StoreResult<Vec<Allocation>> {
+        dispatch!(self, s => s.allocate(actor, req).await)
+    }
+    async fn release(&self, actor: Actor, selector: ReleaseSelector) -> StoreResult<Vec<Released>> {
+        dispatch!(self, s => s.release(actor, selector).await)
+    }
+    async fn hold(&self, actor: Actor, req: HoldRequest) -> StoreResult<Hold> {
+        dispatch!(self, s => s.hold(actor, req).await)
+    }
+    async fn unhold(&self, actor: Actor, req: UnholdRequest) -> StoreResult<Vec<Hold>> {
+        dispatch!(self, s => s.unhold(actor, req).await)
+    }
+    async fn leases(&self, filter: LeaseFilter) -> StoreResult<Vec<Lease>> {
+        dispatch!(self, s => s.leases(filter).await)
+    }
+    async fn holds(&self, vm_id: Option<String>) -> StoreResult<Vec<Hold>> {
+        dispatch!(self, s => s.holds(vm_id).await)
+    }
+    async fn mac_status(&self, mac: Mac) -> StoreResult<MacStatus> {
+        dispatch!(self, s => s.mac_status(mac).await)
+    }
+    async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {
+        dispatch!(self, s => s.history(filter).await)
+    }
+    async fn save_token(&self, token: TokenRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.save_token(token).await)
+    }
+    async fn revoke_token(&self, id: String) -> StoreResult<TokenRecord> {
+        dispatch!(self, s => s.revoke_token(id).await)
+    }
+    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        dispatch!(self, s => s.tokens().await)
+    }
+    fn stats(&self) -> StoreStats {
+        dispatch!(self, s => s.stats())
+    }
+}

@@ -1,0 +1,298 @@
+//! Request and response bodies. Field names are the API contract: change them only with a new
+//! API version.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// `POST /pools`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolCreate {
+    pub name: String,
+    /// `FIRST-LAST` ranges in any MAC spelling.
+    pub ranges: Vec<String>,
+    /// `next-fit` (default) or `lowest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+    /// Reuse cooldown, e.g. `24h`, `30m`, `0s` (default 24h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<String>,
+    /// `deny` (default) or `allow-and-flag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<String>,
+    /// Low-capacity threshold, e.g. `5%` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_water: Option<String>,
+}
+
+/// `PATCH /pools/{name}`: absent fields stay as they are.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolEditBody {
+    /// Replaces all ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_ranges: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_ranges: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_water: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RangeView {
+    pub first: String,
+    pub last: String,
+    pub size: u64,
+}
+
+/// A pool with its policy and counters. `free + leased + held + cooling == size`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PoolInfo {
+    pub name: String,
+    pub ranges: Vec<RangeView>,
+    pub order: String,
+    /// Cooldown as a duration string (`24h`).
+    pub cooldown: String,
+    pub cooldown_seconds: u64,
+    pub duplicates: String,
+    pub low_water: String,
+    pub size: u64,
+    pub leased: u64,
+    pub held: u64,
+    pub cooling: u64,
+    pub free: u64,
+    pub percent_used: f64,
+    /// Free addresses are below the low-water mark.
+    pub low: bool,
+}
+
+/// A run of consecutive free addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FreeRun {
+    pub first: String,
+    pub last: String,
+    pub count: u64,
+}
+
+/// `GET /pools/{name}/available`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AvailableInfo {
+    pub pool: String,
+    pub size: u64,
+    pub free: u64,
+    pub runs: Vec<FreeRun>,
+    /// Addresses listed in `runs` (at most the requested limit).
+    pub listed: u64,
+    /// More free addresses exist than were listed.
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AvailableQuery {
+    /// Most addresses to list (default 65536).
+    pub limit: Option<u64>,
+}
+
+/// A request for a MAC. Asking again for the same `vm_id` + `adapter_id` returns the same MAC.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllocateBody {
+    /// Required on `POST /leases`; taken from the path on `POST /pools/{name}/available`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    pub vm_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// A specific address instead of the next free one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// How many addresses (default 1); adapters become `<adapter_id>#1`, `#2`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseInfo {
+    pub mac: String,
+    pub pool: String,
+    pub vm_id: String,
+    pub adapter_id: String,
+    pub vm_name: Option<String>,
+    pub host: Option<String>,
+    pub cluster: Option<String>,
+    /// `reserved` or `bound`.
+    pub state: String,
+    pub created: String,
+    /// Granted although the MAC was taken (pool policy `allow-and-flag`).
+    pub duplicate: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AllocationInfo {
+    pub lease: LeaseInfo,
+    /// The owner had this lease before the call.
+    pub existing: bool,
+}
+
+/// The answer to an allocation: one entry per adapter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AllocationResult {
+    pub allocations: Vec<AllocationInfo>,
+    /// The pool is below its low-water mark after this allocation.
+    pub pool_low: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LeaseQuery {
+    pub pool: Option<String>,
+    pub host: Option<String>,
+    pub vm: Option<String>,
+}
+
+/// `POST /leases/release`: either `mac` (and `vm_id` to pick a flagged duplicate) or `vm_id`
+/// (every lease of the VM, or `adapter_id`'s).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReleasedInfo {
+    pub lease: LeaseInfo,
+    /// When the MAC becomes free again; null when a hold or another lease still keeps it.
+    pub cooling_until: Option<String>,
+}
+
+/// `POST /holds`
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldBody {
+    pub mac: String,
+    pub vm_id: String,
+    /// `checkpoint`, `template`, `backup` or `departed`.
+    pub reason: String,
+    /// What keeps the MAC: a checkpoint id, a template name.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// `POST /holds/remove`: removes `vm_id`'s holds on `mac` (narrowed by reason and ref).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnholdBody {
+    pub mac: String,
+    pub vm_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HoldInfo {
+    pub mac: String,
+    pub vm_id: String,
+    pub reason: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub created: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HoldQuery {
+    pub vm: Option<String>,
+}
+
+/// Everything known about one MAC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MacInfo {
+    pub mac: String,
+    /// `leased`, `held`, `cooling`, `free` or `unmanaged` (outside every pool).
+    pub state: String,
+    pub pool: Option<String>,
+    pub leases: Vec<LeaseInfo>,
+    pub holds: Vec<HoldInfo>,
+    pub cooling_until: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryInfo {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub mac: Option<String>,
+    pub pool: Option<String>,
+    pub vm_id: Option<String>,
+    pub vm_name: Option<String>,
+    pub adapter_id: Option<String>,
+    pub host: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    pub mac: Option<String>,
+    pub vm: Option<String>,
+    /// Most rows (default 100, at most 10000), newest first.
+    pub limit: Option<u32>,
+}
+
+/// `POST /tokens`
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    pub name: String,
+    /// `admin`, `agent` or `reader`.
+    pub role: String,
+    /// Required for `agent`: the host it acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub host: Option<String>,
+    pub created: String,
+    pub revoked: Option<String>,
+}
+
+/// A new token. `token` is shown this once; only its hash is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    pub token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}

@@ -1,0 +1,202 @@
+//! Leases, holds, MAC status and history.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use macpool_api::dto::*;
+use macpool_api::{Problem, convert};
+use macpool_core::authority::{HoldRequest, LeaseFilter, ReleaseSelector, UnholdRequest};
+use macpool_store::{HistoryFilter, Store};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path, Query};
+use crate::{AppState, input};
+
+/// Most history rows one request returns.
+const MAX_HISTORY: u32 = 10_000;
+
+pub(crate) async fn allocate_in(
+    st: &AppState,
+    c: &Caller,
+    pool: String,
+    body: AllocateBody,
+) -> ApiResult<(StatusCode, Json<AllocationResult>)> {
+    c.require_writer()?;
+    let req = input::allocate(pool.clone(), body)?;
+    let allocations = st.store.allocate(c.actor(), req).await?;
+    let new = allocations.iter().filter(|a| !a.existing).count() as u64;
+    st.metrics.count_allocations(&pool, new);
+    let status = if new > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(convert::allocations(&allocations))))
+}
+
+/// List live leases.
+#[utoipa::path(get, path = "/leases", tag = "leases", params(LeaseQuery),
+    responses((status = 200, body = [LeaseInfo]), (status = 401, body = Problem)))]
+pub async fn list_leases(
+    State(st): State<Arc<AppState>>,
+    _c: Caller,
+    Query(q): Query<LeaseQuery>,
+) -> ApiResult<Json<Vec<LeaseInfo>>> {
+    let filter = LeaseFilter {
+        pool: q.pool,
+        host: q.host,
+        vm_id: q.vm,
+    };
+    Ok(Json(
+        st.store
+            .leases(filter)
+            .await?
+            .iter()
+            .map(convert::lease)
+            .collect(),
+    ))
+}
+
+/// Allocate a MAC for a VM adapter (idempotent per `vm_id` + `adapter_id`).
+#[utoipa::path(post, path = "/leases", tag = "leases", request_body = AllocateBody,
+    responses((status = 201, body = AllocationResult), (status = 200, description = "the owner already had its lease", body = AllocationResult),
+        (status = 400, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub async fn allocate(
+    State(st): State<Arc<AppState>>,
+    c: Caller,
+    Json(mut body): Json<AllocateBody>,
+) -> ApiResult<(StatusCode, Json<AllocationResult>)> {
+    let pool = body
+        .pool
+        .take()
+        .ok_or_else(|| ApiError::bad_request("invalid-input", "'pool' is required"))?;
+    allocate_in(&st, &c, pool, body).await
+}
+
+/// Release leases by MAC or by VM; the MAC cools down before reuse.
+#[utoipa::path(post, path = "/leases/release", tag = "leases", request_body = ReleaseBody,
+    responses((status = 200, body = [ReleasedInfo]), (status = 404, body = Problem), (status = 409, description = "ambiguous", body = Problem)))]
+pub async fn release(
+    State(st): State<Arc<AppState>>,
+    c: Caller,
+    Json(body): Json<ReleaseBody>,
+) -> ApiResult<Json<Vec<ReleasedInfo>>> {
+    c.require_writer()?;
+    let selector = match (body.mac, body.vm_id) {
+        (Some(m), vm_id) => {
+            if body.adapter_id.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid-input",
+                    "'adapter_id' goes with 'vm_id', not with 'mac'",
+                ));
+            }
+            ReleaseSelector::Mac {
+                mac: input::mac("mac", &m)?,
+                vm_id,
+            }
+        }
+        (None, Some(vm_id)) => ReleaseSelector::Vm {
+            vm_id,
+            adapter_id: body.adapter_id,
+        },
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "invalid-input",
+                "give 'mac' or 'vm_id'",
+            ));
+        }
+    };
+    let released = st.store.release(c.actor(), selector).await?;
+    Ok(Json(released.iter().map(convert::released).collect()))
+}
+
+/// Everything known about one MAC: pool, leases, holds, cooldown.
+#[utoipa::path(get, path = "/macs/{mac}", tag = "leases", params(("mac" = String, Path, description = "any MAC spelling")),
+    responses((status = 200, body = MacInfo), (status = 400, body = Problem)))]
+pub async fn mac_info(
+    State(st): State<Arc<AppState>>,
+    _c: Caller,
+    Path(mac): Path<String>,
+) -> ApiResult<Json<MacInfo>> {
+    let mac = input::mac("mac", &mac)?;
+    Ok(Json(convert::mac_status(&st.store.mac_status(mac).await?)))
+}
+
+/// List holds.
+#[utoipa::path(get, path = "/holds", tag = "holds", params(HoldQuery), responses((status = 200, body = [HoldInfo])))]
+pub async fn list_holds(
+    State(st): State<Arc<AppState>>,
+    _c: Caller,
+    Query(q): Query<HoldQuery>,
+) -> ApiResult<Json<Vec<HoldInfo>>> {
+    Ok(Json(
+        st.store
+            .holds(q.vm)
+            .await?
+            .iter()
+            .map(convert::hold)
+            .collect(),
+    ))
+}
+
+/// Keep a MAC out of circulation for a VM (checkpoint, template, backup, departed).
+#[utoipa::path(post, path = "/holds", tag = "holds", request_body = HoldBody,
+    responses((status = 201, body = HoldInfo), (status = 409, description = "mac-in-use", body = Problem)))]
+pub async fn place_hold(
+    State(st): State<Arc<AppState>>,
+    c: Caller,
+    Json(body): Json<HoldBody>,
+) -> ApiResult<(StatusCode, Json<HoldInfo>)> {
+    c.require_writer()?;
+    let req = HoldRequest {
+        mac: input::mac("mac", &body.mac)?,
+        vm_id: body.vm_id,
+        reason: input::hold_reason(&body.reason)?,
+        reference: body.reference.unwrap_or_default(),
+    };
+    let hold = st.store.hold(c.actor(), req).await?;
+    Ok((StatusCode::CREATED, Json(convert::hold(&hold))))
+}
+
+/// Remove a VM's holds on a MAC; the MAC cools down if nothing else keeps it.
+#[utoipa::path(post, path = "/holds/remove", tag = "holds", request_body = UnholdBody,
+    responses((status = 200, body = [HoldInfo]), (status = 404, body = Problem)))]
+pub async fn remove_hold(
+    State(st): State<Arc<AppState>>,
+    c: Caller,
+    Json(body): Json<UnholdBody>,
+) -> ApiResult<Json<Vec<HoldInfo>>> {
+    c.require_writer()?;
+    let req = UnholdRequest {
+        mac: input::mac("mac", &body.mac)?,
+        vm_id: body.vm_id,
+        reason: body.reason.as_deref().map(input::hold_reason).transpose()?,
+        reference: body.reference,
+    };
+    let removed = st.store.unhold(c.actor(), req).await?;
+    Ok(Json(removed.iter().map(convert::hold).collect()))
+}
+
+/// The history of a MAC or a VM (or everything), newest first.
+#[utoipa::path(get, path = "/history", tag = "history", params(HistoryQuery), responses((status = 200, body = [HistoryInfo])))]
+pub async fn history(
+    State(st): State<Arc<AppState>>,
+    _c: Caller,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<Vec<HistoryInfo>>> {
+    let filter = HistoryFilter {
+        mac: q.mac.as_deref().map(|m| input::mac("mac", m)).transpose()?,
+        vm_id: q.vm,
+        limit: q.limit.unwrap_or(100).clamp(1, MAX_HISTORY),
+    };
+    Ok(Json(
+        st.store
+            .history(filter)
+            .await?
+            .iter()
+            .map(convert::history)
+            .collect(),
+    ))
+}

@@ -1,0 +1,4 @@
+pub mod leases;
+pub mod pools;
+pub mod system;
+pub mod tokens;

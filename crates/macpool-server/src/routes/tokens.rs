@@ -1,0 +1,115 @@
+//! Token administration (admin only).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use macpool_api::dto::{TokenCreate, TokenCreated, TokenInfo};
+use macpool_api::{Problem, convert};
+use macpool_core::lease::validate_field;
+use macpool_store::{Role, Store, TokenRecord};
+
+use crate::AppState;
+use crate::auth::{self, Caller};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path};
+
+pub fn info(t: &TokenRecord) -> TokenInfo {
+    TokenInfo {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        role: t.role.name().into(),
+        host: t.host.clone(),
+        created: convert::time(t.created),
+        revoked: t.revoked.map(convert::time),
+    }
+}
+
+/// List tokens (never their secrets).
+#[utoipa::path(get, path = "/tokens", tag = "tokens", responses((status = 200, body = [TokenInfo]), (status = 403, body = Problem)))]
+pub async fn list_tokens(
+    State(st): State<Arc<AppState>>,
+    c: Caller,
+) -> ApiResult<Json<Vec<TokenInfo>>> {
+    c.require_admin()?;
+    Ok(Json(st.store.tokens().await?.iter().map(info).collect()))
+}
+
+/// Create a token; the secret is in the response this once.
+#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = TokenCreate,
+    responses((status = 201, body = TokenCreated), (status = 400, body = Problem), (status = 403, body = Problem)))]
+pub async fn create_token(
+    State(st): State<Arc<AppState>>,
+    c: Caller,
+    Json(body): Json<TokenCreate>,
+) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
+    c.require_admin()?;
+    let bad = |m: String| ApiError::bad_request("invalid-input", m);
+    let role = Role::parse(&body.role).map_err(bad)?;
+    if body.name.trim().is_empty() {
+        return Err(bad("token name must not be empty".into()));
+    }
+    validate_field("name", &body.name).map_err(bad)?;
+    let host = match (role, body.host) {
+        (Role::Agent, Some(h)) if !h.trim().is_empty() => {
+            validate_field("host", &h).map_err(bad)?;
+            Some(h)
+        }
+        (Role::Agent, _) => {
+            return Err(bad(
+                "an agent token needs the host it acts for ('host')".into()
+            ));
+        }
+        (_, Some(_)) => return Err(bad("only agent tokens are bound to a host".into())),
+        (_, None) => None,
+    };
+    let (id, token, secret_hash) = auth::generate();
+    let record = TokenRecord {
+        id,
+        name: body.name,
+        role,
+        host,
+        secret_hash,
+        created: macpool_store::now(),
+        revoked: None,
+    };
+    st.store.save_token(record.clone()).await?;
+    st.tokens.replace(st.store.tokens().await?);
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenCreated {
+            info: info(&record),
+            token,
+        }),
+    ))
+}
+
+/// Revoke a token; refused for the last active admin token.
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens", params(("id" = String, Path)),
+    responses((status = 200, body = TokenInfo), (status = 404, body = Problem), (status = 409, description = "last-admin", body = Problem)))]
+pub async fn revoke_token(
+    State(st): State<Arc<AppState>>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenInfo>> {
+    c.require_admin()?;
+    let all = st.store.tokens().await?;
+    let target = all
+        .iter()
+        .find(|t| t.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("no token with id '{id}'")))?;
+    let active_admins = all
+        .iter()
+        .filter(|t| t.role == Role::Admin && t.revoked.is_none())
+        .count();
+    if target.role == Role::Admin && target.revoked.is_none() && active_admins == 1 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "last-admin",
+            "this is the last active admin token; create another admin token first",
+        ));
+    }
+    let revoked = st.store.revoke_token(id).await?;
+    st.tokens.replace(st.store.tokens().await?);
+    Ok(Json(info(&revoked)))
+}

@@ -1,0 +1,272 @@
+//! The command line, as clap types. Global flags come first; each subcommand mirrors one task.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use macpool_core::MacFormat;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "macpool",
+    version,
+    about = "Cluster-wide MAC address authority for Hyper-V and libvirt clusters",
+    after_help = "Exit status: 0 ok, 1 the answer is no (conflict, not found, exhausted), \
+                  2 usage or input error, 3 server unreachable or refused."
+)]
+pub struct Cli {
+    /// Authority URL for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "MACPOOL_SERVER",
+        default_value = "http://127.0.0.1:7780"
+    )]
+    pub server: String,
+    /// Bearer token for client commands.
+    #[arg(long, global = true, env = "MACPOOL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// How MACs are spelled on output: ieee (00-15-5D-0A-0B-0C), unix, hyperv, cisco.
+    #[arg(long, global = true, default_value = "ieee", value_parser = parse_mac_format)]
+    pub mac_format: MacFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn parse_mac_format(s: &str) -> Result<MacFormat, String> {
+    s.parse()
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the authority (HTTP API, metrics) on the embedded store.
+    Serve(ServeArgs),
+    /// Create, list, edit and delete pools; see what is free.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Allocate, release and inspect leases and holds.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// The history of a MAC or a VM, newest first.
+    History(HistoryArgs),
+    /// Manage API tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Offline MAC tools.
+    #[command(subcommand)]
+    Mac(MacCommand),
+    /// Benchmarks against a real server.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7780", env = "MACPOOL_LISTEN")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    #[arg(long, default_value = "./macpool-data", env = "MACPOOL_DATA")]
+    pub data: PathBuf,
+    /// PEM certificate chain; with --tls-key, serve HTTPS.
+    #[arg(long, env = "MACPOOL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "MACPOOL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve /metrics without a token.
+    #[arg(long)]
+    pub public_metrics: bool,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct PolicyArgs {
+    /// next-fit (from a random start, moving on) or lowest.
+    #[arg(long)]
+    pub order: Option<String>,
+    /// How long a released MAC rests before reuse, e.g. 24h, 30m, 0s.
+    #[arg(long)]
+    pub cooldown: Option<String>,
+    /// deny or allow-and-flag, for requests of a specific MAC that is taken.
+    #[arg(long)]
+    pub duplicates: Option<String>,
+    /// Report the pool as low below this share free, e.g. 5%.
+    #[arg(long)]
+    pub low_water: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PoolCommand {
+    /// Create a pool from one or more ranges.
+    Create {
+        name: String,
+        /// FIRST-LAST, any MAC spelling (repeatable).
+        #[arg(long = "range", required = true)]
+        ranges: Vec<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// All pools with their counters.
+    List,
+    /// One pool in detail.
+    Show { name: String },
+    /// Change ranges or policy.
+    Edit {
+        name: String,
+        /// Replace all ranges with these (repeatable).
+        #[arg(long = "range")]
+        ranges: Vec<String>,
+        /// Add a range (repeatable).
+        #[arg(long = "add-range")]
+        add_ranges: Vec<String>,
+        /// Remove a range (repeatable).
+        #[arg(long = "remove-range")]
+        remove_ranges: Vec<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Delete a pool (refused while it has leases or holds).
+    Delete { name: String },
+    /// Free addresses as runs, with totals.
+    Available {
+        name: String,
+        /// List at most this many addresses.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LeaseCommand {
+    /// Give a VM adapter a MAC (asking again returns the same one).
+    Allocate {
+        #[arg(long)]
+        pool: String,
+        #[arg(long)]
+        vm_id: String,
+        #[arg(long)]
+        vm_name: Option<String>,
+        #[arg(long)]
+        adapter_id: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Ask for this specific MAC.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Allocate several (adapters <adapter-id>#1, #2, …).
+        #[arg(long)]
+        count: Option<u32>,
+    },
+    /// Release a lease by MAC, or every lease of a VM.
+    Release {
+        mac: Option<String>,
+        #[arg(long = "vm")]
+        vm_id: Option<String>,
+        #[arg(long)]
+        adapter_id: Option<String>,
+    },
+    /// Everything about one MAC, or a VM's leases.
+    Show {
+        mac: Option<String>,
+        #[arg(long = "vm")]
+        vm_id: Option<String>,
+    },
+    /// List live leases.
+    List {
+        #[arg(long)]
+        pool: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long = "vm")]
+        vm_id: Option<String>,
+    },
+    /// Keep a MAC out of circulation for a VM.
+    Hold {
+        #[arg(long)]
+        mac: String,
+        #[arg(long)]
+        vm_id: String,
+        /// checkpoint, template, backup or departed.
+        #[arg(long)]
+        reason: String,
+        /// What keeps it (checkpoint id, template name).
+        #[arg(long = "ref")]
+        reference: Option<String>,
+    },
+    /// Remove a VM's hold(s) on a MAC.
+    Unhold {
+        #[arg(long)]
+        mac: String,
+        #[arg(long)]
+        vm_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long = "ref")]
+        reference: Option<String>,
+    },
+    /// List holds.
+    Holds {
+        #[arg(long = "vm")]
+        vm_id: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    pub mac: Option<String>,
+    #[arg(long = "vm")]
+    pub vm_id: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once.
+    Create {
+        #[arg(long)]
+        role: String,
+        /// The host an agent token acts for.
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List,
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MacCommand {
+    /// Every spelling and what the bits say about a MAC.
+    Explain { mac: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Durable allocations per second through the HTTP API.
+    Allocate(BenchAllocateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchAllocateArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Allocations per client.
+    #[arg(long, default_value_t = 1000)]
+    pub per_client: usize,
+    /// Benchmark this running server (needs --token) instead of starting one.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Where the started server keeps its store (default: a temporary directory).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}

@@ -1,0 +1,44 @@
+use macpool_api::dto::HistoryQuery;
+
+use super::Ctx;
+use crate::cli::HistoryArgs;
+use crate::exit::{CmdResult, OK};
+use crate::output::{opt, table};
+
+pub async fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
+    let q = HistoryQuery {
+        mac: args.mac,
+        vm: args.vm_id,
+        limit: Some(args.limit),
+    };
+    let rows = ctx.client.history(&q).await?;
+    if ctx.out.json {
+        ctx.out.print_json(&rows);
+        return Ok(OK);
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|h| {
+            vec![
+                h.at.clone(),
+                h.actor.clone(),
+                h.action.clone(),
+                ctx.out.opt_mac(&h.mac),
+                opt(&h.pool),
+                opt(&h.vm_id),
+                opt(&h.host),
+                opt(&h.reason),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "TIME", "ACTOR", "ACTION", "MAC", "POOL", "VM", "HOST", "WHY"
+            ],
+            &cells
+        )
+    );
+    Ok(OK)
+}

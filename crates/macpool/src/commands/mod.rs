@@ -1,0 +1,57 @@
+//! One module per command group. Each returns an exit code or a [`Failure`].
+
+mod bench;
+mod history;
+mod lease;
+mod mac;
+mod pool;
+mod token;
+
+use macpool_client::Client;
+
+use crate::cli::{Cli, Command};
+use crate::exit::{CmdResult, Failure};
+use crate::output::Output;
+
+/// What every client command needs.
+pub struct Ctx {
+    pub client: Client,
+    pub out: Output,
+}
+
+pub async fn run(cli: Cli) -> CmdResult {
+    let out = Output {
+        json: cli.json,
+        mac_format: cli.mac_format,
+    };
+    let ctx = || -> Result<Ctx, Failure> {
+        Ok(Ctx {
+            client: Client::new(&cli.server, cli.token.clone())?,
+            out,
+        })
+    };
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Pool(c) => pool::run(&ctx()?, c).await,
+        Command::Lease(c) => lease::run(&ctx()?, c).await,
+        Command::History(a) => history::run(&ctx()?, a).await,
+        Command::Token(c) => token::run(&ctx()?, c).await,
+        Command::Mac(c) => mac::run(out, c),
+        Command::Bench(c) => bench::run(out, &cli.token, c).await,
+    }
+}
+
+async fn serve(args: crate::cli::ServeArgs) -> CmdResult {
+    let opts = macpool_server::serve::ServeOptions {
+        listen: args.listen,
+        data_dir: args.data,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        public_metrics: args.public_metrics,
+        bootstrap_token: std::env::var("MACPOOL_BOOTSTRAP_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
+    macpool_server::serve::run(opts).await?;
+    Ok(crate::exit::OK)
+}
