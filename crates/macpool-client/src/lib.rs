@@ -65,14 +65,32 @@ fn segment(s: &str) -> String {
 impl Client {
     /// `server` is the base URL (`http://127.0.0.1:7780`); a missing scheme means `http://`.
     pub fn new(server: &str, token: Option<String>) -> ClientResult<Client> {
+        Client::with_ca(server, token, None)
+    }
+
+    /// Like [`Client::new`], also trusting the PEM certificate(s) in `ca_pem` (a private CA or a
+    /// self-signed authority certificate).
+    pub fn with_ca(
+        server: &str,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+    ) -> ClientResult<Client> {
         let base = if server.contains("://") {
             server.trim_end_matches('/').to_string()
         } else {
             format!("http://{}", server.trim_end_matches('/'))
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
+            .timeout(Duration::from_secs(60));
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Usage(format!("cannot read the CA certificate: {e}")))?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Usage(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client { http, base, token })

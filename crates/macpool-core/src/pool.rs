@@ -146,7 +146,7 @@ impl Default for LowWater {
 
 impl fmt::Display for LowWater {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 100 == 0 {
+        if self.0.is_multiple_of(100) {
             write!(f, "{}%", self.0 / 100)
         } else {
             write!(f, "{}%", f64::from(self.0) / 100.0)

@@ -54,7 +54,8 @@ impl Metrics {
 
     pub fn render(&self, pools: &[PoolView], store: StoreStats) -> String {
         let mut out = String::new();
-        let gauges: [(&str, &str, fn(&PoolView) -> u64); 5] = [
+        type Gauge = (&'static str, &'static str, fn(&PoolView) -> u64);
+        let gauges: [Gauge; 5] = [
             (
                 "macpool_pool_size",
                 "Addresses in the pool's ranges.",

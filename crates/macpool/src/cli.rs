@@ -26,6 +26,9 @@ pub struct Cli {
     /// Bearer token for client commands.
     #[arg(long, global = true, env = "MACPOOL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Trust this PEM certificate (a private CA or the server's self-signed certificate).
+    #[arg(long, global = true, env = "MACPOOL_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,

@@ -31,7 +31,6 @@ const MIGRATIONS: &[&str] = &[
     );
     -- Defence in depth for "no MAC leased twice": only flagged duplicates may share a MAC.
     CREATE UNIQUE INDEX leases_mac_unflagged ON leases(mac) WHERE duplicate = 0;
-    CREATE INDEX leases_mac ON leases(mac);
     CREATE TABLE holds (
         mac         INTEGER NOT NULL,
         vm_id       TEXT NOT NULL,
@@ -45,7 +44,7 @@ const MIGRATIONS: &[&str] = &[
         until_ms  INTEGER NOT NULL
     );
     CREATE TABLE history (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          INTEGER PRIMARY KEY,
         at_ms       INTEGER NOT NULL,
         actor       TEXT NOT NULL,
         action      TEXT NOT NULL,

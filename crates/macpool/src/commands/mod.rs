@@ -25,8 +25,15 @@ pub async fn run(cli: Cli) -> CmdResult {
         mac_format: cli.mac_format,
     };
     let ctx = || -> Result<Ctx, Failure> {
+        let ca = match &cli.ca_cert {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .map_err(|e| Failure::usage(format!("cannot read {}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
         Ok(Ctx {
-            client: Client::new(&cli.server, cli.token.clone())?,
+            client: Client::with_ca(&cli.server, cli.token.clone(), ca.as_deref())?,
             out,
         })
     };

@@ -1,0 +1,572 @@
+//! The API driven in-process (no socket): routes, auth, problem+json, and that refused
+//! requests change nothing.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use macpool_server::auth::{TokenCache, hash_secret};
+use macpool_server::metrics::Metrics;
+use macpool_server::{AppState, ServerConfig, app, openapi_document};
+use macpool_store::sqlite::SqliteStore;
+use macpool_store::{AnyStore, Role, Store, TokenRecord};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ADMIN: &str = "mp_adm_secretadmin";
+const AGENT: &str = "mp_agt_secretagent";
+const READER: &str = "mp_rdr_secretreader";
+
+struct Api {
+    router: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+fn token(id: &str, secret: &str, role: Role, host: Option<&str>) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        name: format!("{}-test", role.name()),
+        role,
+        host: host.map(str::to_string),
+        secret_hash: hash_secret(secret),
+        created: macpool_core::Timestamp(0),
+        revoked: None,
+    }
+}
+
+async fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = AnyStore::Sqlite(SqliteStore::open(dir.path()).unwrap());
+    let tokens = vec![
+        token("adm", "secretadmin", Role::Admin, None),
+        token("agt", "secretagent", Role::Agent, Some("h1")),
+        token("rdr", "secretreader", Role::Reader, None),
+    ];
+    for t in &tokens {
+        store.save_token(t.clone()).await.unwrap();
+    }
+    let state = Arc::new(AppState {
+        store,
+        tokens: TokenCache::new(tokens),
+        metrics: Metrics::default(),
+        config: ServerConfig::default(),
+    });
+    Api {
+        router: app(state),
+        _dir: dir,
+    }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string()))
+                .unwrap(),
+            None => req.body(Body::empty()).unwrap(),
+        };
+        self.raw(req).await
+    }
+
+    async fn raw(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let is_problem = res
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("application/problem+json"));
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !status.is_success() {
+            assert!(is_problem, "error {status} without problem+json: {v}");
+        }
+        (status, v)
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(method, path, Some(ADMIN), body).await
+    }
+
+    /// Everything a refused request must leave unchanged.
+    async fn snapshot(&self) -> (Value, Value, Value, Value) {
+        (
+            self.admin("GET", "/api/v1/pools", None).await.1,
+            self.admin("GET", "/api/v1/leases", None).await.1,
+            self.admin("GET", "/api/v1/holds", None).await.1,
+            self.admin("GET", "/api/v1/history?limit=10000", None)
+                .await
+                .1,
+        )
+    }
+}
+
+fn slug(v: &Value) -> &str {
+    v["type"].as_str().unwrap().rsplit('/').next().unwrap()
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed_and_nothing_else_is() {
+    let api = api().await;
+    let doc = serde_json::to_value(openapi_document()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let concrete = path
+                .replace("{name}", "p")
+                .replace("{mac}", "00155D000001")
+                .replace("{id}", "x");
+            let (status, body) = api
+                .call(
+                    &method.to_uppercase(),
+                    &format!("/api/v1{concrete}"),
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+            operations += 1;
+        }
+    }
+    assert_eq!(
+        operations, 18,
+        "the API has 18 operations; update this when adding one"
+    );
+    let (status, body) = api
+        .call("GET", "/api/v1/nothing-here", Some(ADMIN), None)
+        .await;
+    assert_eq!((status, slug(&body)), (StatusCode::NOT_FOUND, "no-route"));
+    let (status, body) = api.call("PUT", "/api/v1/pools", Some(ADMIN), None).await;
+    assert_eq!(
+        (status, slug(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed")
+    );
+    let (status, served) = api.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(served["paths"], doc["paths"]);
+}
+
+#[tokio::test]
+async fn allocate_see_free_release_and_history() {
+    let api = api().await;
+    let (s, p) = api
+        .admin("POST", "/api/v1/pools", Some(json!({"name": "rds", "ranges": ["00:15:5d:f0:00:00-00:15:5d:f0:00:ff"], "cooldown": "1h"})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(p["size"], 256);
+    let (s, a) = api
+        .call(
+            "POST",
+            "/api/v1/pools/rds/available",
+            Some(AGENT),
+            Some(json!({"vm_id": "vm-1", "count": 3})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(a["allocations"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        a["allocations"][0]["lease"]["host"], "h1",
+        "agent host filled in"
+    );
+    let (s, again) = api
+        .call(
+            "POST",
+            "/api/v1/pools/rds/available",
+            Some(AGENT),
+            Some(json!({"vm_id": "vm-1", "count": 3})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "idempotent repeat is not a creation");
+    assert_eq!(
+        again["allocations"],
+        json!(
+            a["allocations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| {
+                    let mut x = x.clone();
+                    x["existing"] = json!(true);
+                    x
+                })
+                .collect::<Vec<_>>()
+        )
+    );
+    let (_, free) = api.admin("GET", "/api/v1/pools/rds/available", None).await;
+    assert_eq!(free["free"], 253);
+    let listed: u64 = free["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(listed, 253);
+    let mac = a["allocations"][1]["lease"]["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, rel) = api
+        .admin("POST", "/api/v1/leases/release", Some(json!({"mac": mac})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{rel}");
+    assert!(rel[0]["cooling_until"].as_str().unwrap().ends_with('Z'));
+    let (_, info) = api.admin("GET", &format!("/api/v1/macs/{mac}"), None).await;
+    assert_eq!(info["state"], "cooling");
+    let (_, hist) = api
+        .admin("GET", &format!("/api/v1/history?mac={mac}"), None)
+        .await;
+    let actions: Vec<&str> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["released", "allocated"]);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_precise_problem_and_changes_nothing() {
+    let api = api().await;
+    api.admin(
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": "p", "ranges": ["00155D000000-00155D000001"], "cooldown": "0s"})),
+    )
+    .await;
+    api.admin(
+        "POST",
+        "/api/v1/leases",
+        Some(json!({"pool": "p", "vm_id": "a", "host": "h1"})),
+    )
+    .await;
+    let before = api.snapshot().await;
+    /// method, path, token, body, status, problem type, words the detail must contain
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<Value>,
+        u16,
+        &'a str,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/api/v1/leases",
+            Some(ADMIN),
+            Some(json!({"pool": "p", "vm_id": "b", "mac": "00:15:5d:00:00:0g"})),
+            400,
+            "invalid-mac",
+            "bad digit 'g' at position 17",
+        ),
+        (
+            "POST",
+            "/api/v1/pools",
+            Some(ADMIN),
+            Some(json!({"name": "q", "ranges": ["00155D0000FF-00155D000010"]})),
+            400,
+            "invalid-range",
+            "inverted",
+        ),
+        (
+            "POST",
+            "/api/v1/pools",
+            Some(ADMIN),
+            Some(json!({"name": "q", "ranges": ["01005E000000-01005E0000FF"]})),
+            400,
+            "invalid-range",
+            "multicast",
+        ),
+        (
+            "POST",
+            "/api/v1/pools",
+            Some(ADMIN),
+            Some(json!({"name": "q", "ranges": ["00155D000001-00155D0000FF"]})),
+            409,
+            "range-overlap",
+            "of pool 'p'",
+        ),
+        (
+            "POST",
+            "/api/v1/pools",
+            Some(ADMIN),
+            Some(json!({"name": "p", "ranges": ["00155D100000-00155D1000FF"]})),
+            409,
+            "pool-exists",
+            "already exists",
+        ),
+        (
+            "POST",
+            "/api/v1/leases",
+            Some(ADMIN),
+            Some(json!({"pool": "nope", "vm_id": "b"})),
+            404,
+            "not-found",
+            "no pool named 'nope'",
+        ),
+        (
+            "POST",
+            "/api/v1/leases",
+            Some(ADMIN),
+            Some(json!({"pool": "p", "vm_id": "b", "count": 2})),
+            409,
+            "pool-exhausted",
+            "2 wanted, 1 free",
+        ),
+        (
+            "POST",
+            "/api/v1/leases",
+            Some(ADMIN),
+            Some(json!({"pool": "p", "vm_id": "b", "mac": "00155D000000"})),
+            409,
+            "mac-in-use",
+            "leased to VM a",
+        ),
+        (
+            "POST",
+            "/api/v1/leases",
+            Some(ADMIN),
+            Some(json!({"pool": "p", "vm_id": "b", "bogus": 1})),
+            400,
+            "invalid-json",
+            "unknown field `bogus`",
+        ),
+        (
+            "POST",
+            "/api/v1/leases",
+            Some(ADMIN),
+            Some(json!({"pool": "p"})),
+            400,
+            "invalid-json",
+            "missing field `vm_id`",
+        ),
+        (
+            "POST",
+            "/api/v1/leases",
+            None,
+            Some(json!({"pool": "p", "vm_id": "b"})),
+            401,
+            "unauthorized",
+            "missing",
+        ),
+        (
+            "POST",
+            "/api/v1/leases",
+            Some("mp_adm_wrongsecret"),
+            Some(json!({"pool": "p", "vm_id": "b"})),
+            401,
+            "unauthorized",
+            "unknown or revoked",
+        ),
+        (
+            "POST",
+            "/api/v1/leases",
+            Some(READER),
+            Some(json!({"pool": "p", "vm_id": "b"})),
+            403,
+            "forbidden",
+            "reader token",
+        ),
+        (
+            "POST",
+            "/api/v1/leases",
+            Some(AGENT),
+            Some(json!({"pool": "p", "vm_id": "b", "host": "h2"})),
+            403,
+            "forbidden",
+            "bound to host 'h1'",
+        ),
+        (
+            "POST",
+            "/api/v1/pools",
+            Some(AGENT),
+            Some(json!({"name": "z", "ranges": ["00155D200000-00155D2000FF"]})),
+            403,
+            "forbidden",
+            "admin token",
+        ),
+        (
+            "DELETE",
+            "/api/v1/pools/p",
+            Some(ADMIN),
+            None,
+            409,
+            "pool-in-use",
+            "1 leased",
+        ),
+        (
+            "POST",
+            "/api/v1/holds",
+            Some(ADMIN),
+            Some(json!({"mac": "00155D000000", "vm_id": "other", "reason": "checkpoint"})),
+            409,
+            "mac-in-use",
+            "leased to VM a",
+        ),
+        (
+            "POST",
+            "/api/v1/holds",
+            Some(ADMIN),
+            Some(json!({"mac": "00155D000001", "vm_id": "x", "reason": "whim"})),
+            400,
+            "invalid-input",
+            "unknown hold reason",
+        ),
+        (
+            "GET",
+            "/api/v1/history?limit=abc",
+            Some(ADMIN),
+            None,
+            400,
+            "invalid-input",
+            "limit",
+        ),
+    ];
+    for (method, path, tok, body, status, want_slug, detail) in cases {
+        let (s, v) = api.call(method, path, tok, body.clone()).await;
+        assert_eq!(s.as_u16(), status, "{method} {path} {body:?}: {v}");
+        assert_eq!(slug(&v), want_slug, "{method} {path}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains(detail),
+            "{method} {path}: detail {:?} lacks {detail:?}",
+            v["detail"]
+        );
+        assert_eq!(v["status"], status);
+    }
+    // Oversized and malformed bodies.
+    let big = json!({"pool": "p", "vm_id": "x".repeat(70_000)});
+    let (s, v) = api.admin("POST", "/api/v1/leases", Some(big)).await;
+    assert_eq!((s.as_u16(), slug(&v)), (413, "payload-too-large"));
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/leases")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("content-type", "application/json")
+        .body(Body::from("{\"pool\": \"p\", "))
+        .unwrap();
+    let (s, v) = api.raw(req).await;
+    assert_eq!((s.as_u16(), slug(&v)), (400, "invalid-json"));
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/leases")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::from("{}"))
+        .unwrap();
+    let (s, v) = api.raw(req).await;
+    assert_eq!((s.as_u16(), slug(&v)), (415, "unsupported-media-type"));
+    assert_eq!(
+        api.snapshot().await,
+        before,
+        "a refused request changed the store"
+    );
+}
+
+#[tokio::test]
+async fn metrics_show_pools_errors_and_latency() {
+    let api = api().await;
+    api.admin(
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": "m", "ranges": ["00155D300000-00155D3000FF"]})),
+    )
+    .await;
+    api.admin(
+        "POST",
+        "/api/v1/leases",
+        Some(json!({"pool": "m", "vm_id": "a"})),
+    )
+    .await;
+    api.admin(
+        "POST",
+        "/api/v1/leases",
+        Some(json!({"pool": "nope", "vm_id": "a"})),
+    )
+    .await;
+    let res = api
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .header("authorization", format!("Bearer {READER}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for line in [
+        "macpool_pool_size{pool=\"m\"} 256",
+        "macpool_pool_leased{pool=\"m\"} 1",
+        "macpool_pool_free{pool=\"m\"} 255",
+        "macpool_allocations_total{pool=\"m\"} 1",
+        "macpool_errors_total{type=\"not-found\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "metrics lack {line:?}:\n{text}"
+        );
+    }
+    assert!(text.contains("macpool_http_request_duration_seconds_count"));
+    let (s, _) = api.call("GET", "/metrics", None, None).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "metrics are not public by default"
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_admin_only_and_revocation_takes_effect() {
+    let api = api().await;
+    let (s, _) = api.call("GET", "/api/v1/tokens", Some(READER), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, created) = api
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "agent-h9", "role": "agent", "host": "h9"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let secret = created["token"].as_str().unwrap().to_string();
+    let (s, _) = api.call("GET", "/api/v1/pools", Some(&secret), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, list) = api.admin("GET", "/api/v1/tokens", None).await;
+    assert!(
+        !list.to_string().contains(&secret),
+        "token secrets are never listed"
+    );
+    let id = created["id"].as_str().unwrap();
+    let (s, _) = api
+        .admin("DELETE", &format!("/api/v1/tokens/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api.call("GET", "/api/v1/pools", Some(&secret), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = api
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "x", "role": "agent"})),
+        )
+        .await;
+    assert_eq!((s.as_u16(), slug(&v)), (400, "invalid-input"));
+    let (s, v) = api.admin("DELETE", "/api/v1/tokens/adm", None).await;
+    assert_eq!((s.as_u16(), slug(&v)), (409, "last-admin"));
+}
