@@ -1,0 +1,116 @@
+//! The PowerShell that `macpool hyperv export-script` prints. It writes exactly the document shape
+//! [`crate::hyperv_json`] reads: one JSON object per host with its name, cluster, IPv4 addresses,
+//! dynamic range (`Get-VMHost`), allocation cursor, VMs, checkpoints and every live, management-OS
+//! and checkpoint adapter. GUIDs, enums and dates are turned into strings in the script, so
+//! Windows PowerShell 5.1 and PowerShell 7 write the same thing.
+
+const COLLECT: &str = r#"$collect = {
+    $ErrorActionPreference = 'Stop'
+    $vmHost = Get-VMHost
+    $cursor = $null
+    try {
+        # [likely] REG_BINARY, 6 bytes: the last MAC this host's allocator handed out
+        $raw = (Get-ItemProperty -Path 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion\Virtualization\Worker' -Name CurrentMacAddress).CurrentMacAddress
+        if ($raw -is [byte[]]) { $cursor = ($raw | ForEach-Object { $_.ToString('X2') }) -join '' } else { $cursor = "$raw" }
+    } catch { }
+    $cluster = $null
+    try { $cluster = (Get-Cluster).Name } catch { }
+    $ips = @(Get-NetIPAddress -AddressFamily IPv4 -ErrorAction SilentlyContinue |
+        Where-Object { $_.IPAddress -ne '127.0.0.1' -and $_.IPAddress -notlike '169.254.*' } |
+        ForEach-Object { $_.IPAddress })
+    $vms = @(Get-VM)
+    $snapshots = @($vms | Get-VMSnapshot)
+    $adapters = @(Get-VMNetworkAdapter -All)
+    if ($snapshots.Count -gt 0) { $adapters += @($snapshots | Get-VMNetworkAdapter) }
+    [ordered]@{
+        Format            = 'macpool-hyperv-inventory'
+        Version           = 1
+        HostName          = $env:COMPUTERNAME
+        Cluster           = $cluster
+        IPAddresses       = $ips
+        MacAddressMinimum = "$($vmHost.MacAddressMinimum)"
+        MacAddressMaximum = "$($vmHost.MacAddressMaximum)"
+        CurrentMacAddress = $cursor
+        VMs               = @($vms | Select-Object @{ n = 'Id'; e = { "$($_.Id)" } }, Name,
+                                @{ n = 'State'; e = { "$($_.State)" } })
+        Checkpoints       = @($snapshots | Select-Object @{ n = 'Id'; e = { "$($_.Id)" } }, Name,
+                                @{ n = 'VMId'; e = { "$($_.VMId)" } }, VMName,
+                                @{ n = 'SnapshotType'; e = { "$($_.SnapshotType)" } },
+                                @{ n = 'CreationTime'; e = { $_.CreationTime.ToUniversalTime().ToString('o') } })
+        Adapters          = @($adapters | Select-Object Name, @{ n = 'Id'; e = { "$($_.Id)" } },
+                                @{ n = 'VMId'; e = { "$($_.VMId)" } }, VMName,
+                                @{ n = 'VMSnapshotId'; e = { "$($_.VMSnapshotId)" } }, VMSnapshotName,
+                                MacAddress, DynamicMacAddressEnabled, SwitchName, IsManagementOs,
+                                ComputerName, IsDeleted)
+    } | ConvertTo-Json -Depth 4 -Compress
+}
+"#;
+
+const HEADER: &str = "# Written by `macpool hyperv export-script`. Run in an elevated PowerShell (Windows PowerShell 5.1
+# or PowerShell 7) on a Hyper-V host. It only reads: it changes nothing on the host.
+# Then: macpool audit <the file it wrote>
+#Requires -Modules Hyper-V
+$ErrorActionPreference = 'Stop'
+";
+
+const ONE_HOST: &str = r#"
+$json = & $collect
+$path = Join-Path (Get-Location) ('macpool-inventory-{0}.json' -f $env:COMPUTERNAME)
+[System.IO.File]::WriteAllText($path, $json, (New-Object System.Text.UTF8Encoding $false))
+Write-Host "wrote $path"
+"#;
+
+const CLUSTER: &str = r#"
+# One document per node of this failover cluster, gathered over PowerShell remoting.
+$clusterName = (Get-Cluster).Name
+$docs = @()
+foreach ($node in Get-ClusterNode) {
+    if ("$($node.State)" -ne 'Up') { Write-Warning "skipping node $($node.Name): it is $($node.State)"; continue }
+    $docs += Invoke-Command -ComputerName $node.Name -ScriptBlock $collect
+}
+$json = '[' + ($docs -join ',') + ']'
+$path = Join-Path (Get-Location) ('macpool-inventory-{0}.json' -f $clusterName)
+[System.IO.File]::WriteAllText($path, $json, (New-Object System.Text.UTF8Encoding $false))
+Write-Host "wrote $path ($($docs.Count) nodes)"
+"#;
+
+/// The PowerShell for one host, or (`cluster`) for every node of the local failover cluster
+/// (`Get-ClusterNode`), written to `macpool-inventory-<HOST or CLUSTER>.json`.
+pub fn export_script(cluster: bool) -> String {
+    format!(
+        "{HEADER}\n{COLLECT}{}",
+        if cluster { CLUSTER } else { ONE_HOST }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_gathers_what_the_reader_needs() {
+        let one = export_script(false);
+        for needle in [
+            "Get-VMHost",
+            "MacAddressMinimum",
+            "Get-VMNetworkAdapter -All",
+            "$snapshots | Get-VMNetworkAdapter",
+            "Get-NetIPAddress -AddressFamily IPv4",
+            "HostName          = $env:COMPUTERNAME",
+            "ConvertTo-Json -Depth 4",
+            "UTF8Encoding $false",
+        ] {
+            assert!(one.contains(needle), "missing {needle}");
+        }
+        assert!(!one.contains("Get-ClusterNode"));
+        let all = export_script(true);
+        assert!(
+            all.contains("Get-ClusterNode")
+                && all.contains("Invoke-Command -ComputerName $node.Name")
+        );
+        // nothing in it changes a host
+        for verb in ["Set-VM", "Stop-VM", "Remove-", "Set-ItemProperty"] {
+            assert!(!all.contains(verb) && !one.contains(verb), "{verb}");
+        }
+    }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Writes a plain MAC list for the `macpool audit` benchmark: N lines, every MAC unique except
+DUPS planted duplicates (each a copy of a different earlier line), deterministic for a seed.
+
+    scripts/gen-maclist.py --lines 10000000 --dups 1000 --seed 42 OUT
+
+MACs are locally administered (02:..) and made unique by an odd multiplier modulo 2^40 (a
+bijection), so `uniq -d` and the audit must both report exactly DUPS duplicated MACs.
+"""
+import argparse
+import random
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out")
+    ap.add_argument("--lines", type=int, default=10_000_000)
+    ap.add_argument("--dups", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=42)
+    a = ap.parse_args()
+    if a.dups * 2 > a.lines:
+        ap.error("--dups must be at most half of --lines")
+    rng = random.Random(a.seed)
+    # line -> index of the earlier line it copies; sources and copies all distinct
+    picks = rng.sample(range(a.lines), 2 * a.dups)
+    copy_of = {}
+    for src, dst in zip(picks[::2], picks[1::2]):
+        src, dst = min(src, dst), max(src, dst)
+        copy_of[dst] = src
+    mult = 0x9E3779B97F & ((1 << 40) - 1) | 1
+    offset = rng.getrandbits(40)
+    mask = (1 << 40) - 1
+    with open(a.out, "w", buffering=1 << 20) as f:
+        chunk = []
+        for i in range(a.lines):
+            k = copy_of.get(i, i)
+            v = (0x02 << 40) | (((k * mult) + offset) & mask)
+            chunk.append(v.to_bytes(6, "big").hex(":"))
+            if len(chunk) == 100_000:
+                f.write("\n".join(chunk) + "\n")
+                chunk.clear()
+        if chunk:
+            f.write("\n".join(chunk) + "\n")
+
+
+if __name__ == "__main__":
+    main()
