@@ -173,7 +173,10 @@ pub enum Change {
         cursor: Mac,
     },
     LeaseSaved(Lease),
-    LeaseDeleted(OwnerKey),
+    LeaseDeleted {
+        mac: Mac,
+        owner: OwnerKey,
+    },
     HoldSaved(Hold),
     HoldDeleted(HoldKey),
     CoolingStarted {
@@ -972,7 +975,7 @@ impl Authority {
             let entry = self.macs.get_mut(&mac).unwrap();
             entry.leases.retain(|k| *k != key);
             self.forget_if_empty(mac);
-            changes.push(Change::LeaseDeleted(key));
+            changes.push(Change::LeaseDeleted { mac, owner: key });
             let cooling_until = self.after_last_user_left(mac, before, ctx.now, &mut changes);
             let reason = cooling_until.map(|t| format!("cooling until {t}"));
             changes.push(history(

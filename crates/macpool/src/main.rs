@@ -8,6 +8,11 @@ mod output;
 
 use clap::Parser;
 
+/// The server allocates many small short-lived buffers per request; mimalloc handles that
+/// pattern markedly better than glibc's allocator (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()

@@ -532,8 +532,8 @@ impl Persisted {
                 Change::LeaseSaved(l) => {
                     self.leases.insert(l.owner.key(), l);
                 }
-                Change::LeaseDeleted(k) => {
-                    self.leases.remove(&k).unwrap();
+                Change::LeaseDeleted { owner, .. } => {
+                    self.leases.remove(&owner).unwrap();
                 }
                 Change::HoldSaved(h) => {
                     self.holds.insert(h.key(), h);

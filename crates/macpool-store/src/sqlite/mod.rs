@@ -1,11 +1,24 @@
 //! The embedded back end: one SQLite file in WAL mode, owned by one worker thread that also holds
 //! the in-memory [`Authority`].
 //!
-//! Group commit: requests queue up while the previous batch is being synced; the worker takes all
-//! of them, applies them to the authority one by one, writes their changes in one transaction and
-//! commits once (`synchronous=FULL`: one fsync), and only then replies to each. If the commit fails
-//! the in-memory state is rebuilt from the database and every request of the batch gets an error,
-//! so nobody is told "yes" about something that is not on disk.
+//! Group commit, pipelined: the worker takes every queued request, applies them to the authority
+//! one by one, writes their changes in one transaction and commits it to the WAL (no fsync yet).
+//! It hands the batch's replies to the *syncer* thread and goes on with the next batch. The syncer
+//! takes every batch committed since its last round, makes the WAL durable with one `fdatasync`,
+//! and only then answers those requests. So the fsync of batch N overlaps the work on batch N+1,
+//! and one fsync covers as many batches as arrived while the previous one ran.
+//!
+//! Why this is safe: with `synchronous=NORMAL` SQLite writes each commit to the WAL without
+//! syncing it; a commit is durable once the WAL's bytes up to its commit frame are on disk, which
+//! is exactly what `fdatasync` on the WAL file gives. Checkpoints (run by a background connection,
+//! never by the writer) sync the WAL before copying it into the database file, so nothing reaches
+//! the database that is not already durable in the WAL. Nobody is told "yes" before the sync, and
+//! reads are answered through the same path, so no reply reflects state that is not yet durable.
+//!
+//! If a commit fails the in-memory state is rebuilt from the database and every request of the
+//! batch gets an error. If an fsync fails, the store stops taking requests (503) until restarted:
+//! after a failed fsync the kernel may have dropped the dirty pages, so the only safe state is the
+//! one on disk.
 
 mod rows;
 pub mod schema;
@@ -13,7 +26,7 @@ pub mod schema;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use macpool_core::authority::{
@@ -64,9 +77,21 @@ impl Worker {
     }
 
     fn commit(&mut self, writes: &[&Write]) -> rusqlite::Result<()> {
+        // Only the last cursor of each pool in a batch matters.
+        let mut last_cursor = std::collections::HashMap::new();
+        for (i, w) in writes.iter().enumerate() {
+            if let Write::Domain(Change::CursorMoved { pool, .. }) = w {
+                last_cursor.insert(pool, i);
+            }
+        }
         let tx = self.conn.transaction()?;
-        for w in writes {
+        for (i, w) in writes.iter().enumerate() {
             match w {
+                Write::Domain(c @ Change::CursorMoved { pool, .. }) => {
+                    if last_cursor.get(pool) == Some(&i) {
+                        rows::apply_change(&tx, c)?;
+                    }
+                }
                 Write::Domain(c) => rows::apply_change(&tx, c)?,
                 Write::TokenSaved(t) => rows::save_token(&tx, t)?,
                 Write::TokenRevoked { id, at } => {
@@ -80,8 +105,11 @@ impl Worker {
 
 #[derive(Default)]
 struct Counters {
+    /// fsyncs of the WAL that made at least one mutation durable.
     commits: AtomicU64,
     mutations: AtomicU64,
+    /// Set when an fsync failed: from then on every request is refused.
+    poisoned: AtomicBool,
 }
 
 /// The SQLite store. Cheap to share: clone the `Arc` it lives in.
@@ -89,6 +117,7 @@ pub struct SqliteStore {
     jobs: mpsc::UnboundedSender<Job>,
     counters: Arc<Counters>,
     worker: Option<JoinHandle<()>>,
+    checkpointer: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
     _lock: File,
     path: PathBuf,
 }
@@ -116,7 +145,8 @@ impl SqliteStore {
         let mut conn =
             Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+            "PRAGMA page_size = 1024; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
         )
         .map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
         schema::migrate(&mut conn).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -133,17 +163,40 @@ impl SqliteStore {
         worker
             .reload()
             .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+        // Everything before this point (migrations, clean-up) is made durable the plain way.
+        worker
+            .conn
+            .execute_batch("PRAGMA wal_checkpoint(FULL);")
+            .map_err(|e| format!("cannot checkpoint {}: {e}", path.display()))?;
+        let wal = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("macpool.db-wal"))
+            .map_err(|e| format!("cannot open the write-ahead log of {}: {e}", path.display()))?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
+        let (to_syncer, from_worker) = std::sync::mpsc::channel::<Synced>();
+        let c = counters.clone();
+        let syncer = std::thread::Builder::new()
+            .name("macpool-sync".into())
+            .spawn(move || run_syncer(wal, from_worker, &c))
+            .map_err(|e| e.to_string())?;
         let c = counters.clone();
         let handle = std::thread::Builder::new()
             .name("macpool-store".into())
-            .spawn(move || run_worker(worker, rx, &c))
+            .spawn(move || {
+                run_worker(worker, rx, to_syncer, &c);
+                let _ = syncer.join();
+            })
             .map_err(|e| e.to_string())?;
+        let checkpointer = start_checkpointer(&path)?;
         Ok(SqliteStore {
             jobs,
             counters,
             worker: Some(handle),
+            checkpointer: Some(checkpointer),
             _lock: lock,
             path,
         })
@@ -217,10 +270,97 @@ impl Drop for SqliteStore {
         if let Some(h) = self.worker.take() {
             let _ = h.join();
         }
+        if let Some((stop, h)) = self.checkpointer.take() {
+            let _ = stop.send(());
+            let _ = h.join();
+        }
     }
 }
 
-fn run_worker(mut worker: Worker, mut rx: mpsc::UnboundedReceiver<Job>, counters: &Counters) {
+/// A committed (or failed) batch on its way to the syncer: replies wait for the fsync.
+struct Synced {
+    replies: Vec<Reply>,
+    /// The batch's commit outcome; `Ok` still needs the fsync before anyone is told.
+    commit: Result<(), String>,
+    mutations: u64,
+}
+
+/// Makes committed batches durable and answers them: one `fdatasync` for everything queued.
+fn run_syncer(wal: File, batches: std::sync::mpsc::Receiver<Synced>, counters: &Counters) {
+    while let Ok(first) = batches.recv() {
+        let mut group = vec![first];
+        group.extend(batches.try_iter());
+        let mutations: u64 = group
+            .iter()
+            .filter(|b| b.commit.is_ok())
+            .map(|b| b.mutations)
+            .sum();
+        let synced = if mutations == 0 || counters.poisoned.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            wal.sync_data()
+        };
+        match synced {
+            Ok(()) if mutations > 0 => {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters.mutations.fetch_add(mutations, Ordering::Relaxed);
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(
+                    "fsync of the write-ahead log failed, refusing all requests until restart: {e}"
+                );
+                counters.poisoned.store(true, Ordering::SeqCst);
+            }
+        }
+        let poisoned = counters.poisoned.load(Ordering::SeqCst);
+        for batch in group {
+            let outcome: Result<(), String> = match (&batch.commit, poisoned) {
+                (Err(e), _) => Err(format!("commit failed: {e}")),
+                (Ok(()), true) if batch.mutations > 0 => {
+                    Err("the store could not make changes durable; restart macpool".into())
+                }
+                (Ok(()), _) => Ok(()),
+            };
+            for reply in batch.replies {
+                reply(outcome.clone().map_err(StoreError::Unavailable));
+            }
+        }
+    }
+}
+
+/// A second connection that copies the WAL into the database in the background, so the writer
+/// never stalls on a checkpoint. PASSIVE: it never blocks the writer.
+fn start_checkpointer(
+    path: &Path,
+) -> Result<(std::sync::mpsc::Sender<()>, JoinHandle<()>), String> {
+    let conn =
+        Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000;")
+        .map_err(|e| e.to_string())?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("macpool-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(std::time::Duration::from_millis(500))
+            {
+                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                    tracing::warn!("background checkpoint failed: {e}");
+                }
+            }
+            let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);");
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((stop, handle))
+}
+
+fn run_worker(
+    mut worker: Worker,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    syncer: std::sync::mpsc::Sender<Synced>,
+    counters: &Counters,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -229,17 +369,26 @@ fn run_worker(mut worker: Worker, mut rx: mpsc::UnboundedReceiver<Job>, counters
                 Err(_) => break,
             }
         }
+        let refuse = |worker: &mut Worker, batch: Vec<Job>, why: String| {
+            let now = now();
+            for job in batch {
+                let (_, reply) = job(worker, now);
+                reply(Err(StoreError::Unavailable(why.clone())));
+            }
+        };
+        if counters.poisoned.load(Ordering::SeqCst) {
+            refuse(
+                &mut worker,
+                batch,
+                "the store could not make changes durable; restart macpool".into(),
+            );
+            continue;
+        }
         if worker.stale
             && let Err(e) = worker.reload()
         {
             tracing::error!("store reload failed: {e}");
-            let now = now();
-            for job in batch {
-                let (_, reply) = job(&mut worker, now);
-                reply(Err(StoreError::Unavailable(format!(
-                    "store reload failed: {e}"
-                ))));
-            }
+            refuse(&mut worker, batch, format!("store reload failed: {e}"));
             worker.stale = true;
             continue;
         }
@@ -250,31 +399,29 @@ fn run_worker(mut worker: Worker, mut rx: mpsc::UnboundedReceiver<Job>, counters
         }
         let writes: Vec<&Write> = outcomes.iter().flat_map(|(w, _)| w.iter()).collect();
         let mutations = outcomes.iter().filter(|(w, _)| !w.is_empty()).count() as u64;
-        let result = if writes.is_empty() {
+        let commit = if writes.is_empty() {
             Ok(())
         } else {
-            match worker.commit(&writes) {
-                Ok(()) => {
-                    counters.commits.fetch_add(1, Ordering::Relaxed);
-                    counters.mutations.fetch_add(mutations, Ordering::Relaxed);
-                    Ok(())
+            worker.commit(&writes).map_err(|e| {
+                tracing::error!("commit failed, rebuilding state from the database: {e}");
+                if let Err(e) = worker.reload() {
+                    tracing::error!("reload failed: {e}");
+                    worker.stale = true;
                 }
-                Err(e) => {
-                    tracing::error!("commit failed, rebuilding state from the database: {e}");
-                    if let Err(e) = worker.reload() {
-                        tracing::error!("reload failed: {e}");
-                        worker.stale = true;
-                    }
-                    Err(e.to_string())
-                }
-            }
+                e.to_string()
+            })
         };
-        for (_, reply) in outcomes {
-            reply(
-                result
-                    .clone()
-                    .map_err(|e| StoreError::Unavailable(format!("commit failed: {e}"))),
-            );
+        let replies = outcomes.into_iter().map(|(_, r)| r).collect();
+        if syncer
+            .send(Synced {
+                replies,
+                commit,
+                mutations,
+            })
+            .is_err()
+        {
+            tracing::error!("the syncer thread stopped");
+            return;
         }
     }
 }

@@ -90,9 +90,11 @@ pub fn apply_change(conn: &Connection, change: &Change) -> SqlResult<()> {
                 l.duplicate,
             ])?;
         }
-        Change::LeaseDeleted(k) => {
-            conn.prepare_cached("DELETE FROM leases WHERE vm_id = ?1 AND adapter_id = ?2")?
-                .execute(params![k.vm_id, k.adapter_id])?;
+        Change::LeaseDeleted { mac, owner } => {
+            conn.prepare_cached(
+                "DELETE FROM leases WHERE mac = ?1 AND vm_id = ?2 AND adapter_id = ?3",
+            )?
+            .execute(params![mac.to_u64() as i64, owner.vm_id, owner.adapter_id])?;
         }
         Change::HoldSaved(h) => {
             conn.prepare_cached(

@@ -27,8 +27,10 @@ const MIGRATIONS: &[&str] = &[
         state       TEXT NOT NULL,
         created_ms  INTEGER NOT NULL,
         duplicate   INTEGER NOT NULL,
-        PRIMARY KEY (vm_id, adapter_id)
-    );
+        -- Keyed by MAC so that next-fit allocations append to the same pages; the core keeps
+        -- (vm_id, adapter_id) unique.
+        PRIMARY KEY (mac, vm_id, adapter_id)
+    ) WITHOUT ROWID;
     -- Defence in depth for "no MAC leased twice": only flagged duplicates may share a MAC.
     CREATE UNIQUE INDEX leases_mac_unflagged ON leases(mac) WHERE duplicate = 0;
     CREATE TABLE holds (
