@@ -64,6 +64,60 @@ pub enum Command {
     /// Benchmarks against a real server.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Offline duplicate and latent-conflict report from exported inventories (no server).
+    Audit(AuditArgs),
+    /// Hyper-V helpers: export script, range analysis.
+    #[command(subcommand)]
+    Hyperv(HypervCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Files or directories (walked): Hyper-V PowerShell JSON, libvirt XML, MAC lists (text/CSV),
+    /// DHCP leases (ISC dhcpd.leases, dnsmasq, Kea lease4 CSV).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print CSV (one row per conflict owner) instead of a table.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// Read every file as this format instead of detecting it.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Worker threads for huge MAC lists (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HypervCommand {
+    /// Print the PowerShell that exports a host's (or a cluster's) adapters for `macpool audit`.
+    ExportScript {
+        /// Every node of the failover cluster (Get-ClusterNode), not just this host.
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Each host's dynamic range (default: derived from its IP), collisions, and a
+    /// non-overlapping plan as Set-VMHost lines (printed, never run).
+    Ranges {
+        /// NAME=IP (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// A file of NAME=IP lines, or an export-script JSON document.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Addresses per proposed range.
+        #[arg(long, default_value_t = 256)]
+        block_size: u64,
+        /// Where new ranges are carved from.
+        #[arg(long, default_value = "00155DF00000-00155DFFFFFF")]
+        base: String,
+        /// Ranges to keep clear of, e.g. your macpool pools (repeatable).
+        #[arg(long)]
+        avoid: Vec<String>,
+        /// Give every host a new range, not only the colliding ones.
+        #[arg(long)]
+        renumber_all: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -1,7 +1,9 @@
 //! One module per command group. Each returns an exit code or a [`Failure`].
 
+mod audit;
 mod bench;
 mod history;
+mod hyperv;
 mod lease;
 mod mac;
 mod pool;
@@ -45,6 +47,8 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Token(c) => token::run(&ctx()?, c).await,
         Command::Mac(c) => mac::run(out, c),
         Command::Bench(c) => bench::run(out, &cli.token, c).await,
+        Command::Audit(a) => audit::run(out, a),
+        Command::Hyperv(c) => hyperv::run(out, c),
     }
 }
 

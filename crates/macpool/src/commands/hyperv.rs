@@ -1,0 +1,94 @@
+use macpool_core::MacRange;
+use macpool_core::hyperv::{HostSpec, PlanConfig, plan_ranges, render_plan};
+
+use crate::cli::HypervCommand;
+use crate::exit::{CmdResult, Failure, OK};
+use crate::output::Output;
+
+pub fn run(out: Output, cmd: HypervCommand) -> CmdResult {
+    match cmd {
+        HypervCommand::ExportScript { cluster } => {
+            print!("{}", macpool_audit::export_script(cluster));
+            Ok(OK)
+        }
+        HypervCommand::Ranges {
+            hosts,
+            from,
+            block_size,
+            base,
+            avoid,
+            renumber_all,
+        } => {
+            let mut specs = Vec::new();
+            for h in &hosts {
+                specs.push(HostSpec::parse(h).map_err(Failure::usage)?);
+            }
+            if let Some(path) = from {
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+                let looks_json = bytes
+                    .iter()
+                    .find(|b| !b.is_ascii_whitespace())
+                    .is_some_and(|b| matches!(b, b'{' | b'[' | 0xEF | 0xFF | 0xFE));
+                if looks_json {
+                    let (found, problems) = macpool_audit::host_specs_from_export(&bytes);
+                    for p in &problems {
+                        eprintln!(
+                            "{}: {}{}",
+                            path.display(),
+                            p.location
+                                .as_deref()
+                                .map(|l| format!("{l}: "))
+                                .unwrap_or_default(),
+                            p.message
+                        );
+                    }
+                    specs.extend(found);
+                } else {
+                    let text = String::from_utf8_lossy(&bytes);
+                    specs.extend(
+                        HostSpec::parse_lines(&text)
+                            .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?,
+                    );
+                }
+            }
+            if specs.is_empty() {
+                return Err(Failure::usage(
+                    "give hosts with --host NAME=IP or --from FILE",
+                ));
+            }
+            let range = |s: &str| MacRange::parse(s).map_err(|e| Failure::usage(e.to_string()));
+            let cfg = PlanConfig {
+                block_size,
+                base: range(&base)?,
+                avoid: avoid.iter().map(|a| range(a)).collect::<Result<_, _>>()?,
+                keep_unique: !renumber_all,
+            };
+            let plan = plan_ranges(&specs, &cfg).map_err(|e| Failure::usage(e.to_string()))?;
+            if out.json {
+                let hosts: Vec<_> = plan
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "host": p.name,
+                            "ip": p.ip.to_string(),
+                            "current": {"first": p.current.first().to_string(), "last": p.current.last().to_string()},
+                            "current_is_default": p.current_is_default,
+                            "collides_with": p.collides_with,
+                            "proposed": {"first": p.proposed.first().to_string(), "last": p.proposed.last().to_string()},
+                            "changes": p.changes(),
+                        })
+                    })
+                    .collect();
+                out.print_json(&hosts);
+            } else {
+                print!("{}", render_plan(&plan));
+            }
+            Ok(if plan.iter().any(|p| !p.collides_with.is_empty()) {
+                crate::exit::NO
+            } else {
+                OK
+            })
+        }
+    }
+}
