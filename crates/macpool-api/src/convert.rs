@@ -1,7 +1,11 @@
 //! Hand-written conversions between domain types and DTOs.
 
-use macpool_core::authority::{Allocation, Available, MacStatus, PoolView, Released};
+use macpool_core::authority::{
+    Allocation, Available, InventoryOutcome, MacStatus, PoolView, Released, StoredInventory,
+};
+use macpool_core::conflict::{Conflict, RangeClaim, Seen, Sighting, Subject};
 use macpool_core::history::HistoryEntry;
+use macpool_core::inventory::{AdapterLocation, MacKind};
 use macpool_core::lease::{Hold, Lease};
 use macpool_core::{Mac, Timestamp};
 
@@ -133,6 +137,119 @@ pub fn history(h: &HistoryEntry) -> HistoryInfo {
         adapter_id: h.adapter_id.clone(),
         host: h.host.clone(),
         reason: h.reason.clone(),
+    }
+}
+
+/// A stored inventory back in its wire form (the generation and every field as accepted).
+pub fn inventory(s: &StoredInventory) -> InventoryInfo {
+    let inv = &s.inventory;
+    InventoryInfo {
+        host: inv.host().to_string(),
+        received: time(s.received),
+        inventory: InventoryBody {
+            generation: s.generation,
+            cluster: inv.cluster.clone(),
+            ipv4: inv.ipv4.iter().map(|ip| ip.to_string()).collect(),
+            range_min: inv.dynamic_range().map(|r| mac(r.first())),
+            range_max: inv.dynamic_range().map(|r| mac(r.last())),
+            cursor: inv.cursor().map(mac),
+            vms: inv
+                .vms()
+                .iter()
+                .map(|v| InventoryVm {
+                    id: v.id().to_string(),
+                    name: v.name.clone(),
+                    state: Some(v.state.name().to_string()),
+                    adapters: v
+                        .adapters
+                        .iter()
+                        .map(|a| InventoryAdapter {
+                            name: a.name.clone(),
+                            mac: mac(a.mac),
+                            dynamic: a.kind == MacKind::Dynamic,
+                            checkpoint: match &a.location {
+                                AdapterLocation::Live => None,
+                                AdapterLocation::Checkpoint(c) => Some(InventoryCheckpoint {
+                                    id: c.id.clone(),
+                                    name: c.name.clone(),
+                                    kind: Some(c.kind.name().to_string()),
+                                    created: c.created.map(time),
+                                }),
+                            },
+                        })
+                        .collect(),
+                })
+                .collect(),
+        },
+    }
+}
+
+pub fn inventory_outcome(o: &InventoryOutcome) -> InventoryResult {
+    InventoryResult {
+        host: o.host.clone(),
+        generation: o.generation,
+        bound: o.bound.iter().map(lease).collect(),
+        released: o.released.iter().map(released).collect(),
+        held: o.held.iter().map(hold).collect(),
+        unheld: o.unheld.iter().map(hold).collect(),
+        unmanaged: o.unmanaged.iter().map(|m| mac(*m)).collect(),
+        notes: o.notes.clone(),
+    }
+}
+
+fn owner(s: &Sighting) -> ConflictOwner {
+    let (seen, checkpoint_id, checkpoint_name) = match &s.seen {
+        Seen::Live => ("live", None, None),
+        Seen::Checkpoint { id, name } => ("checkpoint", Some(id.clone()), Some(name.clone())),
+        Seen::Listed { .. } => ("listed", None, None),
+        Seen::DhcpLease { .. } => ("dhcp-lease", None, None),
+    };
+    ConflictOwner {
+        seen: seen.into(),
+        host: s.owner.host.clone(),
+        vm_id: s.owner.vm_id.clone(),
+        vm_name: s.owner.vm_name.clone(),
+        adapter: s.owner.adapter.clone(),
+        checkpoint_id,
+        checkpoint_name,
+        source: s.owner.source.clone(),
+    }
+}
+
+fn claim(c: &RangeClaim) -> RangeClaimInfo {
+    let (kind, name) = match c {
+        RangeClaim::Host(h) => ("host", h.host.clone()),
+        RangeClaim::Pool(p) => ("pool", p.pool.clone()),
+    };
+    RangeClaimInfo {
+        kind: kind.into(),
+        name,
+        first: mac(c.range().first()),
+        last: mac(c.range().last()),
+    }
+}
+
+pub fn conflict(c: &Conflict) -> ConflictInfo {
+    let (mac_s, ranges, overlap) = match &c.subject {
+        Subject::Mac { mac: m, .. } => (Some(mac(*m)), Vec::new(), None),
+        Subject::Ranges { a, b, overlap } => (
+            None,
+            vec![claim(a), claim(b)],
+            Some(RangeView {
+                first: mac(overlap.first()),
+                last: mac(overlap.last()),
+                size: overlap.len(),
+            }),
+        ),
+    };
+    ConflictInfo {
+        class: c.class.slug().into(),
+        mac: mac_s,
+        ranges,
+        overlap,
+        owners: c.sightings().iter().map(owner).collect(),
+        explanation: c.explanation.clone(),
+        fix: c.fix.clone(),
     }
 }
 

@@ -296,3 +296,136 @@ pub struct Health {
     pub status: String,
     pub version: String,
 }
+
+/// `PUT /hosts/{host}/inventory`: a host's whole view, sent whole. `generation` must grow with
+/// every report of the same host (a stale one is refused with `stale-generation`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryBody {
+    pub generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipv4: Vec<String>,
+    /// The host's dynamic MAC range (Hyper-V `MacAddressMinimum`), any spelling; with `range_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_min: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_max: Option<String>,
+    /// The host allocator's cursor, when known; must lie in the range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub vms: Vec<InventoryVm>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryVm {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// `running`, `off`, `saved`, `paused`, or the hypervisor's own word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub adapters: Vec<InventoryAdapter>,
+}
+
+/// A live adapter, or (with `checkpoint`) one frozen in a checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryAdapter {
+    #[serde(default)]
+    pub name: String,
+    pub mac: String,
+    /// Hyper-V `DynamicMacAddressEnabled`; false means a static MAC.
+    #[serde(default)]
+    pub dynamic: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<InventoryCheckpoint>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryCheckpoint {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// `standard`, `recovery`, `planned`, … or Hyper-V's integer.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+}
+
+/// `GET /hosts/{host}/inventory`: the latest inventory the authority accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InventoryInfo {
+    pub host: String,
+    pub received: String,
+    pub inventory: InventoryBody,
+}
+
+/// What applying an inventory did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InventoryResult {
+    pub host: String,
+    pub generation: u64,
+    /// Leases bound, moved to this host, or restored after a live migration.
+    pub bound: Vec<LeaseInfo>,
+    /// Leases of VMs that vanished, released into cooldown.
+    pub released: Vec<ReleasedInfo>,
+    /// Checkpoint holds placed.
+    pub held: Vec<HoldInfo>,
+    /// Checkpoint holds removed (no host reports the checkpoint any more).
+    pub unheld: Vec<HoldInfo>,
+    /// Live MACs in a pool that no lease or hold explains.
+    pub unmanaged: Vec<String>,
+    /// What was not done, and why.
+    pub notes: Vec<String>,
+}
+
+/// One owner involved in a conflict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConflictOwner {
+    /// `live`, `checkpoint`, `listed` or `dhcp-lease`.
+    pub seen: String,
+    pub host: Option<String>,
+    pub vm_id: Option<String>,
+    pub vm_name: Option<String>,
+    pub adapter: Option<String>,
+    pub checkpoint_id: Option<String>,
+    pub checkpoint_name: Option<String>,
+    /// Where it was read: `inventory HV1 gen 7`.
+    pub source: String,
+}
+
+/// One side of a range overlap.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RangeClaimInfo {
+    /// `host` or `pool`.
+    pub kind: String,
+    /// The host or pool name.
+    pub name: String,
+    pub first: String,
+    pub last: String,
+}
+
+/// A conflict, derived from the latest inventories, the pools and the leases and holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConflictInfo {
+    /// `live-duplicate`, `latent`, `invalid`, `range-overlap` or `unmanaged`.
+    pub class: String,
+    /// The MAC, for every class but `range-overlap`.
+    pub mac: Option<String>,
+    /// For `range-overlap`: the two ranges and what they share.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<RangeClaimInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<RangeView>,
+    pub owners: Vec<ConflictOwner>,
+    pub explanation: String,
+    pub fix: String,
+}

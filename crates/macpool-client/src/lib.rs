@@ -287,6 +287,32 @@ impl Client {
         .await
     }
 
+    /// Sends a host's whole inventory (`PUT /hosts/{host}/inventory`).
+    pub async fn put_inventory(
+        &self,
+        host: &str,
+        body: &InventoryBody,
+    ) -> ClientResult<InventoryResult> {
+        self.send(
+            Method::PUT,
+            &format!("{API_PREFIX}/hosts/{}/inventory", segment(host)),
+            &[],
+            Some(body),
+        )
+        .await
+    }
+
+    /// The latest inventory the authority accepted from `host`.
+    pub async fn inventory(&self, host: &str) -> ClientResult<InventoryInfo> {
+        self.get(&format!("/hosts/{}/inventory", segment(host)), &[])
+            .await
+    }
+
+    /// Every current conflict.
+    pub async fn conflicts(&self) -> ClientResult<Vec<ConflictInfo>> {
+        self.get("/conflicts", &[]).await
+    }
+
     /// The raw Prometheus text of `/metrics`.
     pub async fn metrics_text(&self) -> ClientResult<String> {
         let mut req = self.http.get(format!("{}/metrics", self.base));

@@ -16,6 +16,8 @@ use crate::mac::Mac;
 use crate::pool::{AllocationOrder, DuplicatePolicy, LowWater, PoolName, PoolSpec, PoolUsage};
 use crate::range::MacRange;
 
+pub use inventory::{InventoryOutcome, StoredInventory};
+
 /// Most ranges one pool may have; keeps specs readable and edits cheap.
 pub const MAX_RANGES_PER_POOL: usize = 64;
 /// Most addresses one allocation call may take.
@@ -130,6 +132,15 @@ pub enum AuthorityError {
     },
     #[error("{0}")]
     Forbidden(String),
+    #[error(
+        "inventory generation {generation} of host '{host}' is not newer than the stored \
+         generation {current}; send a higher generation"
+    )]
+    StaleGeneration {
+        host: String,
+        generation: u64,
+        current: u64,
+    },
 }
 
 impl AuthorityError {
@@ -150,6 +161,7 @@ impl AuthorityError {
             AuthorityError::NotFound(_) => "not-found",
             AuthorityError::Ambiguous { .. } => "ambiguous",
             AuthorityError::Forbidden(_) => "forbidden",
+            AuthorityError::StaleGeneration { .. } => "stale-generation",
         }
     }
 }
@@ -188,6 +200,14 @@ pub enum Change {
         mac: Mac,
     },
     History(HistoryEntry),
+    /// Insert or replace the latest inventory of `inventory.host()`.
+    InventorySaved(StoredInventory),
+    /// Remember who had `lease.mac` before its VM vanished from its host's inventory, so that
+    /// the VM showing up elsewhere with the same MAC (a live migration) gets its lease back.
+    DepartedSaved(Lease),
+    DepartedCleared {
+        mac: Mac,
+    },
 }
 
 /// Where one MAC stands, the answer to `lease show MAC`.
@@ -381,6 +401,11 @@ pub struct Authority {
     macs: HashMap<Mac, MacEntry>,
     cooling: HashMap<Mac, Timestamp>,
     cooling_queue: BTreeSet<(Timestamp, Mac)>,
+    /// The latest inventory of every host, by host name.
+    inventories: BTreeMap<String, StoredInventory>,
+    /// The last lease of a MAC released because its VM vanished from its host (see
+    /// [`Change::DepartedSaved`]); only meaningful while nobody else leases or holds the MAC.
+    departed: HashMap<Mac, Lease>,
 }
 
 impl Authority {
@@ -1478,5 +1503,6 @@ impl Authority {
     }
 }
 
+mod inventory;
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,30 @@ pub enum VmState {
     Other(String),
 }
 
+impl VmState {
+    /// Lower-case name for the wire and the store; unknown states keep their own spelling.
+    pub fn name(&self) -> &str {
+        match self {
+            VmState::Running => "running",
+            VmState::Off => "off",
+            VmState::Saved => "saved",
+            VmState::Paused => "paused",
+            VmState::Other(s) => s,
+        }
+    }
+
+    /// The inverse of [`VmState::name`] (case-insensitive); anything else is kept as `Other`.
+    pub fn parse(s: &str) -> VmState {
+        match s.to_ascii_lowercase().as_str() {
+            "running" => VmState::Running,
+            "off" => VmState::Off,
+            "saved" => VmState::Saved,
+            "paused" => VmState::Paused,
+            _ => VmState::Other(s.to_string()),
+        }
+    }
+}
+
 /// The kinds of Hyper-V checkpoint (`VMSnapshot.SnapshotType`); libvirt's are `Other`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum CheckpointType {
@@ -68,6 +92,36 @@ impl CheckpointType {
             "5" | "AppConsistentReplica" => CheckpointType::AppConsistentReplica,
             "6" | "SyncedReplica" => CheckpointType::SyncedReplica,
             other => CheckpointType::Other(other.to_string()),
+        }
+    }
+}
+
+impl CheckpointType {
+    /// Kebab-case name for the wire and the store; unknown types keep their own spelling.
+    pub fn name(&self) -> &str {
+        match self {
+            CheckpointType::Standard => "standard",
+            CheckpointType::Recovery => "recovery",
+            CheckpointType::Planned => "planned",
+            CheckpointType::Missing => "missing",
+            CheckpointType::Replica => "replica",
+            CheckpointType::AppConsistentReplica => "app-consistent-replica",
+            CheckpointType::SyncedReplica => "synced-replica",
+            CheckpointType::Other(s) => s,
+        }
+    }
+
+    /// The inverse of [`CheckpointType::name`]; also takes Hyper-V's integers and names.
+    pub fn parse(s: &str) -> CheckpointType {
+        match s {
+            "standard" => CheckpointType::Standard,
+            "recovery" => CheckpointType::Recovery,
+            "planned" => CheckpointType::Planned,
+            "missing" => CheckpointType::Missing,
+            "replica" => CheckpointType::Replica,
+            "app-consistent-replica" => CheckpointType::AppConsistentReplica,
+            "synced-replica" => CheckpointType::SyncedReplica,
+            other => CheckpointType::from_hyperv(other),
         }
     }
 }

@@ -56,7 +56,8 @@ impl From<AuthorityError> for ApiError {
             | AuthorityError::MacCooling { .. }
             | AuthorityError::OwnerConflict { .. }
             | AuthorityError::RangeInUse { .. }
-            | AuthorityError::Ambiguous { .. } => StatusCode::CONFLICT,
+            | AuthorityError::Ambiguous { .. }
+            | AuthorityError::StaleGeneration { .. } => StatusCode::CONFLICT,
         };
         ApiError::new(status, e.kind(), e.to_string())
     }

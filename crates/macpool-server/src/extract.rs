@@ -45,8 +45,9 @@ impl<T: Serialize> IntoResponse for Json<T> {
 
 pub fn too_large() -> String {
     format!(
-        "the request body is larger than the limit of {} bytes",
-        crate::MAX_BODY_BYTES
+        "the request body is too large: the limit is {} bytes ({} bytes for a host inventory)",
+        crate::MAX_BODY_BYTES,
+        crate::MAX_INVENTORY_BYTES
     )
 }
 

@@ -2,8 +2,12 @@
 
 use std::time::Duration;
 
-use macpool_api::dto::{AllocateBody, PoolCreate, PoolEditBody};
+use macpool_api::dto::{AllocateBody, InventoryBody, PoolCreate, PoolEditBody};
+use macpool_core::Timestamp;
 use macpool_core::authority::{AllocateRequest, PoolEdit};
+use macpool_core::inventory::{
+    Adapter, AdapterLocation, Checkpoint, CheckpointType, HostInventory, MacKind, Vm, VmState,
+};
 use macpool_core::lease::{HoldReason, Owner};
 use macpool_core::pool::{
     AllocationOrder, DuplicatePolicy, LowWater, PoolName, PoolPolicy, PoolSpec,
@@ -102,4 +106,99 @@ pub fn allocate(pool: String, body: AllocateBody) -> Result<AllocateRequest, Api
             cluster: body.cluster,
         },
     })
+}
+
+/// Builds a domain inventory of `host` from its wire form. Errors name the VM and adapter:
+/// `vms[0] (vm-1) adapters[1] 'Network Adapter' mac: …`.
+pub fn inventory(host: &str, body: InventoryBody) -> Result<(HostInventory, u64), ApiError> {
+    let bad = |msg: String| invalid(format!("inventory of host '{host}': {msg}"));
+    let mut inv = HostInventory::new(host).map_err(|e| bad(e.to_string()))?;
+    inv.cluster = body.cluster;
+    for (i, ip) in body.ipv4.iter().enumerate() {
+        inv.ipv4.push(
+            ip.trim()
+                .parse()
+                .map_err(|_| bad(format!("ipv4[{i}] '{ip}' is not an IPv4 address")))?,
+        );
+    }
+    let end = |field: &str, v: &Option<String>| -> Result<Option<Mac>, ApiError> {
+        v.as_deref()
+            .map(|s| {
+                Mac::parse(s).map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid-mac",
+                        format!("inventory of host '{host}': {field}: {e}"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let range = match (
+        end("range_min", &body.range_min)?,
+        end("range_max", &body.range_max)?,
+    ) {
+        (Some(a), Some(b)) => Some(MacRange::new(a, b).map_err(|e| {
+            ApiError::bad_request(
+                "invalid-range",
+                format!("inventory of host '{host}': range_min..range_max: {e}"),
+            )
+        })?),
+        (None, None) => None,
+        _ => return Err(bad("give both range_min and range_max, or neither".into())),
+    };
+    inv.set_dynamic_range(range, end("cursor", &body.cursor)?)
+        .map_err(|e| bad(e.to_string()))?;
+    for (i, v) in body.vms.into_iter().enumerate() {
+        let state = VmState::parse(v.state.as_deref().unwrap_or(""));
+        let mut vm =
+            Vm::new(v.id.clone(), v.name, state).map_err(|e| bad(format!("vms[{i}]: {e}")))?;
+        for (j, a) in v.adapters.into_iter().enumerate() {
+            let at = format!("vms[{i}] ({}) adapters[{j}] '{}'", v.id, a.name);
+            let mac = Mac::parse(&a.mac).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid-mac",
+                    format!("inventory of host '{host}': {at} mac: {e}"),
+                )
+            })?;
+            let location = match a.checkpoint {
+                None => AdapterLocation::Live,
+                Some(c) => {
+                    if c.id.trim().is_empty() {
+                        return Err(bad(format!("{at}: checkpoint id must not be empty")));
+                    }
+                    let created = c
+                        .created
+                        .as_deref()
+                        .map(|t| {
+                            humantime::parse_rfc3339_weak(t)
+                                .ok()
+                                .and_then(|st| st.duration_since(std::time::UNIX_EPOCH).ok())
+                                .map(|d| Timestamp(d.as_millis() as u64))
+                                .ok_or_else(|| {
+                                    bad(format!("{at}: checkpoint created '{t}' is not RFC 3339"))
+                                })
+                        })
+                        .transpose()?;
+                    AdapterLocation::Checkpoint(Checkpoint {
+                        id: c.id,
+                        name: c.name,
+                        kind: CheckpointType::parse(c.kind.as_deref().unwrap_or("")),
+                        created,
+                    })
+                }
+            };
+            vm.adapters.push(Adapter {
+                name: a.name,
+                mac,
+                kind: if a.dynamic {
+                    MacKind::Dynamic
+                } else {
+                    MacKind::Static
+                },
+                location,
+            });
+        }
+        inv.add_vm(vm).map_err(|e| bad(format!("vms[{i}]: {e}")))?;
+    }
+    Ok((inv, body.generation))
 }

@@ -23,14 +23,17 @@ use axum::routing::get;
 use macpool_store::AnyStore;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::UtoipaMethodRouterExt;
 use utoipa_axum::routes;
 
 use crate::auth::TokenCache;
 use crate::error::{ApiError, ErrorSlug};
 use crate::metrics::Metrics;
 
-/// Largest request body accepted; every API body is far smaller.
+/// Largest request body accepted; every API body but an inventory is far smaller.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest inventory accepted: a host's whole view (thousands of VMs and checkpoints).
+pub const MAX_INVENTORY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Settings that change how requests are answered.
 #[derive(Clone, Debug, Default)]
@@ -48,7 +51,7 @@ pub struct AppState {
 
 /// The API routes with their OpenAPI description; one list feeds both.
 fn api() -> OpenApiRouter<Arc<AppState>> {
-    use routes::{leases, pools, tokens};
+    use routes::{inventory, leases, pools, tokens};
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(pools::list_pools, pools::create_pool))
         .routes(routes!(
@@ -65,6 +68,11 @@ fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(leases::history))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
+        .routes(
+            routes!(inventory::put_inventory, inventory::get_inventory)
+                .layer(DefaultBodyLimit::max(MAX_INVENTORY_BYTES)),
+        )
+        .routes(routes!(inventory::conflicts))
 }
 
 /// The OpenAPI document of the API, paths relative to `/api/v1`.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use macpool_core::authority::PoolView;
+use macpool_core::conflict::{Conflict, ConflictClass};
 use macpool_store::StoreStats;
 
 /// Upper bounds of the latency histogram, in seconds.
@@ -52,8 +53,18 @@ impl Metrics {
         *self.errors.lock().unwrap().entry(slug).or_default() += 1;
     }
 
-    pub fn render(&self, pools: &[PoolView], store: StoreStats) -> String {
+    /// `conflicts` are the store's current conflicts; every class gets a gauge, 0 included, so
+    /// alerts can say `macpool_conflicts{class="latent"} > 0`.
+    pub fn render(&self, pools: &[PoolView], conflicts: &[Conflict], store: StoreStats) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP macpool_conflicts Conflicts across the hosts' latest inventories, by class.\n# TYPE macpool_conflicts gauge"
+        );
+        for class in ConflictClass::ALL {
+            let n = conflicts.iter().filter(|c| c.class == class).count();
+            let _ = writeln!(out, "macpool_conflicts{{class=\"{}\"}} {n}", class.slug());
+        }
         type Gauge = (&'static str, &'static str, fn(&PoolView) -> u64);
         let gauges: [Gauge; 5] = [
             (
@@ -149,9 +160,33 @@ mod tests {
         let m = Metrics::default();
         m.observe_request(Duration::from_micros(300));
         m.observe_request(Duration::from_millis(30));
-        let text = m.render(&[], StoreStats::default());
+        let text = m.render(&[], &[], StoreStats::default());
         assert!(text.contains("macpool_http_request_duration_seconds_bucket{le=\"0.0005\"} 1\n"));
         assert!(text.contains("macpool_http_request_duration_seconds_bucket{le=\"0.05\"} 2\n"));
         assert!(text.contains("macpool_http_request_duration_seconds_count 2\n"));
+    }
+
+    #[test]
+    fn every_conflict_class_has_a_gauge_zero_included() {
+        use macpool_core::conflict::Subject;
+        let latent = Conflict {
+            class: ConflictClass::Latent,
+            subject: Subject::Mac {
+                mac: "00155D000001".parse().unwrap(),
+                sightings: Vec::new(),
+            },
+            explanation: String::new(),
+            fix: String::new(),
+        };
+        let text = Metrics::default().render(&[], &[latent.clone(), latent], StoreStats::default());
+        for line in [
+            "macpool_conflicts{class=\"latent\"} 2",
+            "macpool_conflicts{class=\"live-duplicate\"} 0",
+            "macpool_conflicts{class=\"invalid\"} 0",
+            "macpool_conflicts{class=\"range-overlap\"} 0",
+            "macpool_conflicts{class=\"unmanaged\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 }

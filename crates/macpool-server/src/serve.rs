@@ -63,7 +63,6 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
                 .await?;
         }
         Some((cert, key)) => {
-            let _ = rustls_provider();
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
                 .await
                 .with_context(|| {
@@ -88,10 +87,6 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down: finishing the store's last batch");
     drop(state);
     println!("macpool stopped");
-    Ok(())
-}
-
-fn rustls_provider() -> Result<(), ()> {
     Ok(())
 }
 

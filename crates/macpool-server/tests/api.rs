@@ -127,7 +127,8 @@ async fn every_documented_operation_is_routed_and_nothing_else_is() {
             let concrete = path
                 .replace("{name}", "p")
                 .replace("{mac}", "00155D000001")
-                .replace("{id}", "x");
+                .replace("{id}", "x")
+                .replace("{host}", "h1");
             let (status, body) = api
                 .call(
                     &method.to_uppercase(),
@@ -141,8 +142,8 @@ async fn every_documented_operation_is_routed_and_nothing_else_is() {
         }
     }
     assert_eq!(
-        operations, 18,
-        "the API has 18 operations; update this when adding one"
+        operations, 21,
+        "the API has 21 operations; update this when adding one"
     );
     let (status, body) = api
         .call("GET", "/api/v1/nothing-here", Some(ADMIN), None)
@@ -242,7 +243,7 @@ async fn bad_input_gets_a_precise_problem_and_changes_nothing() {
     api.admin(
         "POST",
         "/api/v1/pools",
-        Some(json!({"name": "p", "ranges": ["00155D000000-00155D000001"], "cooldown": "0s"})),
+        Some(json!({"name": "p", "ranges": ["00155D000000-00155D000001"], "cooldown": "0s", "order": "lowest"})),
     )
     .await;
     api.admin(
@@ -569,4 +570,261 @@ async fn tokens_are_admin_only_and_revocation_takes_effect() {
     assert_eq!((s.as_u16(), slug(&v)), (400, "invalid-input"));
     let (s, v) = api.admin("DELETE", "/api/v1/tokens/adm", None).await;
     assert_eq!((s.as_u16(), slug(&v)), (409, "last-admin"));
+}
+
+/// An inventory body: `(vm id, live MACs, checkpoint (mac, id) pairs)`.
+type TestVm<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+
+fn inventory(generation: u64, vms: &[TestVm]) -> Value {
+    let vms: Vec<Value> = vms
+        .iter()
+        .map(|(id, live, cps)| {
+            let mut adapters: Vec<Value> = live
+                .iter()
+                .map(|m| json!({"name": "Network Adapter", "mac": m, "dynamic": true}))
+                .collect();
+            adapters.extend(cps.iter().map(|(m, cp)| {
+                json!({"name": "Network Adapter", "mac": m, "dynamic": true,
+                       "checkpoint": {"id": cp, "name": format!("RDV_ROLLBACK {cp}"), "type": "standard",
+                                      "created": "2015-10-14T10:00:00Z"}})
+            }));
+            json!({"id": id, "name": format!("name-{id}"), "state": "running", "adapters": adapters})
+        })
+        .collect();
+    json!({"generation": generation, "vms": vms})
+}
+
+#[tokio::test]
+async fn inventory_binds_holds_and_the_seed_scenario_is_a_latent_conflict() {
+    let api = api().await;
+    api.admin(
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": "rds", "ranges": ["00155DF00000-00155DF000FF"], "order": "lowest"})),
+    )
+    .await;
+    let (s, _) = api
+        .admin(
+            "POST",
+            "/api/v1/leases",
+            Some(json!({"pool": "rds", "vm_id": "desk"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, out) = api
+        .call(
+            "PUT",
+            "/api/v1/hosts/h1/inventory",
+            Some(AGENT),
+            Some(inventory(
+                1,
+                &[("desk", &["00155DF00000"], &[("00155DF00000", "rdv")])],
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    assert_eq!(out["bound"][0]["state"], "bound");
+    assert_eq!(out["bound"][0]["host"], "h1");
+    assert_eq!(out["held"][0]["ref"], "rdv");
+    let (s, stored) = api.admin("GET", "/api/v1/hosts/h1/inventory", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(stored["inventory"]["generation"], 1);
+    assert_eq!(
+        stored["inventory"]["vms"][0]["adapters"][1]["checkpoint"]["created"],
+        "2015-10-14T10:00:00.000Z"
+    );
+    let (_, c) = api.admin("GET", "/api/v1/conflicts", None).await;
+    assert_eq!(c, json!([]));
+    // desk migrates to h2 (new native MAC, old checkpoint); h1 reuses its MAC for a new VM
+    let (s, _) = api
+        .admin(
+            "PUT",
+            "/api/v1/hosts/h2/inventory",
+            Some(inventory(
+                1,
+                &[("desk", &["00155D990022"], &[("00155DF00000", "rdv")])],
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api
+        .admin(
+            "PUT",
+            "/api/v1/hosts/h1/inventory",
+            Some(inventory(2, &[("new-vm", &["00155DF00000"], &[])])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, c) = api
+        .call("GET", "/api/v1/conflicts", Some(READER), None)
+        .await;
+    let c = c.as_array().unwrap();
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0]["class"], "latent");
+    assert_eq!(c[0]["mac"], "00-15-5D-F0-00-00");
+    let owners: Vec<(&str, &str, &str)> = c[0]["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["seen"].as_str().unwrap(),
+                o["host"].as_str().unwrap(),
+                o["vm_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        [("live", "h1", "new-vm"), ("checkpoint", "h2", "desk")]
+    );
+    assert_eq!(c[0]["owners"][1]["checkpoint_id"], "rdv");
+    assert!(c[0]["fix"].as_str().unwrap().contains("Get-VMSnapshot"));
+    let (_, leases) = api.admin("GET", "/api/v1/leases", None).await;
+    assert_eq!(leases[0]["host"], "h2", "the lease followed its VM");
+    let res = api
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .header("authorization", format!("Bearer {READER}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for line in [
+        "macpool_conflicts{class=\"latent\"} 1",
+        "macpool_conflicts{class=\"live-duplicate\"} 0",
+        "macpool_conflicts{class=\"unmanaged\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "metrics lack {line:?}:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refused_inventories_get_precise_problems_and_change_nothing() {
+    let api = api().await;
+    api.admin(
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": "rds", "ranges": ["00155DF00000-00155DF000FF"]})),
+    )
+    .await;
+    api.admin(
+        "POST",
+        "/api/v1/leases",
+        Some(json!({"pool": "rds", "vm_id": "desk", "mac": "00155DF00007"})),
+    )
+    .await;
+    let (s, _) = api
+        .admin(
+            "PUT",
+            "/api/v1/hosts/h1/inventory",
+            Some(inventory(5, &[("desk", &["00155DF00007"], &[])])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let before = api.snapshot().await;
+    let inv_before = api.admin("GET", "/api/v1/hosts/h1/inventory", None).await.1;
+    let conflicts_before = api.admin("GET", "/api/v1/conflicts", None).await.1;
+
+    // an empty inventory would release desk's lease: refused as stale, so it must not
+    let (s, p) = api
+        .admin("PUT", "/api/v1/hosts/h1/inventory", Some(inventory(5, &[])))
+        .await;
+    assert_eq!((s, slug(&p)), (StatusCode::CONFLICT, "stale-generation"));
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("generation 5 of host 'h1'"),
+        "{p}"
+    );
+
+    let (s, p) = api
+        .call(
+            "PUT",
+            "/api/v1/hosts/h2/inventory",
+            Some(AGENT),
+            Some(inventory(1, &[("x", &["00155DF00009"], &[])])),
+        )
+        .await;
+    assert_eq!((s, slug(&p)), (StatusCode::FORBIDDEN, "forbidden"));
+    assert!(p["detail"].as_str().unwrap().contains("host 'h2'"), "{p}");
+
+    let mut bad = inventory(6, &[("desk", &["00155DF00007"], &[])]);
+    bad["vms"][0]["adapters"][0]["name"] = json!("NIC 2");
+    bad["vms"][0]["adapters"][0]["mac"] = json!("00:15:5d:zz:00:07");
+    let (s, p) = api
+        .admin("PUT", "/api/v1/hosts/h1/inventory", Some(bad))
+        .await;
+    assert_eq!((s, slug(&p)), (StatusCode::BAD_REQUEST, "invalid-mac"));
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("vms[0] (desk) adapters[0] 'NIC 2' mac"),
+        "{detail}"
+    );
+
+    let (s, p) = api
+        .call(
+            "PUT",
+            "/api/v1/hosts/h1/inventory",
+            Some(READER),
+            Some(inventory(7, &[])),
+        )
+        .await;
+    assert_eq!((s, slug(&p)), (StatusCode::FORBIDDEN, "forbidden"));
+
+    let mut cp = inventory(8, &[("desk", &[], &[("00155DF00007", "x")])]);
+    cp["vms"][0]["adapters"][0]["checkpoint"]["id"] = json!(" ");
+    let (s, p) = api
+        .admin("PUT", "/api/v1/hosts/h1/inventory", Some(cp))
+        .await;
+    assert_eq!((s, slug(&p)), (StatusCode::BAD_REQUEST, "invalid-input"));
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("checkpoint id must not be empty"),
+        "{p}"
+    );
+
+    assert_eq!(api.snapshot().await, before);
+    assert_eq!(
+        api.admin("GET", "/api/v1/hosts/h1/inventory", None).await.1,
+        inv_before
+    );
+    assert_eq!(
+        api.admin("GET", "/api/v1/conflicts", None).await.1,
+        conflicts_before
+    );
+    let (s, p) = api.admin("GET", "/api/v1/hosts/h2/inventory", None).await;
+    assert_eq!((s, slug(&p)), (StatusCode::NOT_FOUND, "not-found"));
+}
+
+#[tokio::test]
+async fn a_large_host_inventory_fits_where_other_bodies_would_not() {
+    let api = api().await;
+    // 2,000 VMs: about 200 KiB, over the 64 KiB limit of every other body.
+    let names: Vec<(String, Vec<String>)> = (0..2000)
+        .map(|i| (format!("vm-{i}"), vec![format!("00155D7{i:05X}")]))
+        .collect();
+    let body = json!({"generation": 1, "vms": names.iter().map(|(id, macs)| json!({
+        "id": id, "name": id, "state": "running",
+        "adapters": [{"name": "Network Adapter", "mac": macs[0], "dynamic": true}]
+    })).collect::<Vec<_>>()});
+    assert!(body.to_string().len() > 64 * 1024);
+    let (s, out) = api
+        .call("PUT", "/api/v1/hosts/h1/inventory", Some(AGENT), Some(body))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    let (_, stored) = api.admin("GET", "/api/v1/hosts/h1/inventory", None).await;
+    assert_eq!(stored["inventory"]["vms"].as_array().unwrap().len(), 2000);
 }

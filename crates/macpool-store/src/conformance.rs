@@ -6,7 +6,11 @@ use std::future::Future;
 use macpool_core::authority::{
     Actor, AllocateRequest, HoldRequest, LeaseFilter, ReleaseSelector, Scope,
 };
-use macpool_core::lease::{HoldReason, Owner};
+use macpool_core::conflict::ConflictClass;
+use macpool_core::inventory::{
+    Adapter, AdapterLocation, Checkpoint, CheckpointType, HostInventory, MacKind, Vm, VmState,
+};
+use macpool_core::lease::{HoldReason, LeaseState, Owner};
 use macpool_core::pool::{PoolName, PoolPolicy, PoolSpec};
 use macpool_core::{Mac, MacRange, Timestamp};
 
@@ -46,13 +50,26 @@ pub async fn run_all<S: Store, F: Future<Output = S>>(open: impl Fn() -> F, reop
     acknowledged_changes_survive_and_history_is_kept(&store).await;
     refused_requests_change_nothing(&store).await;
     tokens_round_trip(&store).await;
+    inventories_bind_hold_and_refusals_change_nothing(&store).await;
     if reopen {
         let leases = store.leases(LeaseFilter::default()).await.unwrap();
         let pools = store.pools().await.unwrap();
+        let holds = store.holds(None).await.unwrap();
+        let conflicts = store.conflicts().await.unwrap();
+        let inventory = store.inventory("conf-h2".into()).await.unwrap();
         drop(store);
         let again = open().await;
         assert_eq!(again.leases(LeaseFilter::default()).await.unwrap(), leases);
         assert_eq!(again.pools().await.unwrap(), pools);
+        assert_eq!(again.holds(None).await.unwrap(), holds);
+        assert_eq!(again.conflicts().await.unwrap(), conflicts);
+        assert!(!conflicts.is_empty());
+        assert_eq!(again.inventory("conf-h2".into()).await.unwrap(), inventory);
+        // the stored generation survived too
+        let stale = again
+            .put_inventory(Actor::admin("t"), host("conf-h2", vec![]), 1)
+            .await;
+        assert!(matches!(stale, Err(StoreError::Domain(ref d)) if d.kind() == "stale-generation"));
     }
 }
 
@@ -169,6 +186,117 @@ async fn tokens_round_trip<S: Store>(store: &S) {
         store.revoke_token("nope".into()).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// A host inventory with one VM: live MACs and `(mac, checkpoint id)` checkpoint adapters.
+/// `(vm id, live MACs, (checkpoint MAC, checkpoint id))`.
+pub type TestVm<'a> = (&'a str, Vec<Mac>, Vec<(Mac, &'a str)>);
+
+pub fn host(name: &str, vms: Vec<TestVm>) -> HostInventory {
+    let mut h = HostInventory::new(name).unwrap();
+    for (id, live, checkpoints) in vms {
+        let mut vm = Vm::new(id, format!("name-{id}"), VmState::Running).unwrap();
+        let adapter = |mac, location| Adapter {
+            name: "Network Adapter".into(),
+            mac,
+            kind: MacKind::Dynamic,
+            location,
+        };
+        vm.adapters
+            .extend(live.into_iter().map(|m| adapter(m, AdapterLocation::Live)));
+        vm.adapters.extend(checkpoints.into_iter().map(|(m, cp)| {
+            adapter(
+                m,
+                AdapterLocation::Checkpoint(Checkpoint {
+                    id: cp.into(),
+                    name: format!("RDV_ROLLBACK {cp}"),
+                    kind: CheckpointType::Standard,
+                    created: Some(Timestamp(1_445_000_000_000)),
+                }),
+            )
+        }));
+        h.add_vm(vm).unwrap();
+    }
+    // distinct per host, so that their default dynamic ranges do not overlap
+    let last = name.bytes().last().unwrap_or(0);
+    h.ipv4 = vec![std::net::Ipv4Addr::new(10, 9, last, 7)];
+    h
+}
+
+async fn inventories_bind_hold_and_refusals_change_nothing<S: Store>(store: &S) {
+    let a = store
+        .allocate(Actor::admin("t"), request("conf", "desk"))
+        .await
+        .unwrap();
+    let m = a[0].lease.mac;
+    let other = Mac::from_u64(0x00155D990001).unwrap();
+    let out = store
+        .put_inventory(
+            Actor::admin("t"),
+            host("conf-h1", vec![("desk", vec![m], vec![(m, "rdv")])]),
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.bound.len(), 1);
+    assert_eq!(out.held.len(), 1);
+    let status = store.mac_status(m).await.unwrap();
+    assert_eq!(status.leases[0].state, LeaseState::Bound);
+    assert_eq!(status.leases[0].owner.host.as_deref(), Some("conf-h1"));
+    assert_eq!(status.holds[0].reference, "rdv");
+
+    let before = history_len(store).await;
+    let agent = Actor {
+        name: "agent:conf-h1".into(),
+        scope: Scope::Host("conf-h1".into()),
+    };
+    let refusals = [
+        store
+            .put_inventory(Actor::admin("t"), host("conf-h1", vec![]), 3)
+            .await
+            .err(),
+        store
+            .put_inventory(agent, host("conf-h2", vec![]), 1)
+            .await
+            .err(),
+    ];
+    let kinds: Vec<&str> = refusals
+        .iter()
+        .map(|e| match e {
+            Some(StoreError::Domain(d)) => d.kind(),
+            other => panic!("expected a domain refusal, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["stale-generation", "forbidden"]);
+    assert_eq!(history_len(store).await, before);
+    assert_eq!(
+        store.inventory("conf-h1".into()).await.unwrap().generation,
+        3
+    );
+    assert!(store.inventory("conf-h2".into()).await.is_err());
+    assert_eq!(store.mac_status(m).await.unwrap(), status);
+
+    // the seed's scenario: the desktop migrates with its checkpoint, host 1 reuses the MAC
+    store
+        .put_inventory(
+            Actor::admin("t"),
+            host("conf-h2", vec![("desk", vec![other], vec![(m, "rdv")])]),
+            1,
+        )
+        .await
+        .unwrap();
+    store
+        .put_inventory(
+            Actor::admin("t"),
+            host("conf-h1", vec![("new-vm", vec![m], vec![])]),
+            4,
+        )
+        .await
+        .unwrap();
+    let conflicts = store.conflicts().await.unwrap();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0].class, ConflictClass::Latent);
+    assert_eq!(conflicts[0].mac(), Some(m));
 }
 
 async fn history_len<S: Store>(store: &S) -> usize {

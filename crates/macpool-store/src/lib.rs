@@ -9,10 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use macpool_core::Mac;
 use macpool_core::Timestamp;
 use macpool_core::authority::{
-    Actor, AllocateRequest, Allocation, AuthorityError, Available, HoldRequest, LeaseFilter,
-    MacStatus, PoolEdit, PoolView, ReleaseSelector, Released, UnholdRequest,
+    Actor, AllocateRequest, Allocation, AuthorityError, Available, HoldRequest, InventoryOutcome,
+    LeaseFilter, MacStatus, PoolEdit, PoolView, ReleaseSelector, Released, StoredInventory,
+    UnholdRequest,
 };
+use macpool_core::conflict::Conflict;
 use macpool_core::history::HistoryEntry;
+use macpool_core::inventory::HostInventory;
 use macpool_core::lease::{Hold, Lease};
 use macpool_core::pool::PoolSpec;
 
@@ -166,6 +169,19 @@ pub trait Store: Send + Sync + 'static {
         filter: HistoryFilter,
     ) -> impl Future<Output = StoreResult<Vec<HistoryEntry>>> + Send;
 
+    /// Takes a host's whole inventory at `generation` and diffs it into leases and holds, in one
+    /// transaction (see `Authority::apply_inventory`).
+    fn put_inventory(
+        &self,
+        actor: Actor,
+        inventory: HostInventory,
+        generation: u64,
+    ) -> impl Future<Output = StoreResult<InventoryOutcome>> + Send;
+    /// The latest inventory of `host` (a domain `not-found` when there is none).
+    fn inventory(&self, host: String) -> impl Future<Output = StoreResult<StoredInventory>> + Send;
+    /// Every conflict across the latest inventories, pools, leases and holds; derived on each call.
+    fn conflicts(&self) -> impl Future<Output = StoreResult<Vec<Conflict>>> + Send;
+
     fn save_token(&self, token: TokenRecord) -> impl Future<Output = StoreResult<()>> + Send;
     fn revoke_token(&self, id: String) -> impl Future<Output = StoreResult<TokenRecord>> + Send;
     /// All tokens, revoked ones included.
@@ -239,6 +255,20 @@ impl Store for AnyStore {
     }
     async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {
         dispatch!(self, s => s.history(filter).await)
+    }
+    async fn put_inventory(
+        &self,
+        actor: Actor,
+        inventory: HostInventory,
+        generation: u64,
+    ) -> StoreResult<InventoryOutcome> {
+        dispatch!(self, s => s.put_inventory(actor, inventory, generation).await)
+    }
+    async fn inventory(&self, host: String) -> StoreResult<StoredInventory> {
+        dispatch!(self, s => s.inventory(host).await)
+    }
+    async fn conflicts(&self) -> StoreResult<Vec<Conflict>> {
+        dispatch!(self, s => s.conflicts().await)
     }
     async fn save_token(&self, token: TokenRecord) -> StoreResult<()> {
         dispatch!(self, s => s.save_token(token).await)

@@ -69,6 +69,27 @@ pub enum Command {
     /// Hyper-V helpers: export script, range analysis.
     #[command(subcommand)]
     Hyperv(HypervCommand),
+    /// Every conflict the authority sees across the hosts' latest inventories; exit 1 when
+    /// there are any, 0 when none.
+    Conflicts,
+    /// Send host inventories to the authority.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InventoryCommand {
+    /// Send one host's inventory from a Hyper-V PowerShell export (JSON, as `macpool audit` reads).
+    Push {
+        /// The export file.
+        file: PathBuf,
+        /// The host whose inventory to send (its ComputerName/HostName in the export).
+        #[arg(long)]
+        host: String,
+        /// Must be greater than the last generation sent for this host.
+        #[arg(long)]
+        generation: u64,
+    },
 }
 
 #[derive(Args, Debug)]

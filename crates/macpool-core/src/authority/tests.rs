@@ -503,6 +503,474 @@ fn invalid_owner_fields_are_refused() {
     assert_eq!(a.lease_count(), 0);
 }
 
+// ----- inventories -----------------------------------------------------------------------------
+
+use crate::conflict::ConflictClass;
+use crate::inventory::{
+    Adapter, AdapterLocation, Checkpoint, CheckpointType, HostInventory, MacKind, Vm, VmState,
+};
+
+/// A VM with live MACs and `(mac, checkpoint id)` checkpoint adapters.
+fn vm(id: &str, live: &[&str], checkpoints: &[(&str, &str)]) -> Vm {
+    let mut v = Vm::new(id, format!("name-{id}"), VmState::Running).unwrap();
+    for m in live {
+        v.adapters.push(Adapter {
+            name: "Network Adapter".into(),
+            mac: mac(m),
+            kind: MacKind::Dynamic,
+            location: AdapterLocation::Live,
+        });
+    }
+    for (m, cp) in checkpoints {
+        v.adapters.push(Adapter {
+            name: "Network Adapter".into(),
+            mac: mac(m),
+            kind: MacKind::Dynamic,
+            location: AdapterLocation::Checkpoint(Checkpoint {
+                id: (*cp).into(),
+                name: format!("RDV_ROLLBACK {cp}"),
+                kind: CheckpointType::Standard,
+                created: None,
+            }),
+        });
+    }
+    v
+}
+
+fn host_inv(name: &str, vms: Vec<Vm>) -> HostInventory {
+    let mut h = HostInventory::new(name).unwrap();
+    for v in vms {
+        h.add_vm(v).unwrap();
+    }
+    h
+}
+
+fn push(a: &mut Authority, now: u64, inv: HostInventory, generation: u64) -> InventoryOutcome {
+    let (out, _) = a.apply_inventory(&admin(now), inv, generation).unwrap();
+    a.check_invariants().unwrap();
+    out
+}
+
+/// Pool `p` (16 addresses from 00155D000000, 1h cooldown) with `vm` leasing 00155D000000.
+fn leased_to(vm_id: &str) -> (Authority, Mac) {
+    let mut a = authority_with_pool(16, AllocationOrder::Lowest, HOUR);
+    let m = alloc(&mut a, 0, vm_id).unwrap();
+    assert_eq!(m, mac("00155D000000"));
+    (a, m)
+}
+
+#[test]
+fn inventory_binds_a_leased_mac_to_its_vm_and_host() {
+    let (mut a, m) = leased_to("vm1");
+    let out = push(
+        &mut a,
+        1,
+        host_inv("h1", vec![vm("VM1", &["00155D000000"], &[])]),
+        1,
+    );
+    assert_eq!(out.bound.len(), 1, "ids compare case-insensitively");
+    let l = &a.mac_status(m).leases[0];
+    assert_eq!(l.state, LeaseState::Bound);
+    assert_eq!(l.owner.host.as_deref(), Some("h1"));
+    assert_eq!(l.owner.vm_name.as_deref(), Some("name-VM1"));
+    let (again, changes) = a
+        .apply_inventory(
+            &admin(2),
+            host_inv("h1", vec![vm("VM1", &["00155D000000"], &[])]),
+            2,
+        )
+        .unwrap();
+    assert!(again.bound.is_empty(), "nothing new to bind");
+    assert_eq!(
+        changes.len(),
+        1,
+        "only the inventory itself is saved: {changes:?}"
+    );
+}
+
+#[test]
+fn stale_generation_is_refused_and_changes_nothing() {
+    let (mut a, m) = leased_to("vm1");
+    push(
+        &mut a,
+        1,
+        host_inv("h1", vec![vm("vm1", &["00155D000000"], &[])]),
+        5,
+    );
+    for g in [5, 4, 0] {
+        let err = a
+            .apply_inventory(&admin(2), host_inv("h1", vec![]), g)
+            .unwrap_err();
+        assert_eq!(err.kind(), "stale-generation");
+        assert!(
+            err.to_string()
+                .contains(&format!("generation {g} of host 'h1'")),
+            "{err}"
+        );
+    }
+    assert_eq!(a.inventory("h1").unwrap().generation, 5);
+    assert_eq!(a.inventory("h1").unwrap().inventory.vms().len(), 1);
+    assert_eq!(
+        a.mac_status(m).leases.len(),
+        1,
+        "the refused empty inventory released nothing"
+    );
+    // another host has its own generations
+    push(&mut a, 3, host_inv("h2", vec![]), 1);
+}
+
+#[test]
+fn agent_may_send_only_its_own_hosts_inventory() {
+    let (mut a, m) = leased_to("vm1");
+    let err = a
+        .apply_inventory(
+            &agent("h1"),
+            host_inv("h2", vec![vm("vm1", &["00155D000000"], &[])]),
+            1,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), "forbidden");
+    assert!(
+        err.to_string()
+            .contains("cannot send the inventory of host 'h2'"),
+        "{err}"
+    );
+    assert_eq!(a.inventory("h2").unwrap_err().kind(), "not-found");
+    assert_eq!(a.mac_status(m).leases[0].state, LeaseState::Reserved);
+    let (out, _) = a
+        .apply_inventory(
+            &agent("h1"),
+            host_inv("h1", vec![vm("vm1", &["00155D000000"], &[])]),
+            1,
+        )
+        .unwrap();
+    assert_eq!(out.bound.len(), 1);
+}
+
+#[test]
+fn invalid_inventory_field_is_refused_naming_the_adapter() {
+    let (mut a, _) = leased_to("vm1");
+    let mut v = vm("vm1", &["00155D000000"], &[]);
+    v.adapters[0].name = "bad\nname".into();
+    let err = a
+        .apply_inventory(&admin(1), host_inv("h1", vec![v]), 1)
+        .unwrap_err();
+    assert_eq!(err.kind(), "invalid-input");
+    assert!(
+        err.to_string()
+            .contains("host 'h1' VM vm1 adapter 'bad\nname'"),
+        "{err}"
+    );
+    assert!(a.inventories().is_empty());
+    assert_eq!(
+        a.leases(&LeaseFilter::default())[0].state,
+        LeaseState::Reserved
+    );
+}
+
+#[test]
+fn live_pool_mac_without_lease_is_unmanaged_and_no_lease_is_invented() {
+    let mut a = authority_with_pool(16, AllocationOrder::Lowest, HOUR);
+    let out = push(
+        &mut a,
+        1,
+        host_inv(
+            "h1",
+            vec![vm("vm1", &["00155D000003", "00155D990000"], &[])],
+        ),
+        1,
+    );
+    assert_eq!(
+        out.unmanaged,
+        [mac("00155D000003")],
+        "MACs outside every pool are not ours"
+    );
+    assert_eq!(a.lease_count(), 0);
+    let c = a.conflicts();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].class, ConflictClass::Unmanaged);
+    assert_eq!(c[0].mac(), Some(mac("00155D000003")));
+}
+
+#[test]
+fn checkpoint_adapter_holds_its_mac_until_the_checkpoint_is_gone() {
+    let mut a = authority_with_pool(16, AllocationOrder::Lowest, HOUR);
+    let out = push(
+        &mut a,
+        1,
+        host_inv("h1", vec![vm("vm1", &[], &[("00155D000005", "cp-1")])]),
+        1,
+    );
+    assert_eq!(out.held.len(), 1);
+    let h = &a.holds(None)[0];
+    assert_eq!(
+        (h.reason, h.reference.as_str(), h.vm_id.as_str()),
+        (HoldReason::Checkpoint, "cp-1", "vm1")
+    );
+    assert_eq!(a.pool("p").unwrap().usage.held, 1);
+    assert!(
+        a.conflicts().is_empty(),
+        "a held checkpoint MAC is explained"
+    );
+    // same checkpoint again: nothing new
+    assert!(
+        push(
+            &mut a,
+            2,
+            host_inv("h1", vec![vm("vm1", &[], &[("00155D000005", "cp-1")])]),
+            2
+        )
+        .held
+        .is_empty()
+    );
+    let out = push(&mut a, 10, host_inv("h1", vec![vm("vm1", &[], &[])]), 3);
+    assert_eq!(out.unheld.len(), 1);
+    assert!(a.holds(None).is_empty());
+    assert_eq!(
+        a.mac_status(mac("00155D000005")).cooling_until,
+        Some(Timestamp(10 + 3_600_000))
+    );
+    assert_eq!(a.pool("p").unwrap().usage.cooling, 1);
+}
+
+#[test]
+fn vanished_vm_releases_its_bound_leases_into_cooldown_but_not_reserved_ones() {
+    let (mut a, m) = leased_to("vm1");
+    let reserved = alloc(&mut a, 0, "vm2").unwrap();
+    a.leases.get_mut(&owner("vm2").key()).unwrap().owner.host = Some("h1".into());
+    push(
+        &mut a,
+        1,
+        host_inv("h1", vec![vm("vm1", &["00155D000000"], &[])]),
+        1,
+    );
+    let out = push(&mut a, 7, host_inv("h1", vec![]), 2);
+    assert_eq!(out.released.len(), 1);
+    assert_eq!(out.released[0].lease.mac, m);
+    assert_eq!(
+        out.released[0].cooling_until,
+        Some(Timestamp(7 + 3_600_000))
+    );
+    assert!(a.mac_status(m).leases.is_empty());
+    assert_eq!(
+        a.mac_status(reserved).leases.len(),
+        1,
+        "reserved: the VM may not exist yet"
+    );
+    assert_eq!(a.departed(m).unwrap().owner.vm_id, "vm1");
+}
+
+#[test]
+fn migration_reported_by_the_new_host_first_moves_the_lease_and_releases_nothing() {
+    let (mut a, m) = leased_to("vm1");
+    push(
+        &mut a,
+        1,
+        host_inv(
+            "A",
+            vec![vm("vm1", &["00155D000000"], &[("00155D000000", "cp")])],
+        ),
+        1,
+    );
+    // B sees it while A still lists it: in flight, the lease stays on A
+    push(
+        &mut a,
+        2,
+        host_inv(
+            "B",
+            vec![vm("vm1", &["00155D000000"], &[("00155D000000", "cp")])],
+        ),
+        1,
+    );
+    assert_eq!(a.mac_status(m).leases[0].owner.host.as_deref(), Some("A"));
+    assert!(
+        a.conflicts().is_empty(),
+        "a VM on two hosts during a migration is no conflict"
+    );
+    let out = push(&mut a, 3, host_inv("A", vec![]), 2);
+    assert!(out.released.is_empty() && out.unheld.is_empty(), "{out:?}");
+    let status = a.mac_status(m);
+    assert_eq!(status.leases[0].owner.host.as_deref(), Some("B"));
+    assert_eq!(
+        status.holds.len(),
+        1,
+        "the checkpoint moved with its VM and is still held"
+    );
+    assert!(a.conflicts().is_empty());
+}
+
+#[test]
+fn migration_reported_by_the_old_host_first_restores_the_lease_on_the_new_host() {
+    let (mut a, m) = leased_to("vm1");
+    push(
+        &mut a,
+        1,
+        host_inv(
+            "A",
+            vec![vm("vm1", &["00155D000000"], &[("00155D000000", "cp")])],
+        ),
+        1,
+    );
+    let out = push(&mut a, 2, host_inv("A", vec![]), 2);
+    assert_eq!((out.released.len(), out.unheld.len()), (1, 1));
+    assert_eq!(a.pool("p").unwrap().usage.cooling, 1);
+    let out = push(
+        &mut a,
+        3,
+        host_inv(
+            "B",
+            vec![vm("vm1", &["00155D000000"], &[("00155D000000", "cp")])],
+        ),
+        1,
+    );
+    assert_eq!(out.bound.len(), 1);
+    assert!(out.unmanaged.is_empty());
+    let status = a.mac_status(m);
+    assert_eq!(status.leases.len(), 1);
+    assert_eq!(status.leases[0].owner.host.as_deref(), Some("B"));
+    assert_eq!(status.leases[0].state, LeaseState::Bound);
+    assert_eq!(
+        status.cooling_until, None,
+        "the cooldown ended with the lease's return"
+    );
+    assert_eq!(status.holds.len(), 1);
+    let u = a.pool("p").unwrap().usage;
+    assert_eq!((u.leased, u.cooling), (1, 0));
+    assert!(a.departed(m).is_none());
+    assert!(a.conflicts().is_empty());
+}
+
+#[test]
+fn a_released_mac_taken_by_another_vm_is_not_given_back() {
+    let (mut a, m) = leased_to("vm1");
+    push(
+        &mut a,
+        1,
+        host_inv("A", vec![vm("vm1", &["00155D000000"], &[])]),
+        1,
+    );
+    push(&mut a, 2, host_inv("A", vec![]), 2);
+    a.hold(
+        &admin(3),
+        HoldRequest {
+            mac: m,
+            vm_id: "other".into(),
+            reason: HoldReason::Template,
+            reference: String::new(),
+        },
+    )
+    .unwrap();
+    assert!(a.departed(m).is_none(), "someone else holds it now");
+    let out = push(
+        &mut a,
+        4,
+        host_inv("B", vec![vm("vm1", &["00155D000000"], &[])]),
+        1,
+    );
+    assert!(out.bound.is_empty());
+    assert_eq!(a.lease_count(), 0);
+}
+
+#[test]
+fn seed_scenario_checkpoint_migrated_and_mac_reused_on_the_old_host_is_latent() {
+    // desk-01 got M on host1 with an RDV_ROLLBACK checkpoint, migrated to host2 and got a new
+    // (host2-native) MAC there; host1 then handed M to a new VM.
+    let (mut a, m) = leased_to("desk-01");
+    push(
+        &mut a,
+        1,
+        host_inv(
+            "host1",
+            vec![vm("desk-01", &["00155D000000"], &[("00155D000000", "rdv")])],
+        ),
+        1,
+    );
+    push(
+        &mut a,
+        2,
+        host_inv(
+            "host2",
+            vec![vm("desk-01", &["00155D990022"], &[("00155D000000", "rdv")])],
+        ),
+        1,
+    );
+    push(
+        &mut a,
+        3,
+        host_inv("host1", vec![vm("new-vm", &["00155D000000"], &[])]),
+        2,
+    );
+    let c = a.conflicts();
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].class, ConflictClass::Latent);
+    assert_eq!(c[0].mac(), Some(m));
+    assert!(
+        c[0].explanation.contains("VM 'name-new-vm' on host1"),
+        "{}",
+        c[0].explanation
+    );
+    assert!(
+        c[0].explanation
+            .contains("checkpoint 'RDV_ROLLBACK rdv' of VM 'name-desk-01' on host2")
+    );
+    assert_eq!(
+        a.mac_status(m).leases[0].owner.host.as_deref(),
+        Some("host2"),
+        "the lease followed the VM"
+    );
+}
+
+#[test]
+fn a_checkpoint_mac_leased_to_another_vm_is_noted_and_reported_latent() {
+    let (mut a, m) = leased_to("vm1");
+    let out = push(
+        &mut a,
+        1,
+        host_inv(
+            "h1",
+            vec![
+                vm("vm2", &[], &[(&m.to_string(), "cp")]),
+                vm("vm1", &["00155D000000"], &[]),
+            ],
+        ),
+        1,
+    );
+    assert!(out.held.is_empty());
+    assert_eq!(out.notes.len(), 1);
+    assert!(out.notes[0].contains("not held"), "{:?}", out.notes);
+    assert_eq!(a.conflicts()[0].class, ConflictClass::Latent);
+}
+
+#[test]
+fn inventories_and_departed_owners_survive_a_restore() {
+    let (mut a, m) = leased_to("vm1");
+    let mut store = Persisted::default();
+    for (spec, cursor) in a.pools.values().map(|p| (p.spec.clone(), p.cursor)) {
+        store.pools.insert(spec.name.clone(), (spec, cursor));
+    }
+    for l in a.leases(&LeaseFilter::default()) {
+        store.leases.insert(l.owner.key(), l);
+    }
+    for (i, inv) in [
+        host_inv(
+            "A",
+            vec![vm("vm1", &["00155D000000"], &[("00155D000001", "cp")])],
+        ),
+        host_inv("A", vec![]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (_, ch) = a.apply_inventory(&admin(1), inv, i as u64 + 1).unwrap();
+        store.apply(ch);
+    }
+    let restored = store.restore(Timestamp(2));
+    assert_eq!(restored.inventories(), a.inventories());
+    assert_eq!(restored.departed(m), a.departed(m));
+    assert!(restored.departed(m).is_some());
+    assert_eq!(restored.pools(), a.pools());
+}
+
 // ----- model-based property test ---------------------------------------------------------------
 
 /// What a store would hold after applying every change: the persisted form.
@@ -512,6 +980,8 @@ struct Persisted {
     leases: HashMap<OwnerKey, Lease>,
     holds: BTreeMap<HoldKey, Hold>,
     cooling: HashMap<Mac, Timestamp>,
+    inventories: BTreeMap<String, StoredInventory>,
+    departed: HashMap<Mac, Lease>,
 }
 
 impl Persisted {
@@ -548,6 +1018,15 @@ impl Persisted {
                     self.cooling.remove(&mac);
                 }
                 Change::History(_) => {}
+                Change::InventorySaved(s) => {
+                    self.inventories.insert(s.inventory.host().to_string(), s);
+                }
+                Change::DepartedSaved(l) => {
+                    self.departed.insert(l.mac, l);
+                }
+                Change::DepartedCleared { mac } => {
+                    self.departed.remove(&mac).unwrap();
+                }
             }
         }
     }
@@ -561,17 +1040,41 @@ impl Persisted {
             now,
         )
         .unwrap()
+        .with_inventories(
+            self.inventories.values().cloned().collect(),
+            self.departed.values().cloned().collect(),
+        )
     }
 }
 
 #[derive(Clone, Debug)]
 enum Op {
-    Allocate { vm: u8, mac: Option<u8> },
-    ReleaseVm { vm: u8 },
-    Hold { vm: u8, mac: u8 },
-    Unhold { vm: u8, mac: u8 },
-    Tick { ms: u16 },
+    Allocate {
+        vm: u8,
+        mac: Option<u8>,
+    },
+    ReleaseVm {
+        vm: u8,
+    },
+    Hold {
+        vm: u8,
+        mac: u8,
+    },
+    Unhold {
+        vm: u8,
+        mac: u8,
+    },
+    Tick {
+        ms: u16,
+    },
     ToggleDuplicates,
+    /// A host's whole inventory: `(vm, live MAC, checkpoint MAC, checkpoint id)` per VM;
+    /// `stale` resends the current generation (refused).
+    Inventory {
+        host: u8,
+        stale: bool,
+        vms: Vec<(u8, Option<u8>, Option<u8>, u8)>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -582,6 +1085,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..12, 0u8..12).prop_map(|(vm, mac)| Op::Unhold { vm, mac }),
         1 => (0u16..500).prop_map(|ms| Op::Tick { ms }),
         1 => Just(Op::ToggleDuplicates),
+        3 => (0u8..3, proptest::bool::weighted(0.1), proptest::collection::vec((0u8..12, proptest::option::of(0u8..12), proptest::option::of(0u8..12), 0u8..2), 0..5))
+            .prop_map(|(host, stale, vms)| Op::Inventory { host, stale, vms }),
     ]
 }
 
@@ -601,6 +1106,7 @@ proptest! {
         store.apply(ch);
         let m = |i: u8| Mac::from_u64(0x00155D000000 + u64::from(i)).unwrap();
         let mut allow = false;
+        let mut generations = [0u64; 3];
         for (step, op) in ops.into_iter().enumerate() {
             let ctx = admin(now);
             let result: std::result::Result<Vec<Change>, AuthorityError> = match op.clone() {
@@ -613,6 +1119,28 @@ proptest! {
                     allow = !allow;
                     let d = if allow { DuplicatePolicy::AllowAndFlag } else { DuplicatePolicy::Deny };
                     a.edit_pool(&ctx, "p", PoolEdit { duplicates: Some(d), ..PoolEdit::default() }).map(|(_, c)| c)
+                }
+                Op::Inventory { host, stale, vms } => {
+                    let mut inv = HostInventory::new(format!("h{host}")).unwrap();
+                    for (v, live, cp, cp_id) in vms {
+                        let mut x = Vm::new(format!("vm{v}"), "", VmState::Running).unwrap();
+                        let hex = |i: u8| m(i).to_string();
+                        let live: Vec<String> = live.map(hex).into_iter().collect();
+                        let cps: Vec<(String, String)> = cp.map(|c| (hex(c), format!("cp{cp_id}"))).into_iter().collect();
+                        let built = vm("x", &live.iter().map(String::as_str).collect::<Vec<_>>(), &cps.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>());
+                        x.adapters = built.adapters;
+                        let _ = inv.add_vm(x);
+                    }
+                    let h = usize::from(host);
+                    let generation = if stale { generations[h] } else { generations[h] + 1 };
+                    let r = a.apply_inventory(&ctx, inv, generation).map(|(_, c)| c);
+                    if stale && generations[h] > 0 {
+                        prop_assert_eq!(r.as_ref().map_err(|e| e.kind()).err(), Some("stale-generation"));
+                    }
+                    if r.is_ok() {
+                        generations[h] = generation;
+                    }
+                    r
                 }
             };
             if let Ok(changes) = result {
@@ -627,6 +1155,11 @@ proptest! {
             prop_assert_eq!(restored.leases(&LeaseFilter::default()), a.leases(&LeaseFilter::default()));
             prop_assert_eq!(restored.holds(None), a.holds(None));
             prop_assert_eq!(restored.available("p", 100).unwrap(), a.available("p", 100).unwrap());
+            prop_assert_eq!(restored.inventories(), a.inventories());
+            prop_assert_eq!(restored.conflicts(), a.conflicts());
+            for i in 0..12 {
+                prop_assert_eq!(restored.departed(m(i)), a.departed(m(i)));
+            }
             // No MAC leased twice unless flagged.
             let mut seen = HashMap::new();
             for l in a.leases(&LeaseFilter::default()) {

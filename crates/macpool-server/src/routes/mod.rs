@@ -1,3 +1,4 @@
+pub mod inventory;
 pub mod leases;
 pub mod pools;
 pub mod system;

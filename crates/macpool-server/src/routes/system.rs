@@ -33,7 +33,8 @@ pub async fn metrics(
         ));
     }
     let pools = st.store.pools().await?;
-    let body = st.metrics.render(&pools, st.store.stats());
+    let conflicts = st.store.conflicts().await?;
+    let body = st.metrics.render(&pools, &conflicts, st.store.stats());
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,

@@ -31,9 +31,12 @@ use std::thread::JoinHandle;
 
 use macpool_core::authority::{
     Actor, AllocateRequest, Allocation, Authority, Available, Change, Context, HoldRequest,
-    LeaseFilter, MacStatus, PoolEdit, PoolView, ReleaseSelector, Released, UnholdRequest,
+    InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolView, ReleaseSelector, Released,
+    StoredInventory, UnholdRequest,
 };
+use macpool_core::conflict::Conflict;
 use macpool_core::history::HistoryEntry;
+use macpool_core::inventory::HostInventory;
 use macpool_core::lease::{Hold, Lease};
 use macpool_core::pool::PoolSpec;
 use macpool_core::{Mac, Timestamp};
@@ -71,7 +74,8 @@ impl Worker {
             loaded.holds,
             loaded.cooling,
             now(),
-        )?;
+        )?
+        .with_inventories(loaded.inventories, loaded.departed);
         self.stale = false;
         Ok(())
     }
@@ -484,6 +488,26 @@ impl Store for SqliteStore {
 
     async fn mac_status(&self, mac: Mac) -> StoreResult<MacStatus> {
         self.read(move |a, _| Ok(a.mac_status(mac))).await
+    }
+
+    async fn put_inventory(
+        &self,
+        actor: Actor,
+        inventory: HostInventory,
+        generation: u64,
+    ) -> StoreResult<InventoryOutcome> {
+        self.mutate(actor, move |a, ctx| {
+            a.apply_inventory(ctx, inventory, generation)
+        })
+        .await
+    }
+
+    async fn inventory(&self, host: String) -> StoreResult<StoredInventory> {
+        self.read(move |a, _| Ok(a.inventory(&host)?)).await
+    }
+
+    async fn conflicts(&self) -> StoreResult<Vec<Conflict>> {
+        self.read(|a, _| Ok(a.conflicts())).await
     }
 
     async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {

@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
-use macpool_core::authority::Change;
+use macpool_core::authority::{Change, StoredInventory};
 use macpool_core::history::{HistoryAction, HistoryEntry};
+use macpool_core::inventory::{
+    Adapter, AdapterLocation, Checkpoint, CheckpointType, HostInventory, MacKind, Vm, VmState,
+};
 use macpool_core::lease::{Hold, HoldReason, Lease, LeaseState, Owner};
 use macpool_core::pool::{
     AllocationOrder, DuplicatePolicy, LowWater, PoolName, PoolPolicy, PoolSpec,
@@ -123,8 +126,188 @@ pub fn apply_change(conn: &Connection, change: &Change) -> SqlResult<()> {
                 .execute([mac.to_u64() as i64])?;
         }
         Change::History(h) => insert_history(conn, h)?,
+        Change::InventorySaved(s) => save_inventory(conn, s)?,
+        Change::DepartedSaved(l) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO departed (mac, vm_id, adapter_id, pool, vm_name, host, cluster, created_ms, duplicate)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                l.mac.to_u64() as i64,
+                l.owner.vm_id,
+                l.owner.adapter_id,
+                l.pool.as_str(),
+                l.owner.vm_name,
+                l.owner.host,
+                l.owner.cluster,
+                l.created.as_millis() as i64,
+                l.duplicate,
+            ])?;
+        }
+        Change::DepartedCleared { mac } => {
+            conn.prepare_cached("DELETE FROM departed WHERE mac = ?1")?
+                .execute([mac.to_u64() as i64])?;
+        }
     }
     Ok(())
+}
+
+/// Replaces the host's inventory rows with `s`.
+fn save_inventory(conn: &Connection, s: &StoredInventory) -> SqlResult<()> {
+    let inv = &s.inventory;
+    let host = inv.host();
+    for table in ["inventories", "inventory_vms", "inventory_adapters"] {
+        conn.prepare_cached(&format!("DELETE FROM {table} WHERE host = ?1"))?
+            .execute([host])?;
+    }
+    let ipv4: Vec<String> = inv.ipv4.iter().map(|ip| ip.to_string()).collect();
+    conn.prepare_cached(
+        "INSERT INTO inventories (host, generation, received_ms, cluster, ipv4, range_first, range_last, cursor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        host,
+        s.generation as i64,
+        s.received.as_millis() as i64,
+        inv.cluster,
+        ipv4.join(","),
+        inv.dynamic_range().map(|r| r.first().to_u64() as i64),
+        inv.dynamic_range().map(|r| r.last().to_u64() as i64),
+        inv.cursor().map(|m| m.to_u64() as i64),
+    ])?;
+    for (i, vm) in inv.vms().iter().enumerate() {
+        conn.prepare_cached(
+            "INSERT INTO inventory_vms (host, seq, vm_id, name, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![host, i as i64, vm.id(), vm.name, vm.state.name()])?;
+        for (j, a) in vm.adapters.iter().enumerate() {
+            let cp = match &a.location {
+                AdapterLocation::Live => None,
+                AdapterLocation::Checkpoint(c) => Some(c),
+            };
+            conn.prepare_cached(
+                "INSERT INTO inventory_adapters (host, vm_seq, seq, name, mac, dynamic, checkpoint_id, checkpoint_name,
+                 checkpoint_type, checkpoint_created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                host,
+                i as i64,
+                j as i64,
+                a.name,
+                a.mac.to_u64() as i64,
+                a.kind == MacKind::Dynamic,
+                cp.map(|c| c.id.as_str()),
+                cp.map(|c| c.name.as_str()),
+                cp.map(|c| c.kind.name()),
+                cp.and_then(|c| c.created).map(|t| t.as_millis() as i64),
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Every stored inventory, rebuilt through the domain constructors (which re-check them).
+fn load_inventories(conn: &Connection) -> SqlResult<Vec<StoredInventory>> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT host, generation, received_ms, cluster, ipv4, range_first, range_last, cursor FROM inventories ORDER BY host",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let host: String = r.get(0)?;
+        let mut inv = HostInventory::new(host.clone()).map_err(|e| corrupt(e.to_string()))?;
+        inv.cluster = r.get(3)?;
+        let ipv4: String = r.get(4)?;
+        inv.ipv4 = ipv4
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map_err(|_| corrupt(format!("stored IPv4 {s}"))))
+            .collect::<SqlResult<_>>()?;
+        let range = match (r.get::<_, Option<i64>>(5)?, r.get::<_, Option<i64>>(6)?) {
+            (Some(f), Some(l)) => Some(
+                MacRange::new(mac_col(f)?, mac_col(l)?)
+                    .map_err(|e| corrupt(format!("stored host range: {e}")))?,
+            ),
+            _ => None,
+        };
+        let cursor = r.get::<_, Option<i64>>(7)?.map(mac_col).transpose()?;
+        inv.set_dynamic_range(range, cursor)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let mut vms_stmt = conn.prepare_cached(
+            "SELECT seq, vm_id, name, state FROM inventory_vms WHERE host = ?1 ORDER BY seq",
+        )?;
+        let mut vms = vms_stmt.query([&host])?;
+        while let Some(v) = vms.next()? {
+            let seq: i64 = v.get(0)?;
+            let mut vm = Vm::new(
+                v.get::<_, String>(1)?,
+                v.get::<_, String>(2)?,
+                VmState::parse(&v.get::<_, String>(3)?),
+            )
+            .map_err(|e| corrupt(e.to_string()))?;
+            let mut ad_stmt = conn.prepare_cached(
+                "SELECT name, mac, dynamic, checkpoint_id, checkpoint_name, checkpoint_type, checkpoint_created_ms
+                 FROM inventory_adapters WHERE host = ?1 AND vm_seq = ?2 ORDER BY seq",
+            )?;
+            let mut ads = ad_stmt.query(params![host, seq])?;
+            while let Some(a) = ads.next()? {
+                let location = match a.get::<_, Option<String>>(3)? {
+                    None => AdapterLocation::Live,
+                    Some(id) => AdapterLocation::Checkpoint(Checkpoint {
+                        id,
+                        name: a.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                        kind: CheckpointType::parse(
+                            &a.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        ),
+                        created: a.get::<_, Option<i64>>(6)?.map(|t| Timestamp(t as u64)),
+                    }),
+                };
+                vm.adapters.push(Adapter {
+                    name: a.get(0)?,
+                    mac: mac_col(a.get(1)?)?,
+                    kind: if a.get(2)? {
+                        MacKind::Dynamic
+                    } else {
+                        MacKind::Static
+                    },
+                    location,
+                });
+            }
+            inv.add_vm(vm).map_err(|e| corrupt(e.to_string()))?;
+        }
+        out.push(StoredInventory {
+            generation: r.get::<_, i64>(1)? as u64,
+            received: Timestamp(r.get::<_, i64>(2)? as u64),
+            inventory: inv,
+        });
+    }
+    Ok(out)
+}
+
+fn load_departed(conn: &Connection) -> SqlResult<Vec<Lease>> {
+    let mut stmt = conn.prepare(
+        "SELECT vm_id, adapter_id, mac, pool, vm_name, host, cluster, created_ms, duplicate FROM departed",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(Lease {
+            owner: Owner {
+                vm_id: r.get(0)?,
+                adapter_id: r.get(1)?,
+                vm_name: r.get(4)?,
+                host: r.get(5)?,
+                cluster: r.get(6)?,
+            },
+            mac: mac_col(r.get(2)?)?,
+            pool: PoolName::new(&r.get::<_, String>(3)?).map_err(corrupt)?,
+            // A departed lease is bound by definition: only bound leases are released this way.
+            state: LeaseState::Bound,
+            created: Timestamp(r.get::<_, i64>(7)? as u64),
+            duplicate: r.get(8)?,
+        });
+    }
+    Ok(out)
 }
 
 fn insert_history(conn: &Connection, h: &HistoryEntry) -> SqlResult<()> {
@@ -152,6 +335,8 @@ pub struct Loaded {
     pub leases: Vec<Lease>,
     pub holds: Vec<Hold>,
     pub cooling: Vec<(Mac, Timestamp)>,
+    pub inventories: Vec<StoredInventory>,
+    pub departed: Vec<Lease>,
 }
 
 /// Reads everything the in-memory authority is rebuilt from.
@@ -219,6 +404,8 @@ pub fn load(conn: &Connection) -> SqlResult<Loaded> {
         leases,
         holds,
         cooling,
+        inventories: load_inventories(conn)?,
+        departed: load_departed(conn)?,
     })
 }
 

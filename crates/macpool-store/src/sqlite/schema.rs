@@ -70,6 +70,52 @@ const MIGRATIONS: &[&str] = &[
         revoked_ms  INTEGER
     );
     "#,
+    // 2: host inventories (the latest per host) and the last owner of MACs released because
+    // their VM vanished (so a live migration gets its lease back).
+    r#"
+    CREATE TABLE inventories (
+        host         TEXT PRIMARY KEY,
+        generation   INTEGER NOT NULL,
+        received_ms  INTEGER NOT NULL,
+        cluster      TEXT,
+        ipv4         TEXT NOT NULL,      -- comma-separated dotted quads
+        range_first  INTEGER,
+        range_last   INTEGER,
+        cursor       INTEGER
+    );
+    CREATE TABLE inventory_vms (
+        host   TEXT NOT NULL,
+        seq    INTEGER NOT NULL,         -- order within the inventory
+        vm_id  TEXT NOT NULL,
+        name   TEXT NOT NULL,
+        state  TEXT NOT NULL,
+        PRIMARY KEY (host, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE inventory_adapters (
+        host                   TEXT NOT NULL,
+        vm_seq                 INTEGER NOT NULL,
+        seq                    INTEGER NOT NULL,
+        name                   TEXT NOT NULL,
+        mac                    INTEGER NOT NULL,
+        dynamic                INTEGER NOT NULL,
+        checkpoint_id          TEXT,     -- NULL for a live adapter
+        checkpoint_name        TEXT,
+        checkpoint_type        TEXT,
+        checkpoint_created_ms  INTEGER,
+        PRIMARY KEY (host, vm_seq, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE departed (
+        mac         INTEGER PRIMARY KEY,
+        vm_id       TEXT NOT NULL,
+        adapter_id  TEXT NOT NULL,
+        pool        TEXT NOT NULL,
+        vm_name     TEXT,
+        host        TEXT,
+        cluster     TEXT,
+        created_ms  INTEGER NOT NULL,
+        duplicate   INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -237,7 +237,7 @@ impl SpawnedServer {
                 (Some(d), p)
             }
         };
-        let token = format!("bench-bootstrap-{:016x}", rand_u64());
+        let token = format!("bench-bootstrap-{:016x}", random_u64());
         let exe = std::env::current_exe().map_err(|e| Failure::usage(e.to_string()))?;
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -283,7 +283,8 @@ impl Drop for SpawnedServer {
     }
 }
 
-fn rand_u64() -> u64 {
+/// 64 random bits without another dependency: `RandomState` is seeded from the OS per process.
+fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(std::process::id().into());

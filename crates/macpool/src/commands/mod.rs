@@ -2,8 +2,10 @@
 
 mod audit;
 mod bench;
+mod conflicts;
 mod history;
 mod hyperv;
+mod inventory;
 mod lease;
 mod mac;
 mod pool;
@@ -49,6 +51,8 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Bench(c) => bench::run(out, &cli.token, c).await,
         Command::Audit(a) => audit::run(out, a),
         Command::Hyperv(c) => hyperv::run(out, c),
+        Command::Conflicts => conflicts::run(&ctx()?).await,
+        Command::Inventory(c) => inventory::run(&ctx()?, c).await,
     }
 }
 

@@ -1,0 +1,60 @@
+//! Host inventories and the conflicts derived from them.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use macpool_api::dto::*;
+use macpool_api::{Problem, convert};
+use macpool_store::Store;
+
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::extract::{Json, Path};
+use crate::{AppState, input};
+
+/// Report a host's whole inventory; the authority binds, holds and releases to match it.
+#[utoipa::path(put, path = "/hosts/{host}/inventory", tag = "inventory", request_body = InventoryBody,
+    params(("host" = String, Path, description = "the host the inventory describes")),
+    responses((status = 200, body = InventoryResult), (status = 400, body = Problem),
+        (status = 403, description = "an agent token of another host", body = Problem),
+        (status = 409, description = "stale-generation", body = Problem)))]
+pub async fn put_inventory(
+    State(st): State<Arc<AppState>>,
+    c: Caller,
+    Path(host): Path<String>,
+    Json(body): Json<InventoryBody>,
+) -> ApiResult<Json<InventoryResult>> {
+    c.require_writer()?;
+    let (inv, generation) = input::inventory(&host, body)?;
+    let outcome = st.store.put_inventory(c.actor(), inv, generation).await?;
+    Ok(Json(convert::inventory_outcome(&outcome)))
+}
+
+/// The latest inventory the authority accepted from a host.
+#[utoipa::path(get, path = "/hosts/{host}/inventory", tag = "inventory",
+    params(("host" = String, Path, description = "host name")),
+    responses((status = 200, body = InventoryInfo), (status = 404, body = Problem)))]
+pub async fn get_inventory(
+    State(st): State<Arc<AppState>>,
+    _c: Caller,
+    Path(host): Path<String>,
+) -> ApiResult<Json<InventoryInfo>> {
+    Ok(Json(convert::inventory(&st.store.inventory(host).await?)))
+}
+
+/// Every conflict across the hosts' latest inventories, the pools, leases and holds.
+#[utoipa::path(get, path = "/conflicts", tag = "inventory",
+    responses((status = 200, body = [ConflictInfo]), (status = 401, body = Problem)))]
+pub async fn conflicts(
+    State(st): State<Arc<AppState>>,
+    _c: Caller,
+) -> ApiResult<Json<Vec<ConflictInfo>>> {
+    Ok(Json(
+        st.store
+            .conflicts()
+            .await?
+            .iter()
+            .map(convert::conflict)
+            .collect(),
+    ))
+}
