@@ -1,0 +1,100 @@
+//! The script the child runs: `bootstrap.ps1` (a read-eval loop over stdin, the event-log
+//! watchers, and the helper functions generated scripts call). It is sent as the first stdin
+//! line, base64-encoded so that `-Command -` sees one complete statement.
+
+/// The bootstrap PowerShell, verbatim.
+pub const BOOTSTRAP: &str = include_str!("bootstrap.ps1");
+
+/// The one line that loads the bootstrap in a `powershell.exe -Command -` child.
+pub fn loader_line() -> String {
+    format!(
+        "$macpoolBootstrap = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('{}')); Invoke-Expression $macpoolBootstrap",
+        base64(BOOTSTRAP.as_bytes())
+    )
+}
+
+/// The marker the stand-in looks for to accept the loader line.
+pub const LOADER_PREFIX: &str = "$macpoolBootstrap = ";
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes [`base64`] (for the stand-in's check and tests).
+pub fn unbase64(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes = s.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for q in bytes.chunks(4) {
+        let pad = q.iter().rev().take_while(|c| **c == b'=').count();
+        let mut n = 0u32;
+        for &c in &q[..4 - pad] {
+            n = (n << 6) | val(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let b = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&b[..3 - pad]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loader_carries_the_bootstrap_intact() {
+        let line = loader_line();
+        assert!(!line.contains('\n'));
+        let b64 = crate::powershell::quote::literals(&line).unwrap().remove(0);
+        assert_eq!(unbase64(&b64).unwrap(), BOOTSTRAP.as_bytes());
+        for s in ["", "a", "ab", "abc", "abcd"] {
+            assert_eq!(unbase64(&base64(s.as_bytes())).unwrap(), s.as_bytes());
+        }
+        assert_eq!(base64(b"Man"), "TWFu");
+        assert_eq!(base64(b"Ma"), "TWE=");
+    }
+
+    #[test]
+    fn bootstrap_defines_what_the_scripts_call() {
+        for f in [
+            "function Get-MacpoolInventory",
+            "function Get-MacpoolCursor",
+            "function Start-MacpoolWatch",
+            "function Stop-MacpoolWatch",
+            "EventLogWatcher(q, null, after >= 0)",
+            "[ScriptBlock]::Create",
+        ] {
+            assert!(BOOTSTRAP.contains(f), "{f}");
+        }
+    }
+}
