@@ -139,6 +139,24 @@ pub enum HypervCommand {
         #[arg(long)]
         renumber_all: bool,
     },
+    /// List Hyper-V events from `wevtutil qe … /f:xml` exports or .evtx files.
+    Events {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the Task Scheduler XML (UTF-16, as Windows writes it) that runs
+    /// `macpool agent on-event` for every RDV_ROLLBACK restore (event 18596).
+    TaskXml {
+        /// Path of macpool.exe on the host.
+        #[arg(long)]
+        exe: String,
+        /// Print UTF-8 instead of UTF-16LE (for reading, not for schtasks /XML).
+        #[arg(long)]
+        utf8: bool,
+        /// Arguments appended to `agent on-event …` (e.g. --server URL --pool rds).
+        #[arg(last = true)]
+        extra_args: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -107,3 +107,81 @@ fn export_script_covers_live_and_checkpoint_adapters_and_the_cluster() {
         assert!(script.contains(needle), "export script lacks {needle}");
     }
 }
+
+const WEVTUTIL_EXPORT: &str = r#"<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System><Provider Name='Microsoft-Windows-Hyper-V-Worker' Guid='{51ddfa29-d5c8-4803-be4b-2ecb715570fe}'/><EventID>18596</EventID><Version>0</Version><Level>4</Level><TimeCreated SystemTime='2015-10-14T12:00:05.1234567Z'/><EventRecordID>4711</EventRecordID><Channel>Microsoft-Windows-Hyper-V-Worker-Admin</Channel><Computer>HV2</Computer></System><UserData><VmlEventLog xmlns='http://www.microsoft.com/Windows/Virtualization/Events'><VmName>RDS Desk 01</VmName><VmId>6D1C3C1E-0B5A-4F44-9D39-6D1A7A0B0C01</VmId></VmlEventLog></UserData></Event>
+<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System><Provider Name='Microsoft-Windows-Hyper-V-Worker'/><EventID>18500</EventID><TimeCreated SystemTime='2015-10-14T12:00:09.0000000Z'/><EventRecordID>4712</EventRecordID><Channel>Microsoft-Windows-Hyper-V-Worker-Admin</Channel><Computer>HV2</Computer></System><UserData><VmlEventLog xmlns='http://www.microsoft.com/Windows/Virtualization/Events'><VmName>RDS Desk 01</VmName><VmId>6D1C3C1E-0B5A-4F44-9D39-6D1A7A0B0C01</VmId></VmlEventLog></UserData></Event>
+"#;
+
+#[test]
+fn hyperv_events_lists_a_wevtutil_export_by_vm_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("worker-admin.xml");
+    std::fs::write(&file, WEVTUTIL_EXPORT).unwrap();
+    let out = macpool()
+        .args(["--json", "hyperv", "events"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events = v.as_array().expect("a JSON array of events");
+    assert_eq!(events.len(), 2);
+    let text = v.to_string();
+    for needle in [
+        "4711",
+        "18596",
+        "RDS Desk 01",
+        "6D1C3C1E-0B5A-4F44-9D39-6D1A7A0B0C01",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from {text}");
+    }
+    macpool()
+        .args(["hyperv", "events"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("4712"));
+    macpool()
+        .args(["hyperv", "events"])
+        .arg(dir.path().join("nope.xml"))
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn hyperv_task_xml_is_utf16_with_the_event_trigger_and_value_queries() {
+    let out = macpool()
+        .args([
+            "hyperv",
+            "task-xml",
+            "--exe",
+            r"C:\Program Files\macpool\macpool.exe",
+            "--",
+            "--server",
+            "https://authority:7780",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(&out.stdout[..2], &[0xFF, 0xFE], "UTF-16LE BOM");
+    let units: Vec<u16> = out.stdout[2..]
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let xml = String::from_utf16(&units).unwrap();
+    for needle in [
+        "EventID=18596",
+        "eventRecordID",
+        "Event/System/EventRecordID",
+        "S-1-5-18",
+        "HighestAvailable",
+        "agent on-event",
+        "https://authority:7780",
+    ] {
+        assert!(xml.contains(needle), "task XML lacks {needle}:\n{xml}");
+    }
+}

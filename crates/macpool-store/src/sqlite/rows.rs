@@ -285,29 +285,31 @@ fn load_inventories(conn: &Connection) -> SqlResult<Vec<StoredInventory>> {
 }
 
 fn load_departed(conn: &Connection) -> SqlResult<Vec<Lease>> {
+    // A departed lease is bound by definition: only bound leases are released this way.
     let mut stmt = conn.prepare(
-        "SELECT vm_id, adapter_id, mac, pool, vm_name, host, cluster, created_ms, duplicate FROM departed",
+        "SELECT vm_id, adapter_id, mac, pool, vm_name, host, cluster, 'bound', created_ms, duplicate FROM departed",
     )?;
-    let mut rows = stmt.query([])?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        out.push(Lease {
-            owner: Owner {
-                vm_id: r.get(0)?,
-                adapter_id: r.get(1)?,
-                vm_name: r.get(4)?,
-                host: r.get(5)?,
-                cluster: r.get(6)?,
-            },
-            mac: mac_col(r.get(2)?)?,
-            pool: PoolName::new(&r.get::<_, String>(3)?).map_err(corrupt)?,
-            // A departed lease is bound by definition: only bound leases are released this way.
-            state: LeaseState::Bound,
-            created: Timestamp(r.get::<_, i64>(7)? as u64),
-            duplicate: r.get(8)?,
-        });
-    }
-    Ok(out)
+    let rows = stmt.query_map([], lease_row)?;
+    rows.collect()
+}
+
+/// A lease from the columns `vm_id, adapter_id, mac, pool, vm_name, host, cluster, state,
+/// created_ms, duplicate`, in that order.
+fn lease_row(r: &Row) -> SqlResult<Lease> {
+    Ok(Lease {
+        owner: Owner {
+            vm_id: r.get(0)?,
+            adapter_id: r.get(1)?,
+            vm_name: r.get(4)?,
+            host: r.get(5)?,
+            cluster: r.get(6)?,
+        },
+        mac: mac_col(r.get(2)?)?,
+        pool: PoolName::new(&r.get::<_, String>(3)?).map_err(corrupt)?,
+        state: LeaseState::parse(&r.get::<_, String>(7)?).map_err(corrupt)?,
+        created: Timestamp(r.get::<_, i64>(8)? as u64),
+        duplicate: r.get(9)?,
+    })
 }
 
 fn insert_history(conn: &Connection, h: &HistoryEntry) -> SqlResult<()> {
@@ -360,27 +362,12 @@ pub fn load(conn: &Connection) -> SqlResult<Loaded> {
         };
         pools.push((spec, mac_col(r.get(6)?)?));
     }
-    let mut leases = Vec::new();
     let mut stmt = conn.prepare(
         "SELECT vm_id, adapter_id, mac, pool, vm_name, host, cluster, state, created_ms, duplicate FROM leases",
     )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        leases.push(Lease {
-            owner: Owner {
-                vm_id: r.get(0)?,
-                adapter_id: r.get(1)?,
-                vm_name: r.get(4)?,
-                host: r.get(5)?,
-                cluster: r.get(6)?,
-            },
-            mac: mac_col(r.get(2)?)?,
-            pool: PoolName::new(&r.get::<_, String>(3)?).map_err(corrupt)?,
-            state: LeaseState::parse(&r.get::<_, String>(7)?).map_err(corrupt)?,
-            created: Timestamp(r.get::<_, i64>(8)? as u64),
-            duplicate: r.get(9)?,
-        });
-    }
+    let leases = stmt
+        .query_map([], lease_row)?
+        .collect::<SqlResult<Vec<_>>>()?;
     let mut holds = Vec::new();
     let mut stmt = conn.prepare("SELECT mac, vm_id, reason, reference, created_ms FROM holds")?;
     let mut rows = stmt.query([])?;

@@ -1,12 +1,41 @@
 use macpool_core::MacRange;
 use macpool_core::hyperv::{HostSpec, PlanConfig, plan_ranges, render_plan};
 
+use std::io::Write;
+use std::path::PathBuf;
+
+use macpool_agent::events::{read_events_file, render_json, render_table};
+use macpool_agent::taskxml::{TaskOptions, task_xml, task_xml_utf16};
+
 use crate::cli::HypervCommand;
 use crate::exit::{CmdResult, Failure, OK};
 use crate::output::Output;
 
 pub fn run(out: Output, cmd: HypervCommand) -> CmdResult {
     match cmd {
+        HypervCommand::Events { files } => events(out, &files),
+        HypervCommand::TaskXml {
+            exe,
+            utf8,
+            extra_args,
+        } => {
+            let opts = TaskOptions {
+                exe,
+                extra_args,
+                description: "macpool: on every RDV_ROLLBACK restore (event 18596), check the desktop's MACs with the authority and fix a duplicate".into(),
+            };
+            let mut stdout = std::io::stdout().lock();
+            let bytes = if utf8 {
+                task_xml(&opts).into_bytes()
+            } else {
+                task_xml_utf16(&opts)
+            };
+            stdout
+                .write_all(&bytes)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Failure::usage(format!("cannot write: {e}")))?;
+            Ok(OK)
+        }
         HypervCommand::ExportScript { cluster } => {
             print!("{}", macpool_audit::export_script(cluster));
             Ok(OK)
@@ -91,4 +120,42 @@ pub fn run(out: Output, cmd: HypervCommand) -> CmdResult {
             })
         }
     }
+}
+
+/// Lists events from every file; problems (malformed events, unreadable files) go to stderr with
+/// the raw text. Exit 0 when something was listed, 2 when nothing could be read.
+fn events(out: Output, files: &[PathBuf]) -> CmdResult {
+    let mut all = Vec::new();
+    let mut unreadable = 0;
+    for f in files {
+        match read_events_file(f) {
+            Ok((records, problems)) => {
+                for p in problems {
+                    eprintln!(
+                        "{}: skipped: {}{}",
+                        f.display(),
+                        p.message,
+                        p.raw.map(|r| format!("\n  {r}")).unwrap_or_default()
+                    );
+                }
+                all.extend(records);
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", f.display());
+                unreadable += 1;
+            }
+        }
+    }
+    print!(
+        "{}",
+        if out.json {
+            render_json(&all)
+        } else {
+            render_table(&all)
+        }
+    );
+    if all.is_empty() && unreadable > 0 {
+        return Ok(crate::exit::USAGE);
+    }
+    Ok(OK)
 }
