@@ -99,6 +99,18 @@ impl Api {
         self.call(method, path, Some(ADMIN), body).await
     }
 
+    /// The Prometheus text of /metrics, read with a reader token (asserts 200).
+    async fn metrics(&self) -> String {
+        let req = Request::builder()
+            .uri("/metrics")
+            .header("authorization", format!("Bearer {READER}"))
+            .body(Body::empty())
+            .unwrap();
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
     /// Everything a refused request must leave unchanged.
     async fn snapshot(&self) -> (Value, Value, Value, Value) {
         (
@@ -496,21 +508,7 @@ async fn metrics_show_pools_errors_and_latency() {
         Some(json!({"pool": "nope", "vm_id": "a"})),
     )
     .await;
-    let res = api
-        .router
-        .clone()
-        .oneshot(
-            Request::builder()
-                .uri("/metrics")
-                .header("authorization", format!("Bearer {READER}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let text =
-        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let text = api.metrics().await;
     for line in [
         "macpool_pool_size{pool=\"m\"} 256",
         "macpool_pool_leased{pool=\"m\"} 1",
@@ -682,20 +680,7 @@ async fn inventory_binds_holds_and_the_seed_scenario_is_a_latent_conflict() {
     assert!(c[0]["fix"].as_str().unwrap().contains("Get-VMSnapshot"));
     let (_, leases) = api.admin("GET", "/api/v1/leases", None).await;
     assert_eq!(leases[0]["host"], "h2", "the lease followed its VM");
-    let res = api
-        .router
-        .clone()
-        .oneshot(
-            Request::builder()
-                .uri("/metrics")
-                .header("authorization", format!("Bearer {READER}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let text =
-        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let text = api.metrics().await;
     for line in [
         "macpool_conflicts{class=\"latent\"} 1",
         "macpool_conflicts{class=\"live-duplicate\"} 0",
