@@ -5,7 +5,8 @@
 //!
 //! - **Who and when.** An agent token may only send its own host. The generation must be greater
 //!   than the one stored for that host (else `stale-generation`); a host's first inventory may
-//!   have any generation. Free-text fields are validated like owner fields. A refused inventory
+//!   have any generation. Resending the generation already applied with the same content (an
+//!   agent retrying after a lost reply) succeeds and changes nothing. Free-text fields are validated like owner fields. A refused inventory
 //!   changes nothing.
 //! - **Live adapters.** A live adapter whose MAC is leased to the same VM (ids compared
 //!   case-insensitively) *binds* that lease: state `bound`, the VM name is refreshed and the
@@ -213,6 +214,22 @@ impl Authority {
             )));
         }
         validate_inventory(&inv)?;
+        // A resend of the generation already applied, with the same content, is the agent
+        // retrying after a lost reply: answer it as done, change nothing.
+        if let Some(current) = self.inventories.get(&host)
+            && generation == current.generation
+            && inv == current.inventory
+        {
+            let outcome = InventoryOutcome {
+                host,
+                generation,
+                notes: vec![format!(
+                    "generation {generation} was already applied; nothing changed"
+                )],
+                ..InventoryOutcome::default()
+            };
+            return Ok((outcome, Vec::new()));
+        }
         if let Some(current) = self.inventories.get(&host)
             && generation <= current.generation
         {

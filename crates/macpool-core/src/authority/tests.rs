@@ -620,6 +620,28 @@ fn stale_generation_is_refused_and_changes_nothing() {
 }
 
 #[test]
+fn resending_the_applied_generation_unchanged_is_an_idempotent_retry() {
+    let (mut a, m) = leased_to("vm1");
+    let inv = || host_inv("h1", vec![vm("vm1", &["00155D000000"], &[])]);
+    push(&mut a, 1, inv(), 5);
+    let before = a.inventory("h1").unwrap();
+    let (out, changes) = a.apply_inventory(&admin(2), inv(), 5).unwrap();
+    assert!(changes.is_empty(), "a retry writes nothing");
+    assert!(out.notes[0].contains("already applied"), "{:?}", out.notes);
+    assert_eq!(
+        a.inventory("h1").unwrap(),
+        before,
+        "the stored inventory keeps its receive time"
+    );
+    assert_eq!(a.mac_status(m).leases.len(), 1);
+    // The same generation with different content is still refused.
+    let err = a
+        .apply_inventory(&admin(3), host_inv("h1", vec![]), 5)
+        .unwrap_err();
+    assert_eq!(err.kind(), "stale-generation");
+}
+
+#[test]
 fn agent_may_send_only_its_own_hosts_inventory() {
     let (mut a, m) = leased_to("vm1");
     let err = a
@@ -1133,8 +1155,11 @@ proptest! {
                     }
                     let h = usize::from(host);
                     let generation = if stale { generations[h] } else { generations[h] + 1 };
+                    let resend = a.inventory(inv.host()).is_ok_and(|s| s.generation == generation && s.inventory == inv);
                     let r = a.apply_inventory(&ctx, inv, generation).map(|(_, c)| c);
-                    if stale && generations[h] > 0 {
+                    if resend {
+                        prop_assert_eq!(r.as_ref().map(Vec::len).ok(), Some(0), "an unchanged resend is a no-op");
+                    } else if stale && generations[h] > 0 {
                         prop_assert_eq!(r.as_ref().map_err(|e| e.kind()).err(), Some("stale-generation"));
                     }
                     if r.is_ok() {
