@@ -627,6 +627,49 @@ fn event_line(e: &SEvent) -> String {
     json!({"event": {"channel": e.channel, "record_id": e.record_id, "xml": e.xml}}).to_string()
 }
 
+/// Runs the stand-in on stdin/stdout until stdin closes or an `exit` request; returns the exit
+/// code. `args`: `[--state FILE] [--host NAME --range FIRST-LAST]`. Shared by the
+/// `hyperv-standin` binary and `macpool hyperv standin` (hidden), so end-to-end tests of the
+/// `macpool` binary can use it as their PowerShell.
+pub fn serve_stdio(args: &[String]) -> i32 {
+    use std::io::{BufRead, Write};
+    let get = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let path = get("--state").map(std::path::PathBuf::from);
+    let state = match &path {
+        Some(p) if p.exists() => {
+            let bytes = std::fs::read(p).expect("state file readable");
+            serde_json::from_slice(&bytes).expect("state file is a stand-in state")
+        }
+        _ => {
+            let host = get("--host").unwrap_or_else(|| "HV-STANDIN".into());
+            let range = get("--range").unwrap_or_else(|| "00155D0A0000-00155D0A00FF".into());
+            StandinState::new(&host, range.parse().expect("--range FIRST-LAST"))
+        }
+    };
+    let mut s = Standin::new(state, path);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    writeln!(out, "{{\"ready\":true,\"version\":\"hyperv-standin\"}}").ok();
+    out.flush().ok();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let o = s.line(&line);
+        for l in o.lines {
+            writeln!(out, "{l}").ok();
+        }
+        out.flush().ok();
+        if let Some(code) = s.exit {
+            return code;
+        }
+    }
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

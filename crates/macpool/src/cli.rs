@@ -69,6 +69,9 @@ pub enum Command {
     /// Hyper-V helpers: export script, range analysis.
     #[command(subcommand)]
     Hyperv(HypervCommand),
+    /// The host agent.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Every conflict the authority sees across the hosts' latest inventories; exit 1 when
     /// there are any, 0 when none.
     Conflicts,
@@ -143,6 +146,12 @@ pub enum HypervCommand {
     Events {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// The Hyper-V stand-in used by the tests (speaks the agent's protocol on stdin/stdout).
+    #[command(hide = true)]
+    Standin {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Print the Task Scheduler XML (UTF-16, as Windows writes it) that runs
     /// `macpool agent on-event` for every RDV_ROLLBACK restore (event 18596).
@@ -365,4 +374,44 @@ pub struct BenchAllocateArgs {
     /// Where the started server keeps its store (default: a temporary directory).
     #[arg(long)]
     pub data: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Task Scheduler mode: decide (and act) on one event, fetched by channel and record id.
+    OnEvent(OnEventArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct OnEventArgs {
+    /// Event channel (the task passes $(eventChannel)).
+    #[arg(long)]
+    pub channel: String,
+    /// EventRecordID (the task passes $(eventRecordID)).
+    #[arg(long)]
+    pub record_id: u64,
+    /// guard (fix only real conflicts), blog-compatible (the published workaround) or observe.
+    #[arg(long, default_value = "guard")]
+    pub strategy: String,
+    /// Give a conflicting adapter a fresh static MAC from this pool.
+    #[arg(long, conflicts_with = "dynamic")]
+    pub pool: Option<String>,
+    /// Set a conflicting adapter to dynamic instead (Hyper-V picks from this host's range).
+    #[arg(long)]
+    pub dynamic: bool,
+    /// This host's name as the authority knows it (default: COMPUTERNAME / HOSTNAME).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Checkpoint names that mark an RDS rollback (glob).
+    #[arg(long, default_value = "RDV_ROLLBACK*")]
+    pub rollback_pattern: String,
+    /// Decide and print the exact PowerShell, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The PowerShell to run (default: powershell.exe -NoLogo -NoProfile -NonInteractive -Command -).
+    #[arg(long)]
+    pub powershell: Option<String>,
+    /// An argument for --powershell (repeatable).
+    #[arg(long = "powershell-arg", allow_hyphen_values = true)]
+    pub powershell_args: Vec<String>,
 }

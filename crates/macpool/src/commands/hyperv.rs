@@ -14,6 +14,7 @@ use crate::output::Output;
 pub fn run(out: Output, cmd: HypervCommand) -> CmdResult {
     match cmd {
         HypervCommand::Events { files } => events(out, &files),
+        HypervCommand::Standin { args } => Ok(macpool_agent::standin::serve_stdio(&args)),
         HypervCommand::TaskXml {
             exe,
             utf8,

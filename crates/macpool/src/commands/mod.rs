@@ -1,5 +1,6 @@
 //! One module per command group. Each returns an exit code or a [`Failure`].
 
+mod agent;
 mod audit;
 mod bench;
 mod conflicts;
@@ -50,6 +51,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Mac(c) => mac::run(out, c),
         Command::Bench(c) => bench::run(out, &cli.token, c).await,
         Command::Audit(a) => audit::run(out, a),
+        Command::Agent(c) => agent::run(&ctx()?, c).await,
         Command::Hyperv(c) => hyperv::run(out, c),
         Command::Conflicts => conflicts::run(&ctx()?).await,
         Command::Inventory(c) => inventory::run(&ctx()?, c).await,

@@ -1,0 +1,164 @@
+//! `macpool agent on-event` end to end: the real binary, a real authority, and the Hyper-V
+//! stand-in (`macpool hyperv standin`, the same process the agent's own tests use) as its
+//! PowerShell. The seed's duplicate on one host: the desktop rolls back to a checkpoint whose MAC
+//! the authority has since leased to another VM.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Server, exe};
+use macpool_agent::events::WORKER_ADMIN;
+use macpool_agent::powershell::{ChildConfig, PowerShellHypervisor};
+use macpool_agent::{EventKind, Hypervisor};
+use predicates::prelude::*;
+use serde_json::{Value, json};
+
+const DESK_ID: &str = "5f0e6c3a-1b2c-4d5e-8f90-0123456789ab";
+
+fn standin_args(state: &Path) -> Vec<String> {
+    vec![
+        "hyperv".into(),
+        "standin".into(),
+        "--host".into(),
+        "HV-A".into(),
+        "--range".into(),
+        "00155D0A0000-00155D0A0003".into(),
+        "--state".into(),
+        state.display().to_string(),
+    ]
+}
+
+/// Creates the desktop (it gets 00-15-5D-0A-00-00), its RDV_ROLLBACK checkpoint, and rolls it
+/// back; returns the record id of the 18596 event.
+async fn roll_back_desktop(state: &Path) -> u64 {
+    let mut cfg = ChildConfig::program(exe(), standin_args(state));
+    cfg.request_timeout = Duration::from_secs(10);
+    cfg.ready_timeout = Duration::from_secs(10);
+    let hv = PowerShellHypervisor::new(cfg);
+    let control = |v: Value| {
+        let hv = &hv;
+        async move { hv.child().control(v).await.expect("stand-in control") }
+    };
+    control(json!({"cmd": "create-vm", "id": DESK_ID, "name": "RDS Desk 01"})).await;
+    hv.start(DESK_ID).await.unwrap();
+    let cp = control(
+        json!({"cmd": "checkpoint", "vm_id": DESK_ID, "name": "RDV_ROLLBACK - 10/14/2015 09:00"}),
+    )
+    .await;
+    control(json!({"cmd": "restore", "vm_id": DESK_ID, "checkpoint_id": cp["id"]})).await;
+    // The stand-in persists its state (events included) after every request.
+    let saved: Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
+    let record = saved["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_id"] == 18596)
+        .and_then(|e| e["record_id"].as_u64());
+    if let Some(id) = record {
+        let ev = hv
+            .event(WORKER_ADMIN, id)
+            .await
+            .unwrap()
+            .expect("the event by record id");
+        assert_eq!(ev.kind, EventKind::Restored);
+        assert_eq!(ev.vm_id, DESK_ID);
+        return id;
+    }
+    panic!("the stand-in logged no restore event");
+}
+
+fn on_event(s: &Server, state: &Path, record: u64, extra: &[&str]) -> assert_cmd::Command {
+    let mut c = s.cli();
+    c.args([
+        "agent",
+        "on-event",
+        "--channel",
+        WORKER_ADMIN,
+        "--record-id",
+        &record.to_string(),
+    ])
+    .args(["--pool", "rds", "--host", "HV-A", "--powershell"])
+    .arg(exe());
+    for a in standin_args(state) {
+        c.arg(format!("--powershell-arg={a}"));
+    }
+    c.args(extra);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_fixes_a_rollback_onto_a_mac_leased_to_another_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("standin.json");
+    let record = roll_back_desktop(&state).await;
+    let s = Server::start(&dir.path().join("data"));
+    s.cli()
+        .args([
+            "pool",
+            "create",
+            "rds",
+            "--range",
+            "00155D0A0000-00155D0A00FF",
+            "--order",
+            "lowest",
+        ])
+        .assert()
+        .success();
+    // Meanwhile the MAC frozen in the checkpoint went to another VM.
+    s.cli()
+        .args([
+            "lease",
+            "allocate",
+            "--pool",
+            "rds",
+            "--vm-id",
+            "x4",
+            "--mac",
+            "00155D0A0000",
+        ])
+        .assert()
+        .success();
+
+    // Authority unreachable: nothing changes, exit 3.
+    on_event(&s, &state, record, &[])
+        .env("MACPOOL_SERVER", "http://127.0.0.1:9")
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("deferred"));
+    // Dry run: the exact PowerShell, nothing changed.
+    on_event(&s, &state, record, &["--dry-run"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("would change VM RDS Desk 01"))
+        .stdout(predicate::str::contains("Set-VMNetworkAdapter"));
+    s.cli()
+        .args(["lease", "show", "--vm", DESK_ID])
+        .assert()
+        .code(1);
+
+    // For real: a fresh pool MAC, set static while the VM is off, started again.
+    on_event(&s, &state, record, &[])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("remediated VM RDS Desk 01"))
+        .stdout(predicate::str::contains("00-15-5D-0A-00-00→"));
+    let out = s
+        .cli()
+        .args(["--json", "lease", "list", "--vm", DESK_ID])
+        .output()
+        .unwrap();
+    let leases: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fresh = leases[0]["mac"]
+        .as_str()
+        .expect("the desktop now has a lease")
+        .to_string();
+    assert_ne!(fresh, "00-15-5D-0A-00-00");
+
+    // The same event again: the fix is in place, nothing to do.
+    on_event(&s, &state, record, &[])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("ignored"));
+}
