@@ -162,6 +162,9 @@ pub enum HypervCommand {
         /// Print UTF-8 instead of UTF-16LE (for reading, not for schtasks /XML).
         #[arg(long)]
         utf8: bool,
+        /// Write the XML to this file instead of stdout (PowerShell's `>` would re-encode it).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
         /// Arguments appended to `agent on-event …` (e.g. --server URL --pool rds).
         #[arg(last = true)]
         extra_args: Vec<String>,

@@ -184,4 +184,24 @@ fn hyperv_task_xml_is_utf16_with_the_event_trigger_and_value_queries() {
     ] {
         assert!(xml.contains(needle), "task XML lacks {needle}:\n{xml}");
     }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("task.xml");
+    macpool()
+        .args([
+            "hyperv",
+            "task-xml",
+            "--exe",
+            r"C:\Program Files\macpool\macpool.exe",
+            "--output",
+        ])
+        .arg(&file)
+        .args(["--", "--server", "https://authority:7780"])
+        .assert()
+        .success()
+        .stdout("");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        out.stdout,
+        "--output writes the same bytes"
+    );
 }

@@ -18,6 +18,7 @@ pub fn run(out: Output, cmd: HypervCommand) -> CmdResult {
         HypervCommand::TaskXml {
             exe,
             utf8,
+            output,
             extra_args,
         } => {
             let opts = TaskOptions {
@@ -25,16 +26,19 @@ pub fn run(out: Output, cmd: HypervCommand) -> CmdResult {
                 extra_args,
                 description: "macpool: on every RDV_ROLLBACK restore (event 18596), check the desktop's MACs with the authority and fix a duplicate".into(),
             };
-            let mut stdout = std::io::stdout().lock();
             let bytes = if utf8 {
                 task_xml(&opts).into_bytes()
             } else {
                 task_xml_utf16(&opts)
             };
-            stdout
-                .write_all(&bytes)
-                .and_then(|()| stdout.flush())
-                .map_err(|e| Failure::usage(format!("cannot write: {e}")))?;
+            let written = match &output {
+                Some(path) => std::fs::write(path, &bytes),
+                None => {
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(&bytes).and_then(|()| stdout.flush())
+                }
+            };
+            written.map_err(|e| Failure::usage(format!("cannot write the task XML: {e}")))?;
             Ok(OK)
         }
         HypervCommand::ExportScript { cluster } => {
