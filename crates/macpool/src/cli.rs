@@ -147,6 +147,12 @@ pub enum HypervCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Read-only checks on a real host (Hyper-V module, rights, event channel, range and cursor):
+    /// a report to attach to a bug. Exit 1 when a check fails.
+    Selftest {
+        #[command(flatten)]
+        powershell: PowerShellArgs,
+    },
     /// The Hyper-V stand-in used by the tests (speaks the agent's protocol on stdin/stdout).
     #[command(hide = true)]
     Standin {
@@ -411,10 +417,27 @@ pub struct OnEventArgs {
     /// Decide and print the exact PowerShell, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub powershell: PowerShellArgs,
+}
+
+/// Which PowerShell the agent talks to.
+#[derive(Args, Debug, Default)]
+pub struct PowerShellArgs {
     /// The PowerShell to run (default: powershell.exe -NoLogo -NoProfile -NonInteractive -Command -).
     #[arg(long)]
     pub powershell: Option<String>,
     /// An argument for --powershell (repeatable).
     #[arg(long = "powershell-arg", allow_hyphen_values = true)]
     pub powershell_args: Vec<String>,
+}
+
+impl PowerShellArgs {
+    pub fn child_config(&self) -> macpool_agent::powershell::ChildConfig {
+        use macpool_agent::powershell::ChildConfig;
+        match &self.powershell {
+            Some(program) => ChildConfig::program(program, self.powershell_args.iter().cloned()),
+            None => ChildConfig::powershell(),
+        }
+    }
 }

@@ -162,3 +162,30 @@ async fn guard_fixes_a_rollback_onto_a_mac_leased_to_another_vm() {
         .success()
         .stdout(predicate::str::contains("ignored"));
 }
+
+#[test]
+fn selftest_reports_every_check_against_the_stand_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = assert_cmd::Command::new(exe());
+    c.args(["--json", "hyperv", "selftest", "--powershell"])
+        .arg(exe());
+    for a in standin_args(&dir.path().join("state.json")) {
+        c.arg(format!("--powershell-arg={a}"));
+    }
+    let out = c.output().unwrap();
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let range = rows
+        .iter()
+        .find(|r| r["check"] == "dynamic MAC range readable")
+        .unwrap();
+    assert_eq!(range["ok"], true);
+    assert_eq!(range["detail"], "00-15-5D-0A-00-00 - 00-15-5D-0A-00-03");
+    let all_ok = rows.iter().all(|r| r["ok"] == true);
+    assert_eq!(
+        out.status.code(),
+        Some(if all_ok { 0 } else { 1 }),
+        "exit 1 exactly when a check fails"
+    );
+}

@@ -6,7 +6,7 @@
 use macpool_agent::decide::{
     ClientAuthority, DecideConfig, Outcome, Remedy, Strategy, handle_record,
 };
-use macpool_agent::powershell::{ChildConfig, PowerShellHypervisor, plan_scripts};
+use macpool_agent::powershell::{PowerShellHypervisor, plan_scripts};
 
 use super::Ctx;
 use crate::cli::{AgentCommand, OnEventArgs};
@@ -57,11 +57,7 @@ async fn on_event(ctx: &Ctx, args: OnEventArgs) -> CmdResult {
     let mut cfg = DecideConfig::new(strategy, host, remedy);
     cfg.rollback_pattern = args.rollback_pattern.clone();
     cfg.dry_run = args.dry_run;
-    let child = match &args.powershell {
-        Some(program) => ChildConfig::program(program, args.powershell_args.iter().cloned()),
-        None => ChildConfig::powershell(),
-    };
-    let hv = PowerShellHypervisor::new(child);
+    let hv = PowerShellHypervisor::new(args.powershell.child_config());
     let authority = ClientAuthority(ctx.client.clone());
     let decision = handle_record(&hv, &authority, &cfg, &args.channel, args.record_id)
         .await

@@ -11,10 +11,29 @@ use crate::cli::HypervCommand;
 use crate::exit::{CmdResult, Failure, OK};
 use crate::output::Output;
 
-pub fn run(out: Output, cmd: HypervCommand) -> CmdResult {
+pub async fn run(out: Output, cmd: HypervCommand) -> CmdResult {
     match cmd {
         HypervCommand::Events { files } => events(out, &files),
         HypervCommand::Standin { args } => Ok(macpool_agent::standin::serve_stdio(&args)),
+        HypervCommand::Selftest { powershell } => {
+            let hv =
+                macpool_agent::powershell::PowerShellHypervisor::new(powershell.child_config());
+            let results = macpool_agent::selftest::run(&hv).await;
+            if out.json {
+                let rows: Vec<_> = results
+                    .iter()
+                    .map(|r| serde_json::json!({"check": r.name, "ok": r.ok, "detail": r.detail}))
+                    .collect();
+                out.print_json(&rows);
+            } else {
+                print!("{}", macpool_agent::selftest::render(&results));
+            }
+            Ok(if results.iter().all(|r| r.ok) {
+                OK
+            } else {
+                crate::exit::NO
+            })
+        }
         HypervCommand::TaskXml {
             exe,
             utf8,

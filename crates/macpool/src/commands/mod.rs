@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Bench(c) => bench::run(out, &cli.token, c).await,
         Command::Audit(a) => audit::run(out, a),
         Command::Agent(c) => agent::run(&ctx()?, c).await,
-        Command::Hyperv(c) => hyperv::run(out, c),
+        Command::Hyperv(c) => hyperv::run(out, c).await,
         Command::Conflicts => conflicts::run(&ctx()?).await,
         Command::Inventory(c) => inventory::run(&ctx()?, c).await,
     }
