@@ -153,13 +153,7 @@ async fn refused_requests_change_nothing<S: Store>(store: &S) {
             .await
             .err(),
     ];
-    let kinds: Vec<&str> = refusals
-        .iter()
-        .map(|e| match e {
-            Some(StoreError::Domain(d)) => d.kind(),
-            other => panic!("expected a domain refusal, got {other:?}"),
-        })
-        .collect();
+    let kinds = refusal_kinds(&refusals);
     assert_eq!(kinds, ["forbidden", "not-found", "not-found"]);
     assert_eq!(history_len(store).await, before);
     assert_eq!(
@@ -260,13 +254,7 @@ async fn inventories_bind_hold_and_refusals_change_nothing<S: Store>(store: &S) 
             .await
             .err(),
     ];
-    let kinds: Vec<&str> = refusals
-        .iter()
-        .map(|e| match e {
-            Some(StoreError::Domain(d)) => d.kind(),
-            other => panic!("expected a domain refusal, got {other:?}"),
-        })
-        .collect();
+    let kinds = refusal_kinds(&refusals);
     assert_eq!(kinds, ["stale-generation", "forbidden"]);
     assert_eq!(history_len(store).await, before);
     assert_eq!(
@@ -305,4 +293,15 @@ async fn history_len<S: Store>(store: &S) -> usize {
         ..HistoryFilter::default()
     };
     store.history(all).await.unwrap().len()
+}
+
+/// The problem kinds of refusals that must all be domain refusals (not store failures).
+fn refusal_kinds(refusals: &[Option<StoreError>]) -> Vec<&'static str> {
+    refusals
+        .iter()
+        .map(|e| match e {
+            Some(StoreError::Domain(d)) => d.kind(),
+            other => panic!("expected a domain refusal, got {other:?}"),
+        })
+        .collect()
 }
