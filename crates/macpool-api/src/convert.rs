@@ -43,6 +43,7 @@ pub fn pool(v: &PoolView) -> PoolInfo {
         leased: v.usage.leased,
         held: v.usage.held,
         cooling: v.usage.cooling,
+        delegated: v.usage.delegated,
         free: v.usage.free,
         percent_used: (v.usage.percent_used() * 100.0).round() / 100.0,
         low: v.low,
@@ -263,5 +264,21 @@ mod tests {
             time(Timestamp(1_445_000_000_123)),
             "2015-10-16T12:53:20.123Z"
         );
+    }
+}
+
+pub fn block(b: &macpool_core::block::Block, existing: bool) -> BlockInfo {
+    BlockInfo {
+        id: b.id,
+        pool: b.pool.to_string(),
+        host: b.host.clone(),
+        first: mac(b.range.first()),
+        last: mac(b.range.last()),
+        size: b.range.len(),
+        state: b.state.name().into(),
+        claimed: time(b.claimed),
+        changed: time(b.changed),
+        unused_since: b.unused_since.map(time),
+        existing,
     }
 }

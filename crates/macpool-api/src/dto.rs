@@ -53,7 +53,7 @@ pub struct RangeView {
     pub size: u64,
 }
 
-/// A pool with its policy and counters. `free + leased + held + cooling == size`.
+/// A pool with its policy and counters. `free + leased + held + cooling + delegated == size`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PoolInfo {
     pub name: String,
@@ -68,6 +68,9 @@ pub struct PoolInfo {
     pub leased: u64,
     pub held: u64,
     pub cooling: u64,
+    /// Addresses in blocks delegated to hosts' own allocators.
+    #[serde(default)]
+    pub delegated: u64,
     pub free: u64,
     pub percent_used: f64,
     /// Free addresses are below the low-water mark.
@@ -428,4 +431,33 @@ pub struct ConflictInfo {
     pub owners: Vec<ConflictOwner>,
     pub explanation: String,
     pub fix: String,
+}
+
+/// Claim a block of a pool for a host's native dynamic allocator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBlockBody {
+    pub pool: String,
+    /// Addresses in the block (8..=65536); default 256, one Hyper-V default range.
+    pub size: Option<u64>,
+}
+
+/// A block delegated to a host: `pending` (claimed) → `active` (the host's dynamic range) →
+/// `draining` (the host moved on; freed once no VM or checkpoint uses its MACs, plus cooldown).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BlockInfo {
+    pub id: u64,
+    pub pool: String,
+    pub host: String,
+    pub first: String,
+    pub last: String,
+    pub size: u64,
+    pub state: String,
+    pub claimed: String,
+    pub changed: String,
+    /// Draining blocks: since when nothing uses any of its MACs.
+    pub unused_since: Option<String>,
+    /// Set on a claim: the host's pending block already existed and is returned again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub existing: bool,
 }

@@ -302,6 +302,47 @@ impl Client {
         .await
     }
 
+    /// Claims a block for `host`, or gets its pending one back (`existing`).
+    pub async fn claim_block(&self, host: &str, body: &ClaimBlockBody) -> ClientResult<BlockInfo> {
+        self.send(
+            Method::POST,
+            &format!("{API_PREFIX}/hosts/{}/blocks", segment(host)),
+            &[],
+            Some(body),
+        )
+        .await
+    }
+
+    /// The blocks of `host` (every host's with `None`) that are not free yet.
+    pub async fn blocks(&self, host: Option<&str>) -> ClientResult<Vec<BlockInfo>> {
+        match host {
+            Some(h) => self.get(&format!("/hosts/{}/blocks", segment(h)), &[]).await,
+            None => self.get("/blocks", &[]).await,
+        }
+    }
+
+    /// Marks `id` active on `host` (its previous active block drains).
+    pub async fn activate_block(&self, host: &str, id: u64) -> ClientResult<BlockInfo> {
+        self.send(
+            Method::POST,
+            &format!("{API_PREFIX}/hosts/{}/blocks/{id}/activate", segment(host)),
+            &[],
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Stops delegating block `id` of `host`.
+    pub async fn drain_block(&self, host: &str, id: u64) -> ClientResult<BlockInfo> {
+        self.send(
+            Method::POST,
+            &format!("{API_PREFIX}/hosts/{}/blocks/{id}/drain", segment(host)),
+            &[],
+            None::<&()>,
+        )
+        .await
+    }
+
     /// The latest inventory the authority accepted from `host`.
     pub async fn inventory(&self, host: &str) -> ClientResult<InventoryInfo> {
         self.get(&format!("/hosts/{}/inventory", segment(host)), &[])

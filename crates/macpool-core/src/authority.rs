@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use crate::Timestamp;
+use crate::block::{Block, BlockState};
 use crate::freespace::FreeSpace;
 use crate::history::{HistoryAction, HistoryEntry};
 use crate::lease::{Hold, HoldKey, HoldReason, Lease, LeaseState, Owner, OwnerKey, validate_field};
@@ -16,6 +17,7 @@ use crate::mac::Mac;
 use crate::pool::{AllocationOrder, DuplicatePolicy, LowWater, PoolName, PoolSpec, PoolUsage};
 use crate::range::MacRange;
 
+pub use blocks::{BlockClaim, BlockFilter};
 pub use inventory::{InventoryOutcome, StoredInventory};
 
 /// Most ranges one pool may have; keeps specs readable and edits cheap.
@@ -78,12 +80,14 @@ pub enum AuthorityError {
     #[error("no pool named '{0}'")]
     PoolNotFound(String),
     #[error(
-        "pool '{pool}' still has {leased} leased and {held} held addresses; release them first"
+        "pool '{pool}' still has {leased} leased and {held} held addresses and {blocks} blocks \
+         delegated to hosts; release and drain them first"
     )]
     PoolInUse {
         pool: PoolName,
         leased: u64,
         held: u64,
+        blocks: u64,
     },
     #[error(
         "pool '{pool}' is exhausted: {wanted} wanted, {free} free of {size} \
@@ -97,6 +101,16 @@ pub enum AuthorityError {
         leased: u64,
         held: u64,
         cooling: u64,
+    },
+    #[error(
+        "pool '{pool}' has no free run of {size} contiguous addresses for a block \
+         ({free} free, longest run {longest})"
+    )]
+    NoBlock {
+        pool: PoolName,
+        size: u64,
+        free: u64,
+        longest: u64,
     },
     #[error("{mac} is already in use: {by}")]
     MacInUse { mac: Mac, by: String },
@@ -152,7 +166,9 @@ impl AuthorityError {
             AuthorityError::PoolExists(_) => "pool-exists",
             AuthorityError::PoolNotFound(_) => "not-found",
             AuthorityError::PoolInUse { .. } => "pool-in-use",
-            AuthorityError::PoolExhausted { .. } => "pool-exhausted",
+            AuthorityError::PoolExhausted { .. } | AuthorityError::NoBlock { .. } => {
+                "pool-exhausted"
+            }
             AuthorityError::MacInUse { .. } => "mac-in-use",
             AuthorityError::MacCooling { .. } => "mac-cooling",
             AuthorityError::MacOutsidePool { .. } => "mac-outside-pool",
@@ -202,6 +218,8 @@ pub enum Change {
     History(HistoryEntry),
     /// Insert or replace the latest inventory of `inventory.host()`.
     InventorySaved(StoredInventory),
+    /// Insert or replace a block (claimed, activated, draining, unused since, freed).
+    BlockSaved(Block),
     /// Remember who had `lease.mac` before its VM vanished from its host's inventory, so that
     /// the VM showing up elsewhere with the same MAC (a live migration) gets its lease back.
     DepartedSaved(Lease),
@@ -339,6 +357,8 @@ enum Slot {
     Leased,
     Held,
     Cooling,
+    /// Inside a block delegated to a host; the block, not a lease, accounts for it.
+    Delegated,
 }
 
 #[derive(Clone, Debug)]
@@ -349,6 +369,7 @@ struct PoolState {
     leased: u64,
     held: u64,
     cooling: u64,
+    delegated: u64,
 }
 
 impl PoolState {
@@ -358,6 +379,7 @@ impl PoolState {
             leased: self.leased,
             held: self.held,
             cooling: self.cooling,
+            delegated: self.delegated,
             free: self.free.len(),
         }
     }
@@ -377,6 +399,7 @@ impl PoolState {
             Slot::Leased => &mut self.leased,
             Slot::Held => &mut self.held,
             Slot::Cooling => &mut self.cooling,
+            Slot::Delegated => &mut self.delegated,
         };
         *counter = counter
             .checked_add_signed(delta)
@@ -406,6 +429,12 @@ pub struct Authority {
     /// The last lease of a MAC released because its VM vanished from its host (see
     /// [`Change::DepartedSaved`]); only meaningful while nobody else leases or holds the MAC.
     departed: HashMap<Mac, Lease>,
+    /// Blocks delegated to hosts (pending, active, draining), by id.
+    blocks: BTreeMap<u64, Block>,
+    /// Every block by first address: answers "which block holds this MAC".
+    block_index: BTreeMap<Mac, u64>,
+    /// The id the next claimed block gets.
+    next_block_id: u64,
 }
 
 impl Authority {
@@ -658,6 +687,15 @@ impl Authority {
                     });
                 }
             }
+            if let Some(b) = self.blocks.values().find(|b| {
+                b.pool == current.name && !spec.ranges.iter().any(|r| r.contains_range(&b.range))
+            }) {
+                return Err(AuthorityError::RangeInUse {
+                    pool: spec.name.clone(),
+                    mac: b.range.first(),
+                    what: format!("block {} {} delegated to host {}", b.id, b.range, b.host),
+                });
+            }
             // Cooling addresses that leave the pool stop cooling.
             let leaving: Vec<Mac> = self
                 .cooling
@@ -688,6 +726,7 @@ impl Authority {
             for mac in inside {
                 self.reclassify(mac, Some(Slot::Free));
             }
+            self.account_blocks_of(&spec.name);
         } else {
             self.pools.get_mut(&current.name).unwrap().spec = spec.clone();
         }
@@ -710,11 +749,17 @@ impl Authority {
     pub fn delete_pool(&mut self, ctx: &Context, name: &str) -> Result<Vec<Change>> {
         require_admin(ctx, "delete pools")?;
         let p = self.pool_state(name)?;
-        if p.leased > 0 || p.held > 0 {
+        let blocks = self
+            .blocks
+            .values()
+            .filter(|b| b.pool == p.spec.name)
+            .count() as u64;
+        if p.leased > 0 || p.held > 0 || blocks > 0 {
             return Err(AuthorityError::PoolInUse {
                 pool: p.spec.name.clone(),
                 leased: p.leased,
                 held: p.held,
+                blocks,
             });
         }
         let spec = p.spec.clone();
@@ -904,6 +949,10 @@ impl Authority {
                 mac,
                 until: self.cooling[&mac],
             }),
+            Some(Slot::Delegated) => Err(AuthorityError::MacInUse {
+                mac,
+                by: self.describe_users(mac),
+            }),
             Some(Slot::Leased | Slot::Held) => {
                 if p.spec.policy.duplicates == DuplicatePolicy::AllowAndFlag {
                     Ok(true)
@@ -1048,6 +1097,12 @@ impl Authority {
             .and_then(|e| e.holds.iter().find(|h| h.key() == hold.key()))
         {
             return Ok((existing.clone(), Vec::new()));
+        }
+        if self.block_at(req.mac).is_some() {
+            return Err(AuthorityError::MacInUse {
+                mac: req.mac,
+                by: self.describe_users(req.mac),
+            });
         }
         let status = self.mac_status(req.mac);
         for lease in &status.leases {
@@ -1215,6 +1270,7 @@ impl Authority {
                 leased: 0,
                 held: 0,
                 cooling: 0,
+                delegated: 0,
             },
         );
     }
@@ -1230,6 +1286,9 @@ impl Authority {
     /// The slot `mac` occupies in its pool, `None` outside every pool.
     fn slot(&self, mac: Mac) -> Option<Slot> {
         self.pool_of(mac)?;
+        if self.block_at(mac).is_some() {
+            return Some(Slot::Delegated);
+        }
         let entry = self.macs.get(&mac);
         Some(if entry.is_some_and(|e| !e.leases.is_empty()) {
             Slot::Leased
@@ -1360,6 +1419,15 @@ impl Authority {
     }
 
     fn describe_users(&self, mac: Mac) -> String {
+        if let Some(b) = self.block_at(mac) {
+            return format!(
+                "delegated to host {} (block {}, {}, {})",
+                b.host,
+                b.id,
+                b.range,
+                b.state.name()
+            );
+        }
         let Some(entry) = self.macs.get(&mac) else {
             return "nobody".into();
         };
@@ -1466,7 +1534,7 @@ impl Authority {
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
         for (name, p) in &self.pools {
             let u = p.usage();
-            if u.free + u.leased + u.held + u.cooling != u.size {
+            if u.free + u.leased + u.held + u.cooling + u.delegated != u.size {
                 return Err(format!("pool {name}: counters {u:?} do not add up"));
             }
             let mut rebuilt = FreeSpace::with_ranges(&p.spec.ranges);
@@ -1484,6 +1552,19 @@ impl Authority {
                 if rebuilt.take(*mac) {
                     cooling += 1;
                 }
+            }
+            let mut delegated = 0;
+            for b in self.blocks.values().filter(|b| b.pool == *name) {
+                if !rebuilt.take_range(b.range) {
+                    return Err(format!("block {} overlaps a used address", b.id));
+                }
+                delegated += b.range.len();
+            }
+            if delegated != p.delegated {
+                return Err(format!(
+                    "pool {name}: blocks hold {delegated} addresses, counted {}",
+                    p.delegated
+                ));
             }
             if rebuilt != p.free {
                 return Err(format!("pool {name}: free space differs from a rebuild"));
@@ -1503,6 +1584,7 @@ impl Authority {
     }
 }
 
+mod blocks;
 mod inventory;
 #[cfg(test)]
 mod tests;

@@ -73,6 +73,65 @@ impl FreeSpace {
         true
     }
 
+    /// Marks a whole range used, all or nothing: false (and nothing changed) unless every
+    /// address of it was free (then it lies inside one run, runs being non-adjacent).
+    pub fn take_range(&mut self, range: MacRange) -> bool {
+        let (v, w) = (range.first().to_u64(), range.last().to_u64());
+        let Some((start, last)) = self.run_containing(v) else {
+            return false;
+        };
+        if last < w {
+            return false;
+        }
+        self.runs.remove(&start);
+        if start < v {
+            self.runs.insert(start, v - 1);
+        }
+        if w < last {
+            self.runs.insert(w + 1, last);
+        }
+        self.free -= w - v + 1;
+        true
+    }
+
+    /// Gives back a whole range, all or nothing: false unless no address of it was free.
+    pub fn give_range(&mut self, range: MacRange) -> bool {
+        let (v, w) = (range.first().to_u64(), range.last().to_u64());
+        let overlaps = self.run_containing(v).is_some() || self.runs.range(v..=w).next().is_some();
+        if overlaps {
+            return false;
+        }
+        self.give_run(v, w);
+        true
+    }
+
+    /// The lowest free range of `len` addresses starting at a multiple of `len` (so blocks read
+    /// like `00-15-5D-F0-01-00 - 00-15-5D-F0-01-FF`); failing that, the lowest free run start
+    /// that fits. `None` when no free run is long enough. O(runs).
+    pub fn find_range(&self, len: u64) -> Option<MacRange> {
+        if len == 0 {
+            return None;
+        }
+        let fits = |(s, l): (u64, u64)| l - s + 1 >= len;
+        let aligned = self.runs.iter().find_map(|(&s, &l)| {
+            let start = s.div_ceil(len).checked_mul(len)?;
+            (start <= l && l - start + 1 >= len).then_some(start)
+        });
+        let start = aligned.or_else(|| {
+            self.runs
+                .iter()
+                .map(|(s, l)| (*s, *l))
+                .find(|r| fits(*r))
+                .map(|(s, _)| s)
+        })?;
+        MacRange::new(Mac::from_u64(start)?, Mac::from_u64(start + len - 1)?).ok()
+    }
+
+    /// The longest free run, in addresses (for messages).
+    pub fn longest_run(&self) -> u64 {
+        self.runs.iter().map(|(s, l)| l - s + 1).max().unwrap_or(0)
+    }
+
     /// Adds a run known to be entirely not free, merging with its neighbours.
     fn give_run(&mut self, mut start: u64, mut last: u64) {
         self.free += last - start + 1;

@@ -16,10 +16,18 @@ pub enum HistoryAction {
     Released,
     Held,
     Unheld,
+    /// A block was claimed for a host (pending).
+    BlockClaimed,
+    /// The host applied the block as its dynamic range.
+    BlockActivated,
+    /// The host moved on (or an admin drained it); the block waits for its MACs to disappear.
+    BlockDraining,
+    /// Nothing uses the block's MACs any more and the cooldown passed: back in the pool.
+    BlockFreed,
 }
 
 impl HistoryAction {
-    pub const ALL: [HistoryAction; 9] = [
+    pub const ALL: [HistoryAction; 13] = [
         HistoryAction::PoolCreated,
         HistoryAction::PoolEdited,
         HistoryAction::PoolDeleted,
@@ -29,6 +37,10 @@ impl HistoryAction {
         HistoryAction::Released,
         HistoryAction::Held,
         HistoryAction::Unheld,
+        HistoryAction::BlockClaimed,
+        HistoryAction::BlockActivated,
+        HistoryAction::BlockDraining,
+        HistoryAction::BlockFreed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +54,10 @@ impl HistoryAction {
             HistoryAction::Released => "released",
             HistoryAction::Held => "held",
             HistoryAction::Unheld => "unheld",
+            HistoryAction::BlockClaimed => "block-claimed",
+            HistoryAction::BlockActivated => "block-activated",
+            HistoryAction::BlockDraining => "block-draining",
+            HistoryAction::BlockFreed => "block-freed",
         }
     }
 

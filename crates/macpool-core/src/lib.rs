@@ -6,6 +6,7 @@
 //! reproducible in tests and in the simulator.
 
 pub mod authority;
+pub mod block;
 pub mod conflict;
 pub mod explain;
 pub mod freespace;

@@ -191,7 +191,7 @@ impl PoolSpec {
     }
 }
 
-/// A pool's counters at one instant. `free + leased + held + cooling == size`.
+/// A pool's counters at one instant. `free + leased + held + cooling + delegated == size`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolUsage {
     pub size: u64,
@@ -201,6 +201,8 @@ pub struct PoolUsage {
     pub held: u64,
     /// Released addresses waiting for their cooldown to end.
     pub cooling: u64,
+    /// Addresses inside blocks delegated to hosts (pending, active or draining).
+    pub delegated: u64,
     pub free: u64,
 }
 

@@ -101,6 +101,11 @@ impl MacRange {
         self.first <= mac && mac <= self.last
     }
 
+    /// Whether every address of `other` lies in this range.
+    pub fn contains_range(&self, other: &MacRange) -> bool {
+        self.first <= other.first && other.last <= self.last
+    }
+
     pub fn overlaps(&self, other: &MacRange) -> bool {
         self.first <= other.last && other.first <= self.last
     }

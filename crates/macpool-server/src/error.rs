@@ -52,6 +52,7 @@ impl From<AuthorityError> for ApiError {
             | AuthorityError::PoolExists(_)
             | AuthorityError::PoolInUse { .. }
             | AuthorityError::PoolExhausted { .. }
+            | AuthorityError::NoBlock { .. }
             | AuthorityError::MacInUse { .. }
             | AuthorityError::MacCooling { .. }
             | AuthorityError::OwnerConflict { .. }

@@ -51,7 +51,7 @@ pub struct AppState {
 
 /// The API routes with their OpenAPI description; one list feeds both.
 fn api() -> OpenApiRouter<Arc<AppState>> {
-    use routes::{inventory, leases, pools, tokens};
+    use routes::{blocks, inventory, leases, pools, tokens};
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(pools::list_pools, pools::create_pool))
         .routes(routes!(
@@ -73,6 +73,10 @@ fn api() -> OpenApiRouter<Arc<AppState>> {
                 .layer(DefaultBodyLimit::max(MAX_INVENTORY_BYTES)),
         )
         .routes(routes!(inventory::conflicts))
+        .routes(routes!(blocks::claim_block, blocks::host_blocks))
+        .routes(routes!(blocks::list_blocks))
+        .routes(routes!(blocks::activate_block))
+        .routes(routes!(blocks::drain_block))
 }
 
 /// The OpenAPI document of the API, paths relative to `/api/v1`.

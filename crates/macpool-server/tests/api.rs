@@ -154,8 +154,8 @@ async fn every_documented_operation_is_routed_and_nothing_else_is() {
         }
     }
     assert_eq!(
-        operations, 21,
-        "the API has 21 operations; update this when adding one"
+        operations, 26,
+        "the API has 26 operations; update this when adding one"
     );
     let (status, body) = api
         .call("GET", "/api/v1/nothing-here", Some(ADMIN), None)
@@ -812,4 +812,169 @@ async fn a_large_host_inventory_fits_where_other_bodies_would_not() {
     assert_eq!(s, StatusCode::OK, "{out}");
     let (_, stored) = api.admin("GET", "/api/v1/hosts/h1/inventory", None).await;
     assert_eq!(stored["inventory"]["vms"].as_array().unwrap().len(), 2000);
+}
+
+#[tokio::test]
+async fn blocks_are_claimed_activated_rotated_and_bad_claims_change_nothing() {
+    let api = api().await;
+    let (s, _) = api
+        .admin(
+            "POST",
+            "/api/v1/pools",
+            Some(json!({"name": "rds", "ranges": ["00155DF00000-00155DF003FF"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let claim = |size: u64| json!({"pool": "rds", "size": size});
+    let (s, b1) = api
+        .call(
+            "POST",
+            "/api/v1/hosts/h1/blocks",
+            Some(AGENT),
+            Some(claim(256)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b1}");
+    assert_eq!(
+        (
+            b1["first"].as_str(),
+            b1["last"].as_str(),
+            b1["state"].as_str()
+        ),
+        (
+            Some("00-15-5D-F0-00-00"),
+            Some("00-15-5D-F0-00-FF"),
+            Some("pending")
+        )
+    );
+    let (s, again) = api
+        .call(
+            "POST",
+            "/api/v1/hosts/h1/blocks",
+            Some(AGENT),
+            Some(claim(256)),
+        )
+        .await;
+    assert_eq!(
+        (s, &again["id"], &again["existing"]),
+        (StatusCode::OK, &b1["id"], &json!(true))
+    );
+    let id = b1["id"].as_u64().unwrap();
+    let (s, active) = api
+        .call(
+            "POST",
+            &format!("/api/v1/hosts/h1/blocks/{id}/activate"),
+            Some(AGENT),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, active["state"].as_str()),
+        (StatusCode::OK, Some("active"))
+    );
+    let (_, pool) = api.admin("GET", "/api/v1/pools/rds", None).await;
+    assert_eq!(
+        (pool["delegated"].as_u64(), pool["free"].as_u64()),
+        (Some(256), Some(768))
+    );
+
+    let before = api.snapshot().await;
+    let cases = [
+        (
+            Some(AGENT),
+            "/api/v1/hosts/h2/blocks",
+            claim(256),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            Some(ADMIN),
+            "/api/v1/hosts/h2/blocks",
+            claim(4),
+            StatusCode::BAD_REQUEST,
+            "invalid-input",
+        ),
+        (
+            Some(ADMIN),
+            "/api/v1/hosts/h2/blocks",
+            claim(1024),
+            StatusCode::CONFLICT,
+            "pool-exhausted",
+        ),
+        (
+            Some(ADMIN),
+            "/api/v1/hosts/h2/blocks",
+            json!({"pool": "nope"}),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            Some(ADMIN),
+            "/api/v1/hosts/h2/blocks",
+            json!({"pool": "rds", "extra": 1}),
+            StatusCode::BAD_REQUEST,
+            "invalid-json",
+        ),
+        (
+            Some(READER),
+            "/api/v1/hosts/h1/blocks",
+            claim(256),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+    ];
+    for (token, path, body, status, kind) in cases {
+        let (s, v) = api.call("POST", path, token, Some(body.clone())).await;
+        assert_eq!((s, slug(&v)), (status, kind), "{body}: {v}");
+    }
+    let (s, v) = api
+        .admin("POST", "/api/v1/hosts/h2/blocks/999/activate", None)
+        .await;
+    assert_eq!((s, slug(&v)), (StatusCode::NOT_FOUND, "not-found"), "{v}");
+    assert_eq!(api.snapshot().await, before);
+
+    // rotate: the new block becomes active, the old one drains
+    let (_, b2) = api
+        .call(
+            "POST",
+            "/api/v1/hosts/h1/blocks",
+            Some(AGENT),
+            Some(claim(256)),
+        )
+        .await;
+    let id2 = b2["id"].as_u64().unwrap();
+    api.call(
+        "POST",
+        &format!("/api/v1/hosts/h1/blocks/{id2}/activate"),
+        Some(AGENT),
+        None,
+    )
+    .await;
+    let (s, list) = api.call("GET", "/api/v1/blocks", Some(READER), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let states: Vec<(u64, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["id"].as_u64().unwrap(), b["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [(id, "draining"), (id2, "active")]);
+    let (_, history) = api.admin("GET", "/api/v1/history?limit=100", None).await;
+    let actions: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["action"].as_str())
+        .filter(|a| a.starts_with("block-"))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "block-activated",
+            "block-draining",
+            "block-claimed",
+            "block-activated",
+            "block-claimed"
+        ]
+    );
 }

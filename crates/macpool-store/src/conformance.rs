@@ -4,8 +4,10 @@
 use std::future::Future;
 
 use macpool_core::authority::{
-    Actor, AllocateRequest, HoldRequest, LeaseFilter, ReleaseSelector, Scope,
+    Actor, AllocateRequest, BlockClaim, BlockFilter, HoldRequest, LeaseFilter, ReleaseSelector,
+    Scope,
 };
+use macpool_core::block::BlockState;
 use macpool_core::conflict::ConflictClass;
 use macpool_core::inventory::{
     Adapter, AdapterLocation, Checkpoint, CheckpointType, HostInventory, MacKind, Vm, VmState,
@@ -51,7 +53,9 @@ pub async fn run_all<S: Store, F: Future<Output = S>>(open: impl Fn() -> F, reop
     refused_requests_change_nothing(&store).await;
     tokens_round_trip(&store).await;
     inventories_bind_hold_and_refusals_change_nothing(&store).await;
+    blocks_rotate_and_refusals_change_nothing(&store).await;
     if reopen {
+        let blocks = store.blocks(BlockFilter::default()).await.unwrap();
         let leases = store.leases(LeaseFilter::default()).await.unwrap();
         let pools = store.pools().await.unwrap();
         let holds = store.holds(None).await.unwrap();
@@ -65,6 +69,16 @@ pub async fn run_all<S: Store, F: Future<Output = S>>(open: impl Fn() -> F, reop
         assert_eq!(again.conflicts().await.unwrap(), conflicts);
         assert!(!conflicts.is_empty());
         assert_eq!(again.inventory("conf-h2".into()).await.unwrap(), inventory);
+        assert_eq!(again.blocks(BlockFilter::default()).await.unwrap(), blocks);
+        // block ids are never reused, also after a restart
+        let (next, _) = again
+            .claim_block(Actor::admin("t"), block_claim("conf-h9"))
+            .await
+            .unwrap();
+        assert!(
+            blocks.iter().all(|b| b.id < next.id),
+            "{next:?} after {blocks:?}"
+        );
         // the stored generation survived too
         let stale = again
             .put_inventory(Actor::admin("t"), host("conf-h2", vec![]), 1)
@@ -160,6 +174,89 @@ async fn refused_requests_change_nothing<S: Store>(store: &S) {
         store.leases(LeaseFilter::default()).await.unwrap(),
         leases_before
     );
+}
+
+fn block_claim(host: &str) -> BlockClaim {
+    BlockClaim {
+        host: host.into(),
+        pool: "conf-blocks".into(),
+        size: Some(16),
+    }
+}
+
+async fn blocks_rotate_and_refusals_change_nothing<S: Store>(store: &S) {
+    create_pool(store, "conf-blocks", "00155D0D0000-00155D0D003F").await;
+    let admin = || Actor::admin("t");
+    let (b1, existing) = store
+        .claim_block(admin(), block_claim("conf-h1"))
+        .await
+        .unwrap();
+    assert!(!existing);
+    assert_eq!(b1.state, BlockState::Pending);
+    let (again, existing) = store
+        .claim_block(admin(), block_claim("conf-h1"))
+        .await
+        .unwrap();
+    assert!(existing);
+    assert_eq!(again, b1);
+    let active = store
+        .activate_block(admin(), "conf-h1".into(), b1.id)
+        .await
+        .unwrap();
+    assert_eq!(active.state, BlockState::Active);
+    let (b2, _) = store
+        .claim_block(admin(), block_claim("conf-h1"))
+        .await
+        .unwrap();
+    store
+        .activate_block(admin(), "conf-h1".into(), b2.id)
+        .await
+        .unwrap();
+    let states: Vec<(u64, BlockState)> = store
+        .blocks(BlockFilter {
+            host: Some("conf-h1".into()),
+            pool: None,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.id, b.state))
+        .collect();
+    assert_eq!(
+        states,
+        [(b1.id, BlockState::Draining), (b2.id, BlockState::Active)]
+    );
+    let usage = store.pool("conf-blocks".into()).await.unwrap().usage;
+    assert_eq!((usage.delegated, usage.free), (32, 32));
+    // refusals change nothing
+    let before = history_len(store).await;
+    let agent = Actor {
+        name: "agent:conf-h2".into(),
+        scope: Scope::Host("conf-h2".into()),
+    };
+    let mut huge = block_claim("conf-h2");
+    huge.size = Some(64);
+    let refusals = [
+        store
+            .claim_block(agent.clone(), block_claim("conf-h1"))
+            .await
+            .err(),
+        store.claim_block(admin(), huge).await.err(),
+        store
+            .activate_block(admin(), "conf-h1".into(), 999)
+            .await
+            .err(),
+        store
+            .drain_block(agent, "conf-h1".into(), b2.id)
+            .await
+            .err(),
+    ];
+    assert_eq!(
+        refusal_kinds(&refusals),
+        ["forbidden", "pool-exhausted", "not-found", "forbidden"]
+    );
+    assert_eq!(history_len(store).await, before);
+    assert_eq!(store.pool("conf-blocks".into()).await.unwrap().usage, usage);
 }
 
 async fn tokens_round_trip<S: Store>(store: &S) {

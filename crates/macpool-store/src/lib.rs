@@ -9,10 +9,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use macpool_core::Mac;
 use macpool_core::Timestamp;
 use macpool_core::authority::{
-    Actor, AllocateRequest, Allocation, AuthorityError, Available, HoldRequest, InventoryOutcome,
-    LeaseFilter, MacStatus, PoolEdit, PoolView, ReleaseSelector, Released, StoredInventory,
-    UnholdRequest,
+    Actor, AllocateRequest, Allocation, AuthorityError, Available, BlockClaim, BlockFilter,
+    HoldRequest, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolView, ReleaseSelector,
+    Released, StoredInventory, UnholdRequest,
 };
+use macpool_core::block::Block;
 use macpool_core::conflict::Conflict;
 use macpool_core::history::HistoryEntry;
 use macpool_core::inventory::HostInventory;
@@ -182,6 +183,29 @@ pub trait Store: Send + Sync + 'static {
     /// Every conflict across the latest inventories, pools, leases and holds; derived on each call.
     fn conflicts(&self) -> impl Future<Output = StoreResult<Vec<Conflict>>> + Send;
 
+    /// Claims a block for a host, or returns its pending one (`true`); see `Authority::claim_block`.
+    fn claim_block(
+        &self,
+        actor: Actor,
+        claim: BlockClaim,
+    ) -> impl Future<Output = StoreResult<(Block, bool)>> + Send;
+    /// The host applied the block: active; its previous active block drains.
+    fn activate_block(
+        &self,
+        actor: Actor,
+        host: String,
+        id: u64,
+    ) -> impl Future<Output = StoreResult<Block>> + Send;
+    /// Stops delegating the block; it is freed once unused and cooled down.
+    fn drain_block(
+        &self,
+        actor: Actor,
+        host: String,
+        id: u64,
+    ) -> impl Future<Output = StoreResult<Block>> + Send;
+    /// Blocks that are not free yet.
+    fn blocks(&self, filter: BlockFilter) -> impl Future<Output = StoreResult<Vec<Block>>> + Send;
+
     fn save_token(&self, token: TokenRecord) -> impl Future<Output = StoreResult<()>> + Send;
     fn revoke_token(&self, id: String) -> impl Future<Output = StoreResult<TokenRecord>> + Send;
     /// All tokens, revoked ones included.
@@ -269,6 +293,18 @@ impl Store for AnyStore {
     }
     async fn conflicts(&self) -> StoreResult<Vec<Conflict>> {
         dispatch!(self, s => s.conflicts().await)
+    }
+    async fn claim_block(&self, actor: Actor, claim: BlockClaim) -> StoreResult<(Block, bool)> {
+        dispatch!(self, s => s.claim_block(actor, claim).await)
+    }
+    async fn activate_block(&self, actor: Actor, host: String, id: u64) -> StoreResult<Block> {
+        dispatch!(self, s => s.activate_block(actor, host, id).await)
+    }
+    async fn drain_block(&self, actor: Actor, host: String, id: u64) -> StoreResult<Block> {
+        dispatch!(self, s => s.drain_block(actor, host, id).await)
+    }
+    async fn blocks(&self, filter: BlockFilter) -> StoreResult<Vec<Block>> {
+        dispatch!(self, s => s.blocks(filter).await)
     }
     async fn save_token(&self, token: TokenRecord) -> StoreResult<()> {
         dispatch!(self, s => s.save_token(token).await)

@@ -165,11 +165,12 @@ impl Authority {
             })
             .collect();
         let explained: HashSet<Mac> = self.macs.keys().copied().collect();
+        let blocks = self.delegated_blocks();
         find_conflicts(&ConflictInput {
             sightings: &sightings,
             host_ranges: &host_ranges,
             pools: &pools,
-            blocks: &[],
+            blocks: &blocks,
             explained: Some(&explained),
         })
     }
@@ -182,6 +183,7 @@ impl Authority {
                 for a in &vm.adapters {
                     if let AdapterLocation::Checkpoint(c) = &a.location
                         && a.mac.invalid_reason().is_none()
+                        && self.block_at(a.mac).is_none()
                     {
                         out.insert(HoldKey {
                             mac: a.mac,
@@ -362,6 +364,7 @@ impl Authority {
                 )),
             }
         }
+        self.refresh_blocks(&inner, &mut changes);
         out.unmanaged.sort();
         out.unmanaged.dedup();
         Ok((out, changes))
@@ -425,7 +428,7 @@ impl Authority {
             out.bound.push(lease);
             return;
         }
-        if self.pool_of(mac).is_none() {
+        if self.pool_of(mac).is_none() || self.block_at(mac).is_some() {
             return;
         }
         if let Some(last) = self.departed(mac).cloned()

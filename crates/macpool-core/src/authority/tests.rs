@@ -1,4 +1,5 @@
 use super::*;
+use crate::block::Block;
 use crate::pool::PoolPolicy;
 use proptest::prelude::*;
 use std::collections::HashSet;
@@ -332,7 +333,8 @@ fn a_pool_with_leases_or_holds_cannot_be_deleted() {
     .unwrap();
     assert_eq!(
         a.delete_pool(&admin(0), "p").unwrap_err().to_string(),
-        "pool 'p' still has 0 leased and 1 held addresses; release them first"
+        "pool 'p' still has 0 leased and 1 held addresses and 0 blocks delegated to hosts; \
+         release and drain them first"
     );
     a.unhold(
         &admin(0),
@@ -993,6 +995,299 @@ fn inventories_and_departed_owners_survive_a_restore() {
     assert_eq!(restored.pools(), a.pools());
 }
 
+// ----- blocks ----------------------------------------------------------------------------------
+
+fn claim(a: &mut Authority, ctx: &Context, host: &str, size: u64) -> Result<(Block, bool)> {
+    a.claim_block(
+        ctx,
+        BlockClaim {
+            host: host.into(),
+            pool: "p".into(),
+            size: Some(size),
+        },
+    )
+    .map(|(b, existing, _)| (b, existing))
+}
+
+#[test]
+fn a_block_is_an_aligned_free_run_that_the_allocator_never_touches() {
+    let mut a = authority_with_pool(64, AllocationOrder::Lowest, HOUR);
+    // 00 is leased: the first aligned run of 16 free addresses starts at 10
+    assert_eq!(alloc(&mut a, 0, "vm0").unwrap(), mac("00155D000000"));
+    let (b, existing) = claim(&mut a, &admin(0), "hv1", 16).unwrap();
+    assert!(!existing);
+    assert_eq!(b.range, range("00155D000010-00155D00001F"));
+    assert_eq!(b.state, BlockState::Pending);
+    let u = a.pool("p").unwrap().usage;
+    assert_eq!((u.delegated, u.leased, u.free), (16, 1, 47));
+    a.check_invariants().unwrap();
+    // the allocator skips the block
+    for i in 1..48 {
+        let m = alloc(&mut a, 0, &format!("vm{i}")).unwrap();
+        assert!(!b.range.contains(m), "{m} is inside the block");
+    }
+    assert_eq!(
+        alloc(&mut a, 0, "one-too-many").unwrap_err().kind(),
+        "pool-exhausted"
+    );
+    // a specific MAC or a hold inside the block is refused, naming the host
+    let e = a
+        .allocate(
+            &admin(0),
+            AllocateRequest {
+                mac: Some(mac("00155D000011")),
+                ..req("p", "x")
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), "mac-in-use");
+    assert!(
+        e.to_string().contains("delegated to host hv1 (block 1"),
+        "{e}"
+    );
+    let e = a
+        .hold(
+            &admin(0),
+            HoldRequest {
+                mac: mac("00155D000012"),
+                vm_id: "x".into(),
+                reason: HoldReason::Template,
+                reference: String::new(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), "mac-in-use");
+}
+
+#[test]
+fn claiming_again_returns_the_pending_block_and_bad_claims_change_nothing() {
+    let mut a = authority_with_pool(64, AllocationOrder::Lowest, HOUR);
+    let (b1, _) = claim(&mut a, &admin(0), "hv1", 16).unwrap();
+    let (again, existing) = claim(&mut a, &admin(0), "hv1", 16).unwrap();
+    assert!(existing);
+    assert_eq!(again, b1);
+    let before = a.pools();
+    for (ctx, host, size, kind) in [
+        (admin(0), "hv1", 4, "invalid-input"),
+        (admin(0), "hv2", 100_000, "invalid-input"),
+        (admin(0), "hv2", 64, "pool-exhausted"),
+        (agent("hv3"), "hv2", 16, "forbidden"),
+        (admin(0), "", 16, "invalid-input"),
+    ] {
+        let e = claim(&mut a, &ctx, host, size).unwrap_err();
+        assert_eq!(e.kind(), kind, "{host} {size}: {e}");
+    }
+    let e = claim(&mut a, &admin(0), "hv2", 64).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pool 'p' has no free run of 64 contiguous addresses for a block (48 free, longest run 48)"
+    );
+    assert_eq!(a.pools(), before);
+    // an agent claims for its own host
+    let (b2, _) = claim(&mut a, &agent("hv2"), "hv2", 16).unwrap();
+    assert_eq!(b2.id, 2);
+    assert!(a.activate_block(&agent("hv2"), "hv1", b1.id).is_err());
+    assert_eq!(
+        a.activate_block(&admin(0), "hv2", b1.id)
+            .unwrap_err()
+            .kind(),
+        "not-found"
+    );
+}
+
+#[test]
+fn rotation_drains_the_old_block_and_frees_it_only_when_unused_and_cooled_down() {
+    let mut a = authority_with_pool(64, AllocationOrder::Lowest, HOUR);
+    let (b1, _) = claim(&mut a, &admin(0), "hv1", 16).unwrap();
+    let (active, ch) = a.activate_block(&admin(0), "hv1", b1.id).unwrap();
+    assert_eq!(active.state, BlockState::Active);
+    assert!(!ch.is_empty());
+    assert!(
+        a.activate_block(&admin(0), "hv1", b1.id)
+            .unwrap()
+            .1
+            .is_empty()
+    );
+    // a desktop got 00155D000003 from the host's allocator; its checkpoint froze it
+    let in_b1 = mac("00155D000003");
+    assert!(b1.range.contains(in_b1));
+    let out = push(
+        &mut a,
+        0,
+        host_inv(
+            "hv1",
+            vec![vm("d1", &["00155D000003"], &[("00155D000003", "cp1")])],
+        ),
+        1,
+    );
+    assert!(out.unmanaged.is_empty(), "a delegated MAC is explained");
+    assert!(out.held.is_empty(), "the block keeps it, not a hold");
+    assert!(a.conflicts().is_empty(), "{:?}", a.conflicts());
+    // rotate
+    let (b2, _) = claim(&mut a, &admin(1), "hv1", 16).unwrap();
+    let (_, _) = a.activate_block(&admin(1), "hv1", b2.id).unwrap();
+    let states: Vec<_> = a
+        .blocks(&BlockFilter::default())
+        .into_iter()
+        .map(|b| (b.id, b.state, b.unused_since))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (1, BlockState::Draining, None),
+            (2, BlockState::Active, None)
+        ]
+    );
+    // the desktop migrated to hv2 and still has the MAC: the block stays
+    push(&mut a, 2, host_inv("hv1", vec![]), 2);
+    push(
+        &mut a,
+        2,
+        host_inv(
+            "hv2",
+            vec![vm("d1", &["00155D000003"], &[("00155D000003", "cp1")])],
+        ),
+        1,
+    );
+    assert_eq!(a.blocks(&BlockFilter::default())[0].unused_since, None);
+    // the desktop is gone everywhere: unused from now on; still delegated within the cooldown
+    push(&mut a, 10, host_inv("hv2", vec![]), 2);
+    assert_eq!(
+        a.blocks(&BlockFilter::default())[0].unused_since,
+        Some(Timestamp(10))
+    );
+    push(
+        &mut a,
+        10 + HOUR.as_millis() as u64 - 1,
+        host_inv("hv2", vec![]),
+        3,
+    );
+    assert_eq!(a.blocks(&BlockFilter::default()).len(), 2);
+    // seen again (a backup restored): the clock resets
+    push(
+        &mut a,
+        20,
+        host_inv("hv3", vec![vm("d1", &[], &[("00155D000004", "cp9")])]),
+        1,
+    );
+    assert_eq!(a.blocks(&BlockFilter::default())[0].unused_since, None);
+    let t = 30;
+    push(&mut a, t, host_inv("hv3", vec![]), 2);
+    let (_, ch) = a
+        .apply_inventory(
+            &admin(t + HOUR.as_millis() as u64),
+            host_inv("hv3", vec![]),
+            3,
+        )
+        .unwrap();
+    let freed: Vec<_> = ch
+        .iter()
+        .filter_map(|c| match c {
+            Change::BlockSaved(b) if b.state == BlockState::Free => Some(b.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(freed, vec![1]);
+    assert_eq!(a.blocks(&BlockFilter::default()).len(), 1);
+    let u = a.pool("p").unwrap().usage;
+    assert_eq!((u.delegated, u.free), (16, 48));
+    a.check_invariants().unwrap();
+}
+
+#[test]
+fn a_host_range_still_inside_a_draining_block_keeps_it() {
+    let mut a = authority_with_pool(64, AllocationOrder::Lowest, Duration::ZERO);
+    let (b1, _) = claim(&mut a, &admin(0), "hv1", 16).unwrap();
+    a.activate_block(&admin(0), "hv1", b1.id).unwrap();
+    let mut inv = host_inv("hv1", vec![]);
+    inv.set_dynamic_range(Some(b1.range), None).unwrap();
+    push(&mut a, 0, inv.clone(), 1);
+    a.drain_block(&admin(1), "hv1", b1.id).unwrap();
+    push(&mut a, 5, inv, 2);
+    assert_eq!(
+        a.blocks(&BlockFilter::default()).len(),
+        1,
+        "still the host's range"
+    );
+    assert!(a.conflicts().is_empty());
+    push(&mut a, 6, host_inv("hv1", vec![]), 3);
+    assert!(
+        a.blocks(&BlockFilter::default()).is_empty(),
+        "zero cooldown: freed at once"
+    );
+    assert_eq!(a.pool("p").unwrap().usage.free, 64);
+}
+
+#[test]
+fn pools_with_blocks_cannot_be_deleted_or_shrunk_past_them() {
+    let mut a = authority_with_pool(64, AllocationOrder::Lowest, HOUR);
+    claim(&mut a, &admin(0), "hv1", 16).unwrap();
+    let e = a.delete_pool(&admin(0), "p").unwrap_err();
+    assert_eq!(e.kind(), "pool-in-use");
+    assert!(e.to_string().contains("1 blocks delegated"), "{e}");
+    let e = a
+        .edit_pool(
+            &admin(0),
+            "p",
+            PoolEdit {
+                ranges: Some(vec![range("00155D000010-00155D00003F")]),
+                ..PoolEdit::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), "range-in-use");
+    // growing the pool keeps the block delegated
+    a.edit_pool(
+        &admin(0),
+        "p",
+        PoolEdit {
+            add_ranges: vec![range("00155D000100-00155D0001FF")],
+            ..PoolEdit::default()
+        },
+    )
+    .unwrap();
+    a.check_invariants().unwrap();
+    assert_eq!(a.pool("p").unwrap().usage.delegated, 16);
+}
+
+#[test]
+fn block_ids_are_never_reused_after_a_restore() {
+    let mut a = authority_with_pool(64, AllocationOrder::Lowest, Duration::ZERO);
+    let mut store = Persisted::default();
+    for (spec, cursor) in a.pools.values().map(|p| (p.spec.clone(), p.cursor)) {
+        store.pools.insert(spec.name.clone(), (spec, cursor));
+    }
+    let (b, _, ch) = a
+        .claim_block(
+            &admin(0),
+            BlockClaim {
+                host: "hv1".into(),
+                pool: "p".into(),
+                size: Some(16),
+            },
+        )
+        .unwrap();
+    store.apply(ch);
+    let (_, ch) = a.drain_block(&admin(0), "hv1", b.id).unwrap();
+    store.apply(ch);
+    assert!(
+        a.blocks(&BlockFilter::default()).is_empty(),
+        "freed at once"
+    );
+    let mut restored = store.restore(Timestamp(1));
+    let (next, _, _) = restored
+        .claim_block(
+            &admin(1),
+            BlockClaim {
+                host: "hv1".into(),
+                pool: "p".into(),
+                size: Some(16),
+            },
+        )
+        .unwrap();
+    assert_eq!(next.id, 2);
+}
+
 // ----- model-based property test ---------------------------------------------------------------
 
 /// What a store would hold after applying every change: the persisted form.
@@ -1004,6 +1299,7 @@ struct Persisted {
     cooling: HashMap<Mac, Timestamp>,
     inventories: BTreeMap<String, StoredInventory>,
     departed: HashMap<Mac, Lease>,
+    blocks: BTreeMap<u64, Block>,
 }
 
 impl Persisted {
@@ -1049,6 +1345,9 @@ impl Persisted {
                 Change::DepartedCleared { mac } => {
                     self.departed.remove(&mac).unwrap();
                 }
+                Change::BlockSaved(b) => {
+                    self.blocks.insert(b.id, b);
+                }
             }
         }
     }
@@ -1066,6 +1365,8 @@ impl Persisted {
             self.inventories.values().cloned().collect(),
             self.departed.values().cloned().collect(),
         )
+        .with_blocks(self.blocks.values().cloned().collect())
+        .unwrap()
     }
 }
 
@@ -1097,6 +1398,16 @@ enum Op {
         stale: bool,
         vms: Vec<(u8, Option<u8>, Option<u8>, u8)>,
     },
+    ClaimBlock {
+        host: u8,
+    },
+    ActivateBlock {
+        host: u8,
+    },
+    DrainBlock {
+        host: u8,
+        nth: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -1107,8 +1418,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..12, 0u8..12).prop_map(|(vm, mac)| Op::Unhold { vm, mac }),
         1 => (0u16..500).prop_map(|ms| Op::Tick { ms }),
         1 => Just(Op::ToggleDuplicates),
-        3 => (0u8..3, proptest::bool::weighted(0.1), proptest::collection::vec((0u8..12, proptest::option::of(0u8..12), proptest::option::of(0u8..12), 0u8..2), 0..5))
+        3 => (0u8..3, proptest::bool::weighted(0.1), proptest::collection::vec((0u8..12, proptest::option::of(0u8..16), proptest::option::of(0u8..16), 0u8..2), 0..5))
             .prop_map(|(host, stale, vms)| Op::Inventory { host, stale, vms }),
+        1 => (0u8..3).prop_map(|host| Op::ClaimBlock { host }),
+        1 => (0u8..3).prop_map(|host| Op::ActivateBlock { host }),
+        1 => (0u8..3, 0u8..3).prop_map(|(host, nth)| Op::DrainBlock { host, nth }),
     ]
 }
 
@@ -1126,7 +1440,13 @@ proptest! {
         // 8 addresses in the pool; MACs 8..12 lie outside it (holds there are allowed).
         let (_, ch) = a.create_pool(&admin(0), spec("p", &["00155D000000-00155D000007"], policy(order, Duration::from_millis(300))), 3).unwrap();
         store.apply(ch);
-        let m = |i: u8| Mac::from_u64(0x00155D000000 + u64::from(i)).unwrap();
+        // Pool `b` (32 addresses) is for blocks of 8; MACs 12..16 fall into its four blocks.
+        let (_, ch) = a.create_pool(&admin(0), spec("b", &["00155D000100-00155D00011F"], policy(order, Duration::from_millis(300))), 0).unwrap();
+        store.apply(ch);
+        let m = |i: u8| {
+            let i = u64::from(i);
+            Mac::from_u64(if i < 12 { 0x00155D000000 + i } else { 0x00155D000100 + (i - 12) * 8 + 3 }).unwrap()
+        };
         let mut allow = false;
         let mut generations = [0u64; 3];
         for (step, op) in ops.into_iter().enumerate() {
@@ -1167,6 +1487,21 @@ proptest! {
                     }
                     r
                 }
+                Op::ClaimBlock { host } => a.claim_block(&ctx, BlockClaim { host: format!("h{host}"), pool: "b".into(), size: Some(8) }).map(|(_, _, c)| c),
+                Op::ActivateBlock { host } => {
+                    let pending = a.blocks(&BlockFilter { host: Some(format!("h{host}")), pool: None }).into_iter().find(|b| b.state == BlockState::Pending);
+                    match pending {
+                        Some(b) => a.activate_block(&ctx, &b.host, b.id).map(|(_, c)| c),
+                        None => Ok(Vec::new()),
+                    }
+                }
+                Op::DrainBlock { host, nth } => {
+                    let mine = a.blocks(&BlockFilter { host: Some(format!("h{host}")), pool: None });
+                    match mine.get(usize::from(nth)) {
+                        Some(b) => a.drain_block(&ctx, &b.host, b.id).map(|(_, c)| c),
+                        None => Ok(Vec::new()),
+                    }
+                }
             };
             if let Ok(changes) = result {
                 store.apply(changes);
@@ -1182,6 +1517,14 @@ proptest! {
             prop_assert_eq!(restored.available("p", 100).unwrap(), a.available("p", 100).unwrap());
             prop_assert_eq!(restored.inventories(), a.inventories());
             prop_assert_eq!(restored.conflicts(), a.conflicts());
+            prop_assert_eq!(restored.blocks(&BlockFilter::default()), a.blocks(&BlockFilter::default()));
+            prop_assert_eq!(restored.available("b", 100).unwrap(), a.available("b", 100).unwrap());
+            // No MAC inside a block is leased or held.
+            for b in a.blocks(&BlockFilter::default()) {
+                for l in a.leases(&LeaseFilter::default()) {
+                    prop_assert!(!b.range.contains(l.mac), "{} leased inside block {}", l.mac, b.id);
+                }
+            }
             for i in 0..12 {
                 prop_assert_eq!(restored.departed(m(i)), a.departed(m(i)));
             }

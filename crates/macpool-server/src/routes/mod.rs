@@ -1,3 +1,4 @@
+pub mod blocks;
 pub mod inventory;
 pub mod leases;
 pub mod pools;

@@ -30,10 +30,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use macpool_core::authority::{
-    Actor, AllocateRequest, Allocation, Authority, Available, Change, Context, HoldRequest,
-    InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolView, ReleaseSelector, Released,
-    StoredInventory, UnholdRequest,
+    Actor, AllocateRequest, Allocation, Authority, Available, BlockClaim, BlockFilter, Change,
+    Context, HoldRequest, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolView,
+    ReleaseSelector, Released, StoredInventory, UnholdRequest,
 };
+use macpool_core::block::Block;
 use macpool_core::conflict::Conflict;
 use macpool_core::history::HistoryEntry;
 use macpool_core::inventory::HostInventory;
@@ -75,7 +76,8 @@ impl Worker {
             loaded.cooling,
             now(),
         )?
-        .with_inventories(loaded.inventories, loaded.departed);
+        .with_inventories(loaded.inventories, loaded.departed)
+        .with_blocks(loaded.blocks)?;
         self.stale = false;
         Ok(())
     }
@@ -508,6 +510,28 @@ impl Store for SqliteStore {
 
     async fn conflicts(&self) -> StoreResult<Vec<Conflict>> {
         self.read(|a, _| Ok(a.conflicts())).await
+    }
+
+    async fn claim_block(&self, actor: Actor, claim: BlockClaim) -> StoreResult<(Block, bool)> {
+        self.mutate(actor, move |a, ctx| {
+            a.claim_block(ctx, claim)
+                .map(|(b, existing, ch)| ((b, existing), ch))
+        })
+        .await
+    }
+
+    async fn activate_block(&self, actor: Actor, host: String, id: u64) -> StoreResult<Block> {
+        self.mutate(actor, move |a, ctx| a.activate_block(ctx, &host, id))
+            .await
+    }
+
+    async fn drain_block(&self, actor: Actor, host: String, id: u64) -> StoreResult<Block> {
+        self.mutate(actor, move |a, ctx| a.drain_block(ctx, &host, id))
+            .await
+    }
+
+    async fn blocks(&self, filter: BlockFilter) -> StoreResult<Vec<Block>> {
+        self.read(move |a, _| Ok(a.blocks(&filter))).await
     }
 
     async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use macpool_core::authority::{Change, StoredInventory};
+use macpool_core::block::{Block, BlockState};
 use macpool_core::history::{HistoryAction, HistoryEntry};
 use macpool_core::inventory::{
     Adapter, AdapterLocation, Checkpoint, CheckpointType, HostInventory, MacKind, Vm, VmState,
@@ -147,6 +148,23 @@ pub fn apply_change(conn: &Connection, change: &Change) -> SqlResult<()> {
         Change::DepartedCleared { mac } => {
             conn.prepare_cached("DELETE FROM departed WHERE mac = ?1")?
                 .execute([mac.to_u64() as i64])?;
+        }
+        Change::BlockSaved(b) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO blocks (id, pool, host, first_mac, last_mac, state, claimed_ms, changed_ms, unused_since_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                b.id as i64,
+                b.pool.as_str(),
+                b.host,
+                b.range.first().to_u64() as i64,
+                b.range.last().to_u64() as i64,
+                b.state.name(),
+                b.claimed.as_millis() as i64,
+                b.changed.as_millis() as i64,
+                b.unused_since.map(|t| t.as_millis() as i64),
+            ])?;
         }
     }
     Ok(())
@@ -339,6 +357,7 @@ pub struct Loaded {
     pub cooling: Vec<(Mac, Timestamp)>,
     pub inventories: Vec<StoredInventory>,
     pub departed: Vec<Lease>,
+    pub blocks: Vec<Block>,
 }
 
 /// Reads everything the in-memory authority is rebuilt from.
@@ -393,7 +412,35 @@ pub fn load(conn: &Connection) -> SqlResult<Loaded> {
         cooling,
         inventories: load_inventories(conn)?,
         departed: load_departed(conn)?,
+        blocks: load_blocks(conn)?,
     })
+}
+
+/// The blocks that still exist, plus the highest freed one (so ids are never reused).
+fn load_blocks(conn: &Connection) -> SqlResult<Vec<Block>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, pool, host, first_mac, last_mac, state, claimed_ms, changed_ms, unused_since_ms
+         FROM blocks WHERE state <> 'free' OR id = (SELECT MAX(id) FROM blocks) ORDER BY id",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let state: String = r.get(5)?;
+        let pool: String = r.get(1)?;
+        out.push(Block {
+            id: r.get::<_, i64>(0)? as u64,
+            pool: PoolName::new(&pool).map_err(corrupt)?,
+            host: r.get(2)?,
+            range: MacRange::new(mac_col(r.get(3)?)?, mac_col(r.get(4)?)?)
+                .map_err(|e| corrupt(e.to_string()))?,
+            state: BlockState::parse(&state)
+                .ok_or_else(|| corrupt(format!("block state {state}")))?,
+            claimed: Timestamp(r.get::<_, i64>(6)? as u64),
+            changed: Timestamp(r.get::<_, i64>(7)? as u64),
+            unused_since: r.get::<_, Option<i64>>(8)?.map(|t| Timestamp(t as u64)),
+        });
+    }
+    Ok(out)
 }
 
 fn history_row(r: &Row) -> SqlResult<HistoryEntry> {

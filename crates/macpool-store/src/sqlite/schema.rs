@@ -116,6 +116,22 @@ const MIGRATIONS: &[&str] = &[
         duplicate   INTEGER NOT NULL
     );
     "#,
+    // 3: blocks delegated to hosts' native allocators. Freed blocks stay (state 'free') so that
+    // ids are never reused.
+    r#"
+    CREATE TABLE blocks (
+        id                INTEGER PRIMARY KEY,
+        pool              TEXT NOT NULL,
+        host              TEXT NOT NULL,
+        first_mac         INTEGER NOT NULL,
+        last_mac          INTEGER NOT NULL,
+        state             TEXT NOT NULL,
+        claimed_ms        INTEGER NOT NULL,
+        changed_ms        INTEGER NOT NULL,
+        unused_since_ms   INTEGER
+    );
+    CREATE INDEX blocks_live ON blocks(state) WHERE state <> 'free';
+    "#,
 ];
 
 /// The schema version this binary writes.
