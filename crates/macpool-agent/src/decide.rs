@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use macpool_api::dto::{AllocateBody, MacInfo};
+use macpool_api::dto::{AllocateBody, BlockInfo, ClaimBlockBody, InventoryBody, MacInfo};
 use macpool_client::{Client, ClientError};
 use macpool_core::Mac;
 use macpool_core::inventory::{AdapterLocation, MacKind, VmState};
@@ -45,6 +45,47 @@ pub trait Authority: Send + Sync {
         &self,
         body: AllocateBody,
     ) -> impl Future<Output = Result<Mac, AuthorityError>> + Send;
+
+    /// The host's blocks that are not free (`GET /api/v1/hosts/{host}/blocks`). Only the
+    /// delegate strategy needs blocks; authorities without them refuse.
+    fn blocks(
+        &self,
+        host: &str,
+    ) -> impl Future<Output = Result<Vec<BlockInfo>, AuthorityError>> + Send {
+        let _ = host;
+        async { Err(AuthorityError::Refused("this authority has no blocks".into())) }
+    }
+
+    /// Claims a block for the host, or gets its pending one back.
+    fn claim_block(
+        &self,
+        host: &str,
+        body: ClaimBlockBody,
+    ) -> impl Future<Output = Result<BlockInfo, AuthorityError>> + Send {
+        let _ = (host, body);
+        async { Err(AuthorityError::Refused("this authority has no blocks".into())) }
+    }
+
+    /// The host applied the block: active (its previous active block drains).
+    fn activate_block(
+        &self,
+        host: &str,
+        id: u64,
+    ) -> impl Future<Output = Result<BlockInfo, AuthorityError>> + Send {
+        let _ = (host, id);
+        async { Err(AuthorityError::Refused("this authority has no blocks".into())) }
+    }
+
+    /// Reports the host's whole inventory. `body.generation` is a proposal: an authority that
+    /// already has a newer one for the host answers with the generation it actually applied.
+    fn put_inventory(
+        &self,
+        host: &str,
+        body: InventoryBody,
+    ) -> impl Future<Output = Result<u64, AuthorityError>> + Send {
+        let _ = (host, body);
+        async { Err(AuthorityError::Refused("this authority takes no inventories".into())) }
+    }
 }
 
 /// [`Authority`] over the typed HTTP client.
@@ -83,6 +124,40 @@ impl Authority for ClientAuthority {
                 lease.lease.mac
             ))
         })
+    }
+
+    async fn blocks(&self, host: &str) -> Result<Vec<BlockInfo>, AuthorityError> {
+        self.0.blocks(Some(host)).await.map_err(from_client)
+    }
+
+    async fn claim_block(
+        &self,
+        host: &str,
+        body: ClaimBlockBody,
+    ) -> Result<BlockInfo, AuthorityError> {
+        self.0.claim_block(host, &body).await.map_err(from_client)
+    }
+
+    async fn activate_block(&self, host: &str, id: u64) -> Result<BlockInfo, AuthorityError> {
+        self.0.activate_block(host, id).await.map_err(from_client)
+    }
+
+    /// A `stale-generation` answer (the agent's clock went back, or another agent reported
+    /// this host) is resolved once: read the stored generation and send again above it.
+    async fn put_inventory(
+        &self,
+        host: &str,
+        mut body: InventoryBody,
+    ) -> Result<u64, AuthorityError> {
+        match self.0.put_inventory(host, &body).await {
+            Ok(r) => return Ok(r.generation),
+            Err(ClientError::Problem(p)) if p.slug() == "stale-generation" => {}
+            Err(e) => return Err(from_client(e)),
+        }
+        let stored = self.0.inventory(host).await.map_err(from_client)?;
+        body.generation = stored.inventory.generation + 1;
+        let r = self.0.put_inventory(host, &body).await.map_err(from_client)?;
+        Ok(r.generation)
     }
 }
 

@@ -20,6 +20,8 @@ pub enum EventKind {
     Created,
     /// A VM was deleted (Hyper-V VMMS 13003).
     Deleted,
+    /// A VM was turned off or shut down (libvirt `STOPPED`; not watched on Hyper-V).
+    Stopped,
 }
 
 impl EventKind {
@@ -29,6 +31,7 @@ impl EventKind {
             EventKind::Started => "started",
             EventKind::Created => "created",
             EventKind::Deleted => "deleted",
+            EventKind::Stopped => "stopped",
         }
     }
 }
@@ -104,6 +107,10 @@ pub enum HvError {
     /// The answer could not be understood (logged with the raw text).
     #[error("unexpected answer to {command}: {message}")]
     Protocol { command: String, message: String },
+    /// This hypervisor has no such thing (libvirt has no host-wide dynamic MAC range, so the
+    /// `delegate` strategy cannot work there); asking again will not change the answer.
+    #[error("not applicable: {0}")]
+    NotApplicable(String),
 }
 
 pub type HvResult<T> = Result<T, HvError>;

@@ -55,6 +55,7 @@
 pub mod agent;
 pub mod bookmark;
 pub mod decide;
+pub mod delegate;
 pub mod events;
 pub mod hypervisor;
 pub mod powershell;

@@ -5,7 +5,7 @@ use macpool_core::authority::{
 };
 use macpool_core::conflict::{Conflict, RangeClaim, Seen, Sighting, Subject};
 use macpool_core::history::HistoryEntry;
-use macpool_core::inventory::{AdapterLocation, MacKind};
+use macpool_core::inventory::{AdapterLocation, HostInventory, MacKind};
 use macpool_core::lease::{Hold, Lease};
 use macpool_core::{Mac, Timestamp};
 
@@ -143,45 +143,49 @@ pub fn history(h: &HistoryEntry) -> HistoryInfo {
 
 /// A stored inventory back in its wire form (the generation and every field as accepted).
 pub fn inventory(s: &StoredInventory) -> InventoryInfo {
-    let inv = &s.inventory;
     InventoryInfo {
-        host: inv.host().to_string(),
+        host: s.inventory.host().to_string(),
         received: time(s.received),
-        inventory: InventoryBody {
-            generation: s.generation,
-            cluster: inv.cluster.clone(),
-            ipv4: inv.ipv4.iter().map(|ip| ip.to_string()).collect(),
-            range_min: inv.dynamic_range().map(|r| mac(r.first())),
-            range_max: inv.dynamic_range().map(|r| mac(r.last())),
-            cursor: inv.cursor().map(mac),
-            vms: inv
-                .vms()
-                .iter()
-                .map(|v| InventoryVm {
-                    id: v.id().to_string(),
-                    name: v.name.clone(),
-                    state: Some(v.state.name().to_string()),
-                    adapters: v
-                        .adapters
-                        .iter()
-                        .map(|a| InventoryAdapter {
-                            name: a.name.clone(),
-                            mac: mac(a.mac),
-                            dynamic: a.kind == MacKind::Dynamic,
-                            checkpoint: match &a.location {
-                                AdapterLocation::Live => None,
-                                AdapterLocation::Checkpoint(c) => Some(InventoryCheckpoint {
-                                    id: c.id.clone(),
-                                    name: c.name.clone(),
-                                    kind: Some(c.kind.name().to_string()),
-                                    created: c.created.map(time),
-                                }),
-                            },
-                        })
-                        .collect(),
-                })
-                .collect(),
-        },
+        inventory: inventory_body(&s.inventory, s.generation),
+    }
+}
+
+/// A host's inventory as the body of `PUT /hosts/{host}/inventory`.
+pub fn inventory_body(inv: &HostInventory, generation: u64) -> InventoryBody {
+    InventoryBody {
+        generation,
+        cluster: inv.cluster.clone(),
+        ipv4: inv.ipv4.iter().map(|ip| ip.to_string()).collect(),
+        range_min: inv.dynamic_range().map(|r| mac(r.first())),
+        range_max: inv.dynamic_range().map(|r| mac(r.last())),
+        cursor: inv.cursor().map(mac),
+        vms: inv
+            .vms()
+            .iter()
+            .map(|v| InventoryVm {
+                id: v.id().to_string(),
+                name: v.name.clone(),
+                state: Some(v.state.name().to_string()),
+                adapters: v
+                    .adapters
+                    .iter()
+                    .map(|a| InventoryAdapter {
+                        name: a.name.clone(),
+                        mac: mac(a.mac),
+                        dynamic: a.kind == MacKind::Dynamic,
+                        checkpoint: match &a.location {
+                            AdapterLocation::Live => None,
+                            AdapterLocation::Checkpoint(c) => Some(InventoryCheckpoint {
+                                id: c.id.clone(),
+                                name: c.name.clone(),
+                                kind: Some(c.kind.name().to_string()),
+                                created: c.created.map(time),
+                            }),
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 

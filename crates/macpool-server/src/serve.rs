@@ -131,7 +131,8 @@ async fn ensure_admin_token(store: &AnyStore, bootstrap: Option<&str>) -> anyhow
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM (how service managers stop a process).
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -69,9 +69,9 @@ pub enum Command {
     /// Hyper-V helpers: export script, range analysis.
     #[command(subcommand)]
     Hyperv(HypervCommand),
-    /// The host agent.
-    #[command(subcommand)]
-    Agent(AgentCommand),
+    /// The host agent: `macpool agent --hypervisor hyperv --strategy delegate …` runs it as a
+    /// service; `macpool agent on-event …` decides one event (Task Scheduler mode).
+    Agent(AgentArgs),
     /// Every conflict the authority sees across the hosts' latest inventories; exit 1 when
     /// there are any, 0 when none.
     Conflicts,
@@ -383,6 +383,64 @@ pub struct BenchAllocateArgs {
     /// Where the started server keeps its store (default: a temporary directory).
     #[arg(long)]
     pub data: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+    #[command(flatten)]
+    pub run: AgentRunArgs,
+}
+
+/// The agent as a service: events, inventory pushes, delegate ticks, until stopped.
+#[derive(Args, Debug)]
+pub struct AgentRunArgs {
+    /// hyperv (one long-lived PowerShell) or libvirt (needs --connect).
+    #[arg(long, default_value = "hyperv")]
+    pub hypervisor: String,
+    /// libvirt connection URI (qemu:///system, qemu+ssh://host/system, test:///default).
+    #[arg(long)]
+    pub connect: Option<String>,
+    /// delegate, guard, delegate+guard, blog-compatible or observe.
+    #[arg(long, default_value = "delegate")]
+    pub strategy: String,
+    /// The pool blocks (delegate) and fresh MACs (guard) come from.
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// guard: set a conflicting adapter to dynamic instead of a fresh static pool MAC.
+    #[arg(long)]
+    pub dynamic: bool,
+    /// delegate: addresses per block (default 256).
+    #[arg(long)]
+    pub block_size: Option<u64>,
+    /// delegate: rotate when this many addresses or fewer remain (default a quarter block).
+    #[arg(long)]
+    pub rotate_margin: Option<u64>,
+    /// This host's name as the authority knows it (default: COMPUTERNAME / HOSTNAME).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Checkpoint names that mark an RDS rollback (glob).
+    #[arg(long, default_value = "RDV_ROLLBACK*")]
+    pub rollback_pattern: String,
+    /// Full inventory push (and delegate check) interval.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub inventory_every: std::time::Duration,
+    /// Where the event bookmark is kept (default: ./macpool-agent.bookmark.json).
+    #[arg(long)]
+    pub bookmark: Option<PathBuf>,
+    /// Append every remediation (old → new MAC, event record id) to this JSON-lines file.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    /// Decide and print the exact PowerShell, change nothing (no inventory push either).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stop after this long (tests, benchmarks); default: until SIGTERM / Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration, hide = true)]
+    pub run_for: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub powershell: PowerShellArgs,
 }
 
 #[derive(Subcommand, Debug)]

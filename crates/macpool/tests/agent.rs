@@ -189,3 +189,141 @@ fn selftest_reports_every_check_against_the_stand_in() {
         "exit 1 exactly when a check fails"
     );
 }
+
+/// `macpool agent --strategy delegate` as a service: the host's range is on block 1 with its
+/// cursor two addresses from the end; the agent rotates to a fresh block before Hyper-V would
+/// wrap, the authority drains block 1 (its MACs are still on VMs), and the inventory arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegate_rotates_the_host_onto_a_fresh_block_and_reports_the_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("standin.json");
+    let s = Server::start(&dir.path().join("data"));
+    s.cli()
+        .args(["pool", "create", "rds", "--range", "00155D0B0000-00155D0B00FF"])
+        .assert()
+        .success();
+    let api = |path: &str| format!("{}/api/v1{path}", s.url);
+    let http = s.client();
+    let post = |path: String, body: Value| {
+        let req = http.post(path).bearer_auth(common::TOKEN).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let b1 = post(api("/hosts/HV-A/blocks"), json!({"pool": "rds", "size": 8})).await;
+    assert_eq!(b1["first"], "00-15-5D-0B-00-00");
+    post(api("/hosts/HV-A/blocks/1/activate"), json!(null)).await;
+
+    // The host on block 1; six desktops started took 0000..0005: two addresses left.
+    {
+        let mut args = standin_args(&state);
+        args[5] = "00155D0B0000-00155D0B0007".into();
+        let mut cfg = ChildConfig::program(exe(), args);
+        cfg.request_timeout = Duration::from_secs(10);
+        cfg.ready_timeout = Duration::from_secs(10);
+        let hv = PowerShellHypervisor::new(cfg);
+        for i in 0..6 {
+            let id = format!("desk-{i}");
+            hv.child()
+                .control(json!({"cmd": "create-vm", "id": id, "name": format!("Desk {i}")}))
+                .await
+                .unwrap();
+            hv.start(&id).await.unwrap();
+        }
+        let range = hv.host_range().await.unwrap();
+        assert_eq!(range.cursor, Some("00155D0B0005".parse().unwrap()));
+    }
+
+    let mut agent = s.cli();
+    agent
+        .args([
+            "agent",
+            "--strategy",
+            "delegate",
+            "--pool",
+            "rds",
+            "--block-size",
+            "8",
+            "--rotate-margin",
+            "2",
+            "--host",
+            "HV-A",
+            "--inventory-every",
+            "1s",
+            "--run-for",
+            "3s",
+            "--bookmark",
+        ])
+        .arg(dir.path().join("bookmark.json"))
+        .arg("--powershell")
+        .arg(exe());
+    for a in standin_args(&state) {
+        agent.arg(format!("--powershell-arg={a}"));
+    }
+    agent
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "delegate: applied block 2 (00-15-5D-0B-00-08 - 00-15-5D-0B-00-0F): cursor 00-15-5D-0B-00-05 leaves 2 of 8",
+        ))
+        .stdout(predicate::str::contains("inventory: accepted, generation"));
+
+    // Hyper-V's range is block 2 now.
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(
+        (saved["range_min"].as_str(), saved["range_max"].as_str()),
+        (Some("00155D0B0008"), Some("00155D0B000F"))
+    );
+    let blocks: Value = http
+        .get(api("/hosts/HV-A/blocks"))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let states: Vec<(u64, &str)> = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["id"].as_u64().unwrap(), b["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [(1, "draining"), (2, "active")]);
+    // The inventory arrived: six desktops, their MACs explained by block 1, no conflict.
+    let inv: Value = http
+        .get(api("/hosts/HV-A/inventory"))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inv["inventory"]["vms"].as_array().map(Vec::len), Some(6));
+    assert_eq!(inv["inventory"]["range_min"], "00-15-5D-0B-00-08");
+    s.cli().arg("conflicts").assert().success();
+}
+
+#[test]
+fn agent_flags_are_checked_before_anything_runs() {
+    let run = |args: &[&str]| {
+        let mut c = assert_cmd::Command::new(exe());
+        c.arg("agent").args(args).env("MACPOOL_SERVER", "http://127.0.0.1:9");
+        c.assert()
+    };
+    run(&["--strategy", "delegate", "--host", "h"])
+        .code(2)
+        .stderr(predicate::str::contains("delegate needs --pool POOL"));
+    run(&["--strategy", "guard", "--host", "h"])
+        .code(2)
+        .stderr(predicate::str::contains("guard needs --pool POOL"));
+    run(&["--strategy", "sometimes", "--host", "h"])
+        .code(2)
+        .stderr(predicate::str::contains("unknown strategy 'sometimes'"));
+    run(&["--hypervisor", "vmware", "--pool", "p", "--host", "h"])
+        .code(2)
+        .stderr(predicate::str::contains("unknown hypervisor 'vmware'"));
+}

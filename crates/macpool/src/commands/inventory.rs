@@ -6,8 +6,6 @@ use std::path::Path;
 
 use macpool_api::convert;
 use macpool_audit::hyperv_json;
-use macpool_core::Timestamp;
-use macpool_core::authority::StoredInventory;
 use macpool_core::inventory::HostInventory;
 
 use super::Ctx;
@@ -73,12 +71,7 @@ pub fn pick_host(file: &Path, host: &str) -> Result<HostInventory, Failure> {
 
 async fn push(ctx: &Ctx, file: &Path, host: &str, generation: u64) -> CmdResult {
     let inv = pick_host(file, host)?;
-    let body = convert::inventory(&StoredInventory {
-        generation,
-        received: Timestamp(0),
-        inventory: inv,
-    })
-    .inventory;
+    let body = convert::inventory_body(&inv, generation);
     let result = ctx.client.put_inventory(host, &body).await?;
     if ctx.out.json {
         ctx.out.print_json(&result);
