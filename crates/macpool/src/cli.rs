@@ -367,6 +367,16 @@ pub enum MacCommand {
 pub enum BenchCommand {
     /// Durable allocations per second through the HTTP API.
     Allocate(BenchAllocateArgs),
+    /// The agent's decision latency: rollback event arrival → guard decision (stand-in +
+    /// authority) → first command sent to the hypervisor.
+    Decide(BenchDecideArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchDecideArgs {
+    /// Rollbacks to decide (each one a real conflict that guard fixes).
+    #[arg(long, default_value_t = 300)]
+    pub iterations: u32,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -14,7 +14,10 @@ use crate::exit::{CmdResult, Failure, OK};
 use crate::output::{Output, fields};
 
 pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdResult {
-    let BenchCommand::Allocate(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Allocate(args) => args,
+        BenchCommand::Decide(args) => return super::bench_decide::run(out, args).await,
+    };
     let (server, _guard) = match &args.target {
         Some(url) => {
             let t = token
@@ -119,12 +122,17 @@ struct Report {
 impl Report {
     /// The `q`-th percentile latency in milliseconds.
     fn p(&self, q: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let idx = ((q / 100.0) * (self.latencies_us.len() - 1) as f64).round() as usize;
-        self.latencies_us[idx] as f64 / 1000.0
+        percentile_ms(&self.latencies_us, q)
     }
+}
+
+/// The `q`-th percentile (0..=100) of sorted microsecond samples, in milliseconds.
+pub(crate) fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let idx = ((q / 100.0) * (sorted_us.len() - 1) as f64).round() as usize;
+    sorted_us[idx] as f64 / 1000.0
 }
 
 /// Runs the clients on their own single-threaded runtime and OS thread, so that the load
@@ -220,15 +228,16 @@ async fn store_counters(server: &Client) -> Result<(u64, u64), Failure> {
 }
 
 /// A `macpool serve` child on a free port and a temporary store, stopped on drop.
-struct SpawnedServer {
+/// A `macpool serve` child on a temporary (or given) store, stopped with SIGTERM on drop.
+pub(crate) struct SpawnedServer {
     child: Child,
-    url: String,
-    token: String,
+    pub(crate) url: String,
+    pub(crate) token: String,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl SpawnedServer {
-    fn start(data: Option<std::path::PathBuf>) -> Result<SpawnedServer, Failure> {
+    pub(crate) fn start(data: Option<std::path::PathBuf>) -> Result<SpawnedServer, Failure> {
         let (dir, path) = match data {
             Some(p) => (None, p),
             None => {

@@ -3,6 +3,7 @@
 mod agent;
 mod audit;
 mod bench;
+mod bench_decide;
 mod conflicts;
 mod history;
 mod hyperv;
