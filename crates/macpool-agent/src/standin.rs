@@ -228,7 +228,7 @@ impl Standin {
                 .ok()
                 .and_then(|l| l.into_iter().next())
                 .and_then(|b| crate::powershell::bootstrap::unbase64(&b))
-                .is_some_and(|b| b == crate::powershell::bootstrap::BOOTSTRAP.as_bytes());
+                .is_some_and(|b| b == crate::powershell::bootstrap::bootstrap().as_bytes());
             if !ok {
                 lines.push(
                     json!({"log": "the loader line does not carry the bootstrap"}).to_string(),

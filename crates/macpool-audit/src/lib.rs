@@ -18,7 +18,7 @@ pub mod hyperv_json;
 pub mod libvirt;
 pub mod maclist;
 mod render;
-mod script;
+pub mod script;
 mod walk;
 
 use std::borrow::Cow;

@@ -1,50 +1,20 @@
-//! The PowerShell that `macpool hyperv export-script` prints. It writes exactly the document shape
-//! [`crate::hyperv_json`] reads: one JSON object per host with its name, cluster, IPv4 addresses,
+//! The PowerShell that `macpool hyperv export-script` prints, around the shared collector
+//! `inventory.ps1`. It writes exactly the document shape [`crate::hyperv_json`] reads: one JSON object per host with its name, cluster, IPv4 addresses,
 //! dynamic range (`Get-VMHost`), allocation cursor, VMs, checkpoints and every live, management-OS
 //! and checkpoint adapter. GUIDs, enums and dates are turned into strings in the script, so
 //! Windows PowerShell 5.1 and PowerShell 7 write the same thing.
 
-const COLLECT: &str = r#"$collect = {
-    $ErrorActionPreference = 'Stop'
-    $vmHost = Get-VMHost
-    $cursor = $null
-    try {
-        # [likely] REG_BINARY, 6 bytes: the last MAC this host's allocator handed out
-        $raw = (Get-ItemProperty -Path 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion\Virtualization\Worker' -Name CurrentMacAddress).CurrentMacAddress
-        if ($raw -is [byte[]]) { $cursor = ($raw | ForEach-Object { $_.ToString('X2') }) -join '' } else { $cursor = "$raw" }
-    } catch { }
-    $cluster = $null
-    try { $cluster = (Get-Cluster).Name } catch { }
-    $ips = @(Get-NetIPAddress -AddressFamily IPv4 -ErrorAction SilentlyContinue |
-        Where-Object { $_.IPAddress -ne '127.0.0.1' -and $_.IPAddress -notlike '169.254.*' } |
-        ForEach-Object { $_.IPAddress })
-    $vms = @(Get-VM)
-    $snapshots = @($vms | Get-VMSnapshot)
-    $adapters = @(Get-VMNetworkAdapter -All)
-    if ($snapshots.Count -gt 0) { $adapters += @($snapshots | Get-VMNetworkAdapter) }
-    [ordered]@{
-        Format            = 'macpool-hyperv-inventory'
-        Version           = 1
-        HostName          = $env:COMPUTERNAME
-        Cluster           = $cluster
-        IPAddresses       = $ips
-        MacAddressMinimum = "$($vmHost.MacAddressMinimum)"
-        MacAddressMaximum = "$($vmHost.MacAddressMaximum)"
-        CurrentMacAddress = $cursor
-        VMs               = @($vms | Select-Object @{ n = 'Id'; e = { "$($_.Id)" } }, Name,
-                                @{ n = 'State'; e = { "$($_.State)" } })
-        Checkpoints       = @($snapshots | Select-Object @{ n = 'Id'; e = { "$($_.Id)" } }, Name,
-                                @{ n = 'VMId'; e = { "$($_.VMId)" } }, VMName,
-                                @{ n = 'SnapshotType'; e = { "$($_.SnapshotType)" } },
-                                @{ n = 'CreationTime'; e = { $_.CreationTime.ToUniversalTime().ToString('o') } })
-        Adapters          = @($adapters | Select-Object Name, @{ n = 'Id'; e = { "$($_.Id)" } },
-                                @{ n = 'VMId'; e = { "$($_.VMId)" } }, VMName,
-                                @{ n = 'VMSnapshotId'; e = { "$($_.VMSnapshotId)" } }, VMSnapshotName,
-                                MacAddress, DynamicMacAddressEnabled, SwitchName, IsManagementOs,
-                                ComputerName, IsDeleted)
-    } | ConvertTo-Json -Depth 4 -Compress
+/// The collector functions (`Get-MacpoolCursor`, `Get-MacpoolInventory`); the agent prepends the
+/// same text to its bootstrap, so both write one document shape from one source.
+pub const INVENTORY_PS1: &str = include_str!("inventory.ps1");
+
+/// `$collect`: a self-contained script block (functions included) so `Invoke-Command` can run it
+/// on every cluster node.
+fn collect() -> String {
+    format!(
+        "$collect = {{\n    $ErrorActionPreference = 'Stop'\n{INVENTORY_PS1}\n    Get-MacpoolInventory -All | ConvertTo-Json -Depth 6 -Compress\n}}\n"
+    )
 }
-"#;
 
 const HEADER: &str = "# Written by `macpool hyperv export-script`. Run in an elevated PowerShell (Windows PowerShell 5.1
 # or PowerShell 7) on a Hyper-V host. It only reads: it changes nothing on the host.
@@ -78,7 +48,8 @@ Write-Host "wrote $path ($($docs.Count) nodes)"
 /// (`Get-ClusterNode`), written to `macpool-inventory-<HOST or CLUSTER>.json`.
 pub fn export_script(cluster: bool) -> String {
     format!(
-        "{HEADER}\n{COLLECT}{}",
+        "{HEADER}\n{}{}",
+        collect(),
         if cluster { CLUSTER } else { ONE_HOST }
     )
 }
@@ -97,7 +68,8 @@ mod tests {
             "$snapshots | Get-VMNetworkAdapter",
             "Get-NetIPAddress -AddressFamily IPv4",
             "HostName          = $env:COMPUTERNAME",
-            "ConvertTo-Json -Depth 4",
+            "function Get-MacpoolInventory",
+            "Get-MacpoolInventory -All | ConvertTo-Json -Depth 6",
             "UTF8Encoding $false",
         ] {
             assert!(one.contains(needle), "missing {needle}");

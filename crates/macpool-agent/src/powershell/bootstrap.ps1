@@ -79,50 +79,8 @@ function Start-MacpoolWatch([string]$Channel, [int[]]$EventId, [long]$After) {
     $script:MacpoolWatches += [MacpoolWatch]::new($Channel, $EventId, $After)
 }
 
-# [likely] REG_BINARY, 6 bytes: the last MAC this host's allocator handed out.
-function Get-MacpoolCursor {
-    try {
-        $raw = (Get-ItemProperty -Path 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion\Virtualization\Worker' -Name CurrentMacAddress -ErrorAction Stop).CurrentMacAddress
-        if ($raw -is [byte[]]) { ($raw | ForEach-Object { $_.ToString('X2') }) -join '' } else { "$raw" }
-    } catch { $null }
-}
-
-# The macpool-hyperv-inventory document (the shape macpool audit reads), for the host or one VM.
-function Get-MacpoolInventory([string]$VMId) {
-    $vmHost = Get-VMHost
-    $cluster = $null
-    try { $cluster = (Get-Cluster -ErrorAction Stop).Name } catch { }
-    $ips = @(Get-NetIPAddress -AddressFamily IPv4 -ErrorAction SilentlyContinue |
-        Where-Object { $_.IPAddress -ne '127.0.0.1' -and $_.IPAddress -notlike '169.254.*' } |
-        ForEach-Object { $_.IPAddress })
-    if ($VMId) { $vms = @(Get-VM -Id $VMId -ErrorAction SilentlyContinue) } else { $vms = @(Get-VM) }
-    $snapshots = @($vms | Get-VMSnapshot)
-    $adapters = @($vms | Get-VMNetworkAdapter)
-    if ($snapshots.Count -gt 0) { $adapters += @($snapshots | Get-VMNetworkAdapter) }
-    [ordered]@{
-        Format            = 'macpool-hyperv-inventory'
-        Version           = 1
-        HostName          = $env:COMPUTERNAME
-        Cluster           = $cluster
-        IPAddresses       = $ips
-        MacAddressMinimum = "$($vmHost.MacAddressMinimum)"
-        MacAddressMaximum = "$($vmHost.MacAddressMaximum)"
-        CurrentMacAddress = (Get-MacpoolCursor)
-        VMs               = @($vms | Select-Object @{ n = 'Id'; e = { "$($_.Id)" } }, Name,
-                                @{ n = 'State'; e = { "$($_.State)" } },
-                                @{ n = 'ParentCheckpointId'; e = { if ($_.ParentSnapshotId) { "$($_.ParentSnapshotId)" } else { $null } } },
-                                @{ n = 'ParentCheckpointName'; e = { $_.ParentSnapshotName } })
-        Checkpoints       = @($snapshots | Select-Object @{ n = 'Id'; e = { "$($_.Id)" } }, Name,
-                                @{ n = 'VMId'; e = { "$($_.VMId)" } }, VMName,
-                                @{ n = 'SnapshotType'; e = { "$($_.SnapshotType)" } },
-                                @{ n = 'CreationTime'; e = { $_.CreationTime.ToUniversalTime().ToString('o') } })
-        Adapters          = @($adapters | Select-Object Name, @{ n = 'Id'; e = { "$($_.Id)" } },
-                                @{ n = 'VMId'; e = { "$($_.VMId)" } }, VMName,
-                                @{ n = 'VMSnapshotId'; e = { "$($_.VMSnapshotId)" } }, VMSnapshotName,
-                                MacAddress, DynamicMacAddressEnabled, SwitchName, IsManagementOs,
-                                ComputerName, IsDeleted)
-    }
-}
+# Get-MacpoolCursor and Get-MacpoolInventory come first, from macpool-audit's inventory.ps1
+# (one collector for the agent and `macpool hyperv export-script`).
 
 [MacpoolOut]::Line('{"ready":true,"version":' + [MacpoolOut]::Str("$($PSVersionTable.PSVersion)") + '}')
 while ($true) {

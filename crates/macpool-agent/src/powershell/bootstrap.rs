@@ -2,14 +2,24 @@
 //! watchers, and the helper functions generated scripts call). It is sent as the first stdin
 //! line, base64-encoded so that `-Command -` sees one complete statement.
 
-/// The bootstrap PowerShell, verbatim.
-pub const BOOTSTRAP: &str = include_str!("bootstrap.ps1");
+/// The bootstrap PowerShell: the shared inventory collector (`macpool-audit`'s `inventory.ps1`,
+/// also used by `macpool hyperv export-script`), then the agent's loop (`bootstrap.ps1`).
+pub fn bootstrap() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{}\n{}",
+            macpool_audit::script::INVENTORY_PS1,
+            include_str!("bootstrap.ps1")
+        )
+    });
+    &TEXT
+}
 
 /// The one line that loads the bootstrap in a `powershell.exe -Command -` child.
 pub fn loader_line() -> String {
     format!(
         "$macpoolBootstrap = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('{}')); Invoke-Expression $macpoolBootstrap",
-        base64(BOOTSTRAP.as_bytes())
+        base64(bootstrap().as_bytes())
     )
 }
 
@@ -76,7 +86,7 @@ mod tests {
         let line = loader_line();
         assert!(!line.contains('\n'));
         let b64 = crate::powershell::quote::literals(&line).unwrap().remove(0);
-        assert_eq!(unbase64(&b64).unwrap(), BOOTSTRAP.as_bytes());
+        assert_eq!(unbase64(&b64).unwrap(), bootstrap().as_bytes());
         for s in ["", "a", "ab", "abc", "abcd"] {
             assert_eq!(unbase64(&base64(s.as_bytes())).unwrap(), s.as_bytes());
         }
@@ -94,7 +104,7 @@ mod tests {
             "EventLogWatcher(q, null, after >= 0)",
             "[ScriptBlock]::Create",
         ] {
-            assert!(BOOTSTRAP.contains(f), "{f}");
+            assert!(bootstrap().contains(f), "{f}");
         }
     }
 }
