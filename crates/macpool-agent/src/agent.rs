@@ -313,10 +313,10 @@ pub async fn run<H: Hypervisor, A: Authority>(
             );
             report(&Report::Decision(d.clone()));
         }
-        if !events.is_empty() || !decisions.is_empty() {
-            if let Err(e) = store.save(&bm) {
-                tracing::error!("cannot save the bookmark {}: {e}", cfg.bookmark.display());
-            }
+        if (!events.is_empty() || !decisions.is_empty())
+            && let Err(e) = store.save(&bm)
+        {
+            tracing::error!("cannot save the bookmark {}: {e}", cfg.bookmark.display());
         }
     }
 }

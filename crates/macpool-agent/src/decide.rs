@@ -53,7 +53,11 @@ pub trait Authority: Send + Sync {
         host: &str,
     ) -> impl Future<Output = Result<Vec<BlockInfo>, AuthorityError>> + Send {
         let _ = host;
-        async { Err(AuthorityError::Refused("this authority has no blocks".into())) }
+        async {
+            Err(AuthorityError::Refused(
+                "this authority has no blocks".into(),
+            ))
+        }
     }
 
     /// Claims a block for the host, or gets its pending one back.
@@ -63,7 +67,11 @@ pub trait Authority: Send + Sync {
         body: ClaimBlockBody,
     ) -> impl Future<Output = Result<BlockInfo, AuthorityError>> + Send {
         let _ = (host, body);
-        async { Err(AuthorityError::Refused("this authority has no blocks".into())) }
+        async {
+            Err(AuthorityError::Refused(
+                "this authority has no blocks".into(),
+            ))
+        }
     }
 
     /// The host applied the block: active (its previous active block drains).
@@ -73,7 +81,11 @@ pub trait Authority: Send + Sync {
         id: u64,
     ) -> impl Future<Output = Result<BlockInfo, AuthorityError>> + Send {
         let _ = (host, id);
-        async { Err(AuthorityError::Refused("this authority has no blocks".into())) }
+        async {
+            Err(AuthorityError::Refused(
+                "this authority has no blocks".into(),
+            ))
+        }
     }
 
     /// Reports the host's whole inventory. `body.generation` is a proposal: an authority that
@@ -84,7 +96,11 @@ pub trait Authority: Send + Sync {
         body: InventoryBody,
     ) -> impl Future<Output = Result<u64, AuthorityError>> + Send {
         let _ = (host, body);
-        async { Err(AuthorityError::Refused("this authority takes no inventories".into())) }
+        async {
+            Err(AuthorityError::Refused(
+                "this authority takes no inventories".into(),
+            ))
+        }
     }
 }
 
@@ -156,7 +172,11 @@ impl Authority for ClientAuthority {
         }
         let stored = self.0.inventory(host).await.map_err(from_client)?;
         body.generation = stored.inventory.generation + 1;
-        let r = self.0.put_inventory(host, &body).await.map_err(from_client)?;
+        let r = self
+            .0
+            .put_inventory(host, &body)
+            .await
+            .map_err(from_client)?;
         Ok(r.generation)
     }
 }
@@ -373,6 +393,19 @@ pub fn conflict_of(info: &MacInfo, vm_id: &str) -> Option<String> {
     (!who.is_empty()).then(|| who.join("; "))
 }
 
+/// `text` cut to what the authority keeps in a history reason (256 bytes, on a char boundary).
+fn history_reason(text: &str) -> String {
+    const MAX: usize = 256;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// Decides (and, unless observing / dry-run, acts on) one event.
 pub async fn handle_event<H: Hypervisor, A: Authority>(
     hv: &H,
@@ -564,6 +597,11 @@ async fn decide<H: Hypervisor, A: Authority>(
                             cluster: cfg.cluster.clone(),
                             mac: None,
                             count: None,
+                            reason: Some(history_reason(&format!(
+                                "guard: replaces {} of adapter '{}' ({why}) after rollback \
+                                 event {} #{}",
+                                a.mac, a.name, ev.channel, ev.record_id
+                            ))),
                         };
                         let fresh = if cfg.dry_run || cfg.strategy == Strategy::Observe {
                             // never allocate for a plan that will not run
@@ -679,6 +717,14 @@ pub async fn execute<H: Hypervisor>(hv: &H, plan: Plan, reason: String, ev: &HvE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_reasons_fit_the_authority_limit() {
+        assert_eq!(history_reason("short"), "short");
+        let long = "é".repeat(200);
+        let cut = history_reason(&long);
+        assert!(cut.len() <= 256 && cut.ends_with('…'), "{}", cut.len());
+    }
 
     #[test]
     fn globs() {

@@ -54,9 +54,17 @@ impl DelegateConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DelegateOutcome {
     /// The host is on its active block with room to spare.
-    Steady { block: u64, range: MacRange, remaining: u64 },
+    Steady {
+        block: u64,
+        range: MacRange,
+        remaining: u64,
+    },
     /// The block was applied to the host and is active now.
-    Applied { block: u64, range: MacRange, reason: String },
+    Applied {
+        block: u64,
+        range: MacRange,
+        reason: String,
+    },
     /// Dry run: what would be applied (`None`: a block not claimed yet).
     Planned {
         range: Option<MacRange>,
@@ -156,7 +164,14 @@ async fn run<H: Hypervisor, A: Authority>(
             .cloned()
     };
     if let Some(p) = mine("pending") {
-        return apply(hv, auth, cfg, &p, "resuming the block claimed before".into()).await;
+        return apply(
+            hv,
+            auth,
+            cfg,
+            &p,
+            "resuming the block claimed before".into(),
+        )
+        .await;
     }
     let Some(active) = mine("active") else {
         let b = claim(auth, cfg).await?;

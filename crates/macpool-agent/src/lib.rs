@@ -7,10 +7,15 @@
 //! - [`events`]: Hyper-V event XML (`wevtutil qe … /f:xml`, `EventRecord.ToXml()`) and `.evtx`.
 //! - [`bookmark`]: the durable last-handled EventRecordID per channel.
 //! - [`decide`]: guard / blog-compatible / observe, written once against the traits.
-//! - [`agent`]: the long-running loop (bookmarks, deferred events, backoff).
+//! - [`delegate`]: the host's own allocator on a block from the authority, rotated before the
+//!   cursor wraps.
+//! - [`agent`]: the long-running loop (bookmarks, deferred events, backoff, inventory pushes,
+//!   delegate ticks).
 //! - [`taskxml`]: the Task Scheduler XML for `agent on-event`.
 //! - [`selftest`]: read-only checks on a real host and their report.
 //! - [`standin`]: the Hyper-V model behind the `hyperv-standin` test binary.
+//! - `libvirt` (cargo feature `libvirt`, Unix): libvirt/KVM through the C library; see its
+//!   module docs for the mapping, events, reconnects and what was verified against what.
 //!
 //! # What was verified against what
 //!
@@ -22,6 +27,8 @@
 //! - event parsing, on samples written from the shapes in `shared/reference/hyperv.md`
 //!   ("Events") and the Windows event schema, with and without the namespace, UTF-16;
 //! - guard / blog-compatible decisions on the seed scenario, run against two stand-in hosts;
+//! - the service loop with delegate (claim, `Set-VMHost`, activate, rotation before the cursor
+//!   wraps) and inventory pushes, through the real binary, a real server and the stand-in;
 //! - `cargo check --target x86_64-pc-windows-gnu` (compiles; nothing runs on Windows).
 //!
 //! **Not verified** (needs a Hyper-V host; `macpool hyperv selftest` is the first step there):
@@ -58,6 +65,8 @@ pub mod decide;
 pub mod delegate;
 pub mod events;
 pub mod hypervisor;
+#[cfg(all(feature = "libvirt", unix))]
+pub mod libvirt;
 pub mod powershell;
 pub mod selftest;
 pub mod standin;

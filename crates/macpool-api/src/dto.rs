@@ -127,6 +127,9 @@ pub struct AllocateBody {
     /// How many addresses (default 1); adapters become `<adapter_id>#1`, `#2`, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+    /// Why, kept in the history with the allocation (≤ 256 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -316,7 +316,10 @@ impl Client {
     /// The blocks of `host` (every host's with `None`) that are not free yet.
     pub async fn blocks(&self, host: Option<&str>) -> ClientResult<Vec<BlockInfo>> {
         match host {
-            Some(h) => self.get(&format!("/hosts/{}/blocks", segment(h)), &[]).await,
+            Some(h) => {
+                self.get(&format!("/hosts/{}/blocks", segment(h)), &[])
+                    .await
+            }
             None => self.get("/blocks", &[]).await,
         }
     }

@@ -264,6 +264,9 @@ pub struct AllocateRequest {
     /// How many addresses; above 1 the adapters are named `<adapter_id>#1`, `#2`, … so that
     /// asking again returns the same set.
     pub count: u32,
+    /// Why, recorded with the allocation in the history (the agent: which MAC this replaces and
+    /// the event that caused it).
+    pub reason: Option<String>,
 }
 
 /// The result for one owner: the lease, and whether it existed before this call.
@@ -801,6 +804,9 @@ impl Authority {
         self.expire(ctx.now);
         let mut owner = req.owner.clone();
         owner.validate().map_err(AuthorityError::InvalidInput)?;
+        if let Some(r) = &req.reason {
+            validate_field("reason", r).map_err(AuthorityError::InvalidInput)?;
+        }
         if let Scope::Host(h) = &ctx.actor.scope {
             match owner.host.as_deref() {
                 None => owner.host = Some(h.clone()),
@@ -906,7 +912,7 @@ impl Authority {
                 Some(mac),
                 Some(&pool_name),
                 Some(o),
-                None,
+                req.reason.clone(),
             ));
             new_macs.insert(o.key(), mac);
         }

@@ -98,6 +98,7 @@ pub fn allocate(pool: String, body: AllocateBody) -> Result<AllocateRequest, Api
         pool,
         mac: body.mac.as_deref().map(|m| mac("mac", m)).transpose()?,
         count: body.count.unwrap_or(1),
+        reason: body.reason,
         owner: Owner {
             vm_id: body.vm_id,
             adapter_id: body.adapter_id.unwrap_or_default(),

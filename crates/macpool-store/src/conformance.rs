@@ -27,6 +27,7 @@ pub fn request(pool: &str, vm: &str) -> AllocateRequest {
         },
         mac: None,
         count: 1,
+        reason: None,
     }
 }
 

@@ -155,6 +155,17 @@ async fn guard_fixes_a_rollback_onto_a_mac_leased_to_another_vm() {
         .expect("the desktop now has a lease")
         .to_string();
     assert_ne!(fresh, "00-15-5D-0A-00-00");
+    // The authority's history says what the fresh MAC replaced, and which event caused it.
+    s.cli()
+        .args(["history", "--vm", DESK_ID])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "guard: replaces 00-15-5D-0A-00-00 of adapter 'Network Adapter'"
+        )))
+        .stdout(predicate::str::contains(format!(
+            "{WORKER_ADMIN} #{record}"
+        )));
 
     // The same event again: the fix is in place, nothing to do.
     on_event(&s, &state, record, &[])
@@ -199,7 +210,13 @@ async fn delegate_rotates_the_host_onto_a_fresh_block_and_reports_the_inventory(
     let state = dir.path().join("standin.json");
     let s = Server::start(&dir.path().join("data"));
     s.cli()
-        .args(["pool", "create", "rds", "--range", "00155D0B0000-00155D0B00FF"])
+        .args([
+            "pool",
+            "create",
+            "rds",
+            "--range",
+            "00155D0B0000-00155D0B00FF",
+        ])
         .assert()
         .success();
     let api = |path: &str| format!("{}/api/v1{path}", s.url);
@@ -311,7 +328,9 @@ async fn delegate_rotates_the_host_onto_a_fresh_block_and_reports_the_inventory(
 fn agent_flags_are_checked_before_anything_runs() {
     let run = |args: &[&str]| {
         let mut c = assert_cmd::Command::new(exe());
-        c.arg("agent").args(args).env("MACPOOL_SERVER", "http://127.0.0.1:9");
+        c.arg("agent")
+            .args(args)
+            .env("MACPOOL_SERVER", "http://127.0.0.1:9");
         c.assert()
     };
     run(&["--strategy", "delegate", "--host", "h"])
@@ -326,4 +345,78 @@ fn agent_flags_are_checked_before_anything_runs() {
     run(&["--hypervisor", "vmware", "--pool", "p", "--host", "h"])
         .code(2)
         .stderr(predicate::str::contains("unknown hypervisor 'vmware'"));
+}
+
+/// The same agent on libvirt's test driver: it reports the domains and says that delegate does
+/// not apply there (libvirt has no host-wide dynamic range) instead of pretending.
+#[cfg(feature = "libvirt")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_runs_on_libvirt_and_delegate_reports_not_applicable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    s.cli()
+        .args([
+            "pool",
+            "create",
+            "kvm",
+            "--range",
+            "525400000000-5254000000FF",
+        ])
+        .assert()
+        .success();
+    s.cli()
+        .args([
+            "agent",
+            "--hypervisor",
+            "libvirt",
+            "--connect",
+            "test:///default",
+            "--strategy",
+            "delegate+guard",
+            "--pool",
+            "kvm",
+            "--host",
+            "kvm1",
+            "--run-for",
+            "2s",
+            "--bookmark",
+        ])
+        .arg(dir.path().join("bookmark.json"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("delegate: not applicable"))
+        .stdout(predicate::str::contains("inventory: accepted, generation"));
+    let inv: Value = s
+        .client()
+        .get(format!("{}/api/v1/hosts/kvm1/inventory", s.url))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = inv["inventory"]["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["test"], "the test driver's one domain");
+    // an unreachable libvirt is a precise error and exit 3
+    s.cli()
+        .args([
+            "agent",
+            "--hypervisor",
+            "libvirt",
+            "--connect",
+            "qemu+unix:///system?socket=/nonexistent/libvirt-sock",
+            "--strategy",
+            "observe",
+            "--host",
+            "kvm1",
+        ])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("libvirt at qemu+unix:///system"));
 }

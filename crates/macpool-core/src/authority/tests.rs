@@ -60,6 +60,7 @@ fn req(pool: &str, vm: &str) -> AllocateRequest {
         owner: owner(vm),
         mac: None,
         count: 1,
+        reason: None,
     }
 }
 
@@ -1452,7 +1453,7 @@ proptest! {
         for (step, op) in ops.into_iter().enumerate() {
             let ctx = admin(now);
             let result: std::result::Result<Vec<Change>, AuthorityError> = match op.clone() {
-                Op::Allocate { vm, mac } => a.allocate(&ctx, AllocateRequest { pool: "p".into(), owner: owner(&format!("vm{vm}")), mac: mac.map(m), count: 1 }).map(|(_, c)| c),
+                Op::Allocate { vm, mac } => a.allocate(&ctx, AllocateRequest { pool: "p".into(), owner: owner(&format!("vm{vm}")), mac: mac.map(m), count: 1, reason: None }).map(|(_, c)| c),
                 Op::ReleaseVm { vm } => a.release(&ctx, ReleaseSelector::Vm { vm_id: format!("vm{vm}"), adapter_id: None }).map(|(_, c)| c),
                 Op::Hold { vm, mac } => a.hold(&ctx, HoldRequest { mac: m(mac), vm_id: format!("vm{vm}"), reason: HoldReason::Checkpoint, reference: "cp".into() }).map(|(_, c)| c),
                 Op::Unhold { vm, mac } => a.unhold(&ctx, UnholdRequest { mac: m(mac), vm_id: format!("vm{vm}"), reason: None, reference: None }).map(|(_, c)| c),

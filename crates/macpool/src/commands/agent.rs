@@ -103,9 +103,23 @@ async fn libvirt_service(
         .connect
         .as_deref()
         .ok_or_else(|| Failure::usage("--hypervisor libvirt needs --connect URI"))?;
-    let hv = macpool_agent::libvirt::LibvirtHypervisor::connect(uri).map_err(|e| Failure {
-        code: UNREACHABLE,
-        message: format!("cannot connect to libvirt at {uri}: {e}"),
+    let opts = macpool_agent::libvirt::LibvirtOptions {
+        host: Some(cfg.host.clone()),
+        ..Default::default()
+    };
+    let target = uri.to_string();
+    // connecting blocks (libvirt's C library); keep it off the async workers
+    let hv = tokio::task::spawn_blocking(move || {
+        macpool_agent::libvirt::LibvirtHypervisor::connect_with(&target, opts)
+    })
+    .await
+    .map_err(|e| Failure::usage(format!("libvirt connect: {e}")))?
+    .map_err(|e| Failure {
+        code: match e {
+            macpool_agent::HvError::Unavailable(_) => UNREACHABLE,
+            _ => NO,
+        },
+        message: format!("libvirt at {uri}: {e}"),
     })?;
     serve_with(ctx, &hv, authority, cfg, args, false).await
 }

@@ -28,6 +28,7 @@ pub async fn run(ctx: &Ctx, cmd: LeaseCommand) -> CmdResult {
                 cluster,
                 mac,
                 count,
+                reason: None,
             };
             let r = ctx.client.allocate(&body).await?;
             if ctx.out.json {
