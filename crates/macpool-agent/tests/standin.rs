@@ -520,3 +520,100 @@ async fn a_missing_program_is_unavailable_not_a_panic() {
     let e = hv.inventory().await.unwrap_err();
     assert!(matches!(e, macpool_agent::HvError::Unavailable(_)), "{e}");
 }
+
+/// An authority that is down until `up` is set, and records every inventory it accepted.
+#[derive(Default)]
+struct FlakyAuthority {
+    up: std::sync::atomic::AtomicBool,
+    attempts: std::sync::atomic::AtomicU32,
+    accepted: Mutex<Vec<(String, u64, usize)>>,
+}
+
+impl Authority for FlakyAuthority {
+    async fn mac(&self, _mac: Mac) -> Result<Option<MacInfo>, AuthorityError> {
+        Err(AuthorityError::Unreachable("down".into()))
+    }
+
+    async fn allocate(&self, _body: AllocateBody) -> Result<Mac, AuthorityError> {
+        Err(AuthorityError::Unreachable("down".into()))
+    }
+
+    async fn put_inventory(
+        &self,
+        host: &str,
+        body: macpool_api::dto::InventoryBody,
+    ) -> Result<u64, AuthorityError> {
+        use std::sync::atomic::Ordering;
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        if !self.up.load(Ordering::SeqCst) {
+            return Err(AuthorityError::Unreachable("connection refused".into()));
+        }
+        self.accepted
+            .lock()
+            .unwrap()
+            .push((host.to_string(), body.generation, body.vms.len()));
+        Ok(body.generation)
+    }
+}
+
+/// The service loop keeps the inventory while the authority is down, retries with backoff (not
+/// in a storm), delivers it once the authority is back, and pushes again after a VM event.
+#[tokio::test]
+async fn the_inventory_waits_for_the_authority_and_follows_events() {
+    use macpool_agent::agent::{AgentConfig, run};
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let hv = host("HV-Q", "00155D0C0000-00155D0C00FF");
+    control(&hv, json!({"cmd":"create-vm","id":"q1","name":"Q one"})).await;
+    let auth = FlakyAuthority::default();
+    let mut cfg = AgentConfig::new(None, "HV-Q", dir.path().join("bookmark.json"));
+    cfg.poll = Duration::from_millis(20);
+    cfg.retry_min = Duration::from_millis(40);
+    cfg.retry_max = Duration::from_millis(160);
+    cfg.inventory_every = Duration::from_secs(3600);
+    cfg.inventory_debounce = Duration::from_millis(10);
+    let reports = Mutex::new(Vec::new());
+    let scenario = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let while_down = auth.attempts.load(Ordering::SeqCst);
+        auth.up.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // a VM event makes the agent report again
+        control(&hv, json!({"cmd":"create-vm","id":"q2","name":"Q two"})).await;
+        while_down
+    };
+    let (while_down, done) = tokio::join!(scenario, async {
+        run(
+            &hv,
+            &auth,
+            &cfg,
+            |r| reports.lock().unwrap().push(format!("{r:?}")),
+            tokio::time::sleep(Duration::from_millis(2500)),
+        )
+        .await
+    });
+    done.unwrap();
+    // 600 ms down with 40 ms doubling to 160 ms: a handful of tries, not hundreds
+    assert!(
+        (2..=8).contains(&while_down),
+        "{while_down} attempts while down"
+    );
+    let accepted = auth.accepted.lock().unwrap().clone();
+    assert_eq!(
+        accepted.len(),
+        2,
+        "{accepted:?} {:?}",
+        reports.lock().unwrap()
+    );
+    assert_eq!((accepted[0].0.as_str(), accepted[0].2), ("HV-Q", 1));
+    assert_eq!(accepted[1].2, 2, "the second push has the new VM");
+    assert!(accepted[1].1 > accepted[0].1, "generations only grow");
+    assert!(
+        reports
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.contains("kept for later")),
+        "the failed pushes are reported"
+    );
+}
