@@ -372,7 +372,8 @@ pub struct Decision {
     pub outcome: Outcome,
 }
 
-/// Who else has this MAC, according to the authority; `None` when only `vm_id` (or nobody).
+/// Who else has this MAC, according to the authority (leases, holds, and what the hosts'
+/// inventories show); `None` when only `vm_id` (or nobody).
 pub fn conflict_of(info: &MacInfo, vm_id: &str) -> Option<String> {
     let mut who = Vec::new();
     for l in &info.leases {
@@ -390,6 +391,29 @@ pub fn conflict_of(info: &MacInfo, vm_id: &str) -> Option<String> {
             who.push(format!("held for VM {} ({})", h.vm_id, h.reason));
         }
     }
+    // What the hosts report, leased or not: the seed's new VM got the MAC from its host's
+    // dynamic range, so no lease names it, but its host's inventory does.
+    for s in &info.seen {
+        let leased = info
+            .leases
+            .iter()
+            .any(|l| l.vm_id.eq_ignore_ascii_case(&s.vm_id));
+        let held = info
+            .holds
+            .iter()
+            .any(|h| h.vm_id.eq_ignore_ascii_case(&s.vm_id));
+        if s.vm_id.eq_ignore_ascii_case(vm_id) || leased || held {
+            continue;
+        }
+        who.push(match &s.checkpoint {
+            None => format!("live on VM {} ({}) on host {}", s.vm_name, s.vm_id, s.host),
+            Some(cp) => format!(
+                "in checkpoint '{cp}' of VM {} ({}) on host {}",
+                s.vm_name, s.vm_id, s.host
+            ),
+        });
+    }
+    who.dedup();
     (!who.is_empty()).then(|| who.join("; "))
 }
 

@@ -77,6 +77,7 @@ impl FakeAuthority {
                         leases: vec![],
                         holds: vec![],
                         cooling_until: None,
+                        seen: vec![],
                     });
                     match &a.location {
                         AdapterLocation::Live => e.leases.push(LeaseInfo {

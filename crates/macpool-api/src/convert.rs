@@ -123,6 +123,16 @@ pub fn mac_status(s: &MacStatus) -> MacInfo {
         leases: s.leases.iter().map(lease).collect(),
         holds: s.holds.iter().map(hold).collect(),
         cooling_until: s.cooling_until.map(time),
+        seen: s
+            .seen
+            .iter()
+            .map(|v| SeenInfo {
+                host: v.host.clone(),
+                vm_id: v.vm_id.clone(),
+                vm_name: v.vm_name.clone(),
+                checkpoint: v.checkpoint.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -258,19 +268,6 @@ pub fn conflict(c: &Conflict) -> ConflictInfo {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_rfc3339_utc_with_millis() {
-        assert_eq!(
-            time(Timestamp(1_445_000_000_123)),
-            "2015-10-16T12:53:20.123Z"
-        );
-    }
-}
-
 pub fn block(b: &macpool_core::block::Block, existing: bool) -> BlockInfo {
     BlockInfo {
         id: b.id,
@@ -284,5 +281,18 @@ pub fn block(b: &macpool_core::block::Block, existing: bool) -> BlockInfo {
         changed: time(b.changed),
         unused_since: b.unused_since.map(time),
         existing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc_with_millis() {
+        assert_eq!(
+            time(Timestamp(1_445_000_000_123)),
+            "2015-10-16T12:53:20.123Z"
+        );
     }
 }

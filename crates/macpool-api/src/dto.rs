@@ -242,6 +242,20 @@ pub struct MacInfo {
     pub leases: Vec<LeaseInfo>,
     pub holds: Vec<HoldInfo>,
     pub cooling_until: Option<String>,
+    /// Every VM the hosts' latest inventories show with this MAC, leased or not.
+    #[serde(default)]
+    pub seen: Vec<SeenInfo>,
+}
+
+/// A VM a host reported with a MAC: on its live adapter, or frozen in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SeenInfo {
+    pub host: String,
+    pub vm_id: String,
+    pub vm_name: String,
+    /// The checkpoint's name; absent for a live adapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

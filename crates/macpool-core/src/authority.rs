@@ -236,6 +236,19 @@ pub struct MacStatus {
     pub leases: Vec<Lease>,
     pub holds: Vec<Hold>,
     pub cooling_until: Option<Timestamp>,
+    /// Every VM the hosts' latest inventories show with this MAC, leased or not: a MAC Hyper-V
+    /// handed out dynamically has no lease, yet it is just as much in use.
+    pub seen: Vec<Seen>,
+}
+
+/// One VM that a host's latest inventory shows with a MAC, live or in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seen {
+    pub host: String,
+    pub vm_id: String,
+    pub vm_name: String,
+    /// `None`: the VM's live adapter; else the name of the checkpoint that has it.
+    pub checkpoint: Option<String>,
 }
 
 impl MacStatus {
@@ -432,6 +445,8 @@ pub struct Authority {
     /// The last lease of a MAC released because its VM vanished from its host (see
     /// [`Change::DepartedSaved`]); only meaningful while nobody else leases or holds the MAC.
     departed: HashMap<Mac, Lease>,
+    /// Who the latest inventories show with each MAC (derived from `inventories`, sorted).
+    seen: HashMap<Mac, Vec<Seen>>,
     /// Blocks delegated to hosts (pending, active, draining), by id.
     blocks: BTreeMap<u64, Block>,
     /// Every block by first address: answers "which block holds this MAC".
@@ -572,6 +587,7 @@ impl Authority {
                 .unwrap_or_default(),
             holds: entry.map(|e| e.holds.clone()).unwrap_or_default(),
             cooling_until: self.cooling.get(&mac).copied(),
+            seen: self.seen.get(&mac).cloned().unwrap_or_default(),
         }
     }
 

@@ -160,9 +160,9 @@ async fn guard_fixes_a_rollback_onto_a_mac_leased_to_another_vm() {
         .args(["history", "--vm", DESK_ID])
         .assert()
         .success()
-        .stdout(predicate::str::contains(format!(
-            "guard: replaces 00-15-5D-0A-00-00 of adapter 'Network Adapter'"
-        )))
+        .stdout(predicate::str::contains(
+            "guard: replaces 00-15-5D-0A-00-00 of adapter 'Network Adapter'",
+        ))
         .stdout(predicate::str::contains(format!(
             "{WORKER_ADMIN} #{record}"
         )));
@@ -419,4 +419,42 @@ async fn the_agent_runs_on_libvirt_and_delegate_reports_not_applicable() {
         .assert()
         .code(3)
         .stderr(predicate::str::contains("libvirt at qemu+unix:///system"));
+}
+
+/// The seed exactly: nobody leased the MAC to the new VM — HV-B's own allocator gave it out —
+/// yet guard sees the conflict, because HV-B's inventory shows it live there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_sees_a_conflict_with_a_mac_no_lease_explains() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("standin.json");
+    let record = roll_back_desktop(&state).await;
+    let s = Server::start(&dir.path().join("data"));
+    s.cli()
+        .args([
+            "pool",
+            "create",
+            "rds",
+            "--range",
+            "00155D0A0000-00155D0A00FF",
+        ])
+        .assert()
+        .success();
+    let inv = json!({"generation": 1, "vms": [{"id": "new-vm", "name": "New VM", "adapters": [
+        {"name": "Network Adapter", "mac": "00155D0A0000", "dynamic": true}]}]});
+    let r = s
+        .client()
+        .put(format!("{}/api/v1/hosts/HV-B/inventory", s.url))
+        .bearer_auth(common::TOKEN)
+        .json(&inv)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    on_event(&s, &state, record, &[])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("remediated VM RDS Desk 01"))
+        .stdout(predicate::str::contains(
+            "live on VM New VM (new-vm) on host HV-B",
+        ));
 }

@@ -12,8 +12,9 @@
 //!   the cluster). Draining twice is a no-op.
 //! - **Free.** A draining block is *unused* when no live or checkpoint adapter in any host's latest
 //!   inventory has one of its MACs and no host's dynamic range overlaps it. It is freed once the
-//!   pool's cooldown has passed since it was first seen unused; a MAC seen again in the meantime
-//!   resets the clock. Checked after every inventory and block activation or drain (never on a
+//!   pool's cooldown has passed since it was first seen unused *and* every host has reported
+//!   again since then (a host's older inventory may predate a VM that moved there); a MAC seen
+//!   again in the meantime resets the clock. Checked after every inventory and block activation or drain (never on a
 //!   path that can still fail, so a refused request changes nothing).
 //! - MACs inside any block are explained by the delegation: neither `unmanaged` nor held.
 
@@ -361,7 +362,12 @@ impl Authority {
                 changes.push(Change::BlockSaved(b.clone()));
             }
             let cooldown = self.pools[&b.pool].spec.policy.cooldown;
-            if b.freeable(ctx.now, cooldown) {
+            // Every host must have reported since the block went unused: a host whose latest
+            // inventory is older may still run a VM with one of its MACs.
+            let confirmed = b
+                .unused_since
+                .is_some_and(|t| self.inventories.values().all(|s| s.received > t));
+            if confirmed && b.freeable(ctx.now, cooldown) {
                 let mut b = self.blocks.remove(&id).unwrap();
                 self.block_index.remove(&b.range.first());
                 let p = self.pools.get_mut(&b.pool).unwrap();

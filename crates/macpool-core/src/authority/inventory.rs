@@ -112,12 +112,41 @@ impl Authority {
         departed: Vec<Lease>,
     ) -> Authority {
         for s in inventories {
+            self.index_seen(&s.inventory, true);
             self.inventories.insert(s.inventory.host().to_string(), s);
         }
         for l in departed {
             self.departed.insert(l.mac, l);
         }
         self
+    }
+
+    /// Adds (or removes) every adapter of `inv` to the who-has-which-MAC index.
+    fn index_seen(&mut self, inv: &HostInventory, add: bool) {
+        for vm in inv.vms() {
+            for a in &vm.adapters {
+                let seen = Seen {
+                    host: inv.host().to_string(),
+                    vm_id: vm.id().to_string(),
+                    vm_name: vm.name.clone(),
+                    checkpoint: match &a.location {
+                        AdapterLocation::Live => None,
+                        AdapterLocation::Checkpoint(c) => Some(c.name.clone()),
+                    },
+                };
+                let list = self.seen.entry(a.mac).or_default();
+                match (add, list.binary_search(&seen)) {
+                    (true, Err(at)) => list.insert(at, seen),
+                    (false, Ok(at)) => {
+                        list.remove(at);
+                    }
+                    _ => {}
+                }
+                if list.is_empty() {
+                    self.seen.remove(&a.mac);
+                }
+            }
+        }
     }
 
     /// Every host's latest inventory, by host name.
@@ -261,6 +290,10 @@ impl Authority {
             received: ctx.now,
             inventory: inv,
         };
+        if let Some(old) = self.inventories.remove(&host) {
+            self.index_seen(&old.inventory, false);
+        }
+        self.index_seen(&stored.inventory, true);
         self.inventories.insert(host.clone(), stored.clone());
         let mut changes = vec![Change::InventorySaved(stored)];
         let inv = &self.inventories[&host].inventory.clone();

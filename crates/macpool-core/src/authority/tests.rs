@@ -1174,12 +1174,12 @@ fn rotation_drains_the_old_block_and_frees_it_only_when_unused_and_cooled_down()
     assert_eq!(a.blocks(&BlockFilter::default())[0].unused_since, None);
     let t = 30;
     push(&mut a, t, host_inv("hv3", vec![]), 2);
+    // cooled down, but hv1 has not reported since (its VMs may have its MACs): not yet
+    let late = t + HOUR.as_millis() as u64;
+    push(&mut a, late, host_inv("hv3", vec![]), 3);
+    assert_eq!(a.blocks(&BlockFilter::default()).len(), 2);
     let (_, ch) = a
-        .apply_inventory(
-            &admin(t + HOUR.as_millis() as u64),
-            host_inv("hv3", vec![]),
-            3,
-        )
+        .apply_inventory(&admin(late), host_inv("hv1", vec![]), 3)
         .unwrap();
     let freed: Vec<_> = ch
         .iter()
@@ -1212,9 +1212,15 @@ fn a_host_range_still_inside_a_draining_block_keeps_it() {
     );
     assert!(a.conflicts().is_empty());
     push(&mut a, 6, host_inv("hv1", vec![]), 3);
+    assert_eq!(
+        a.blocks(&BlockFilter::default()).len(),
+        1,
+        "unused from now on"
+    );
+    push(&mut a, 7, host_inv("hv1", vec![]), 4);
     assert!(
         a.blocks(&BlockFilter::default()).is_empty(),
-        "zero cooldown: freed at once"
+        "zero cooldown: freed at the next report"
     );
     assert_eq!(a.pool("p").unwrap().usage.free, 64);
 }
@@ -1287,6 +1293,43 @@ fn block_ids_are_never_reused_after_a_restore() {
         )
         .unwrap();
     assert_eq!(next.id, 2);
+}
+
+#[test]
+fn a_mac_shows_every_vm_the_inventories_have_it_on_leased_or_not() {
+    let mut a = authority_with_pool(16, AllocationOrder::Lowest, HOUR);
+    // the seed: the desktop's checkpoint froze 0003 on hv2; hv1 gave 0003 to a new VM
+    push(
+        &mut a,
+        0,
+        host_inv(
+            "hv2",
+            vec![vm("desk", &["00155D000009"], &[("00155D000003", "cp1")])],
+        ),
+        1,
+    );
+    push(
+        &mut a,
+        0,
+        host_inv("hv1", vec![vm("new", &["00155D000003"], &[])]),
+        1,
+    );
+    let seen = a.mac_status(mac("00155D000003")).seen;
+    let who: Vec<(&str, &str, Option<&str>)> = seen
+        .iter()
+        .map(|s| (s.host.as_str(), s.vm_id.as_str(), s.checkpoint.as_deref()))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            ("hv1", "new", None),
+            ("hv2", "desk", Some("RDV_ROLLBACK cp1"))
+        ]
+    );
+    // the new VM is deleted: only the checkpoint is left
+    push(&mut a, 1, host_inv("hv1", vec![]), 2);
+    assert_eq!(a.mac_status(mac("00155D000003")).seen.len(), 1);
+    assert!(a.mac_status(mac("00155D00000F")).seen.is_empty());
 }
 
 // ----- model-based property test ---------------------------------------------------------------
