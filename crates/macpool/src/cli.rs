@@ -26,6 +26,15 @@ pub struct Cli {
     /// Bearer token for client commands.
     #[arg(long, global = true, env = "MACPOOL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Read the bearer token from this file instead (a service's credential file; keeps the
+    /// token out of the process list). Surrounding whitespace is ignored.
+    #[arg(
+        long,
+        global = true,
+        env = "MACPOOL_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
     /// Trust this PEM certificate (a private CA or the server's self-signed certificate).
     #[arg(long, global = true, env = "MACPOOL_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
@@ -71,13 +80,16 @@ pub enum Command {
     Hyperv(HypervCommand),
     /// The host agent: `macpool agent --hypervisor hyperv --strategy delegate …` runs it as a
     /// service; `macpool agent on-event …` decides one event (Task Scheduler mode).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Every conflict the authority sees across the hosts' latest inventories; exit 1 when
     /// there are any, 0 when none.
     Conflicts,
     /// Send host inventories to the authority.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// Simulate a Hyper-V cluster of RDS pooled desktops under each strategy and compare
+    /// duplicates, forced restarts and outage (no server needed).
+    Sim(crate::commands::sim::SimArgs),
 }
 
 #[derive(Subcommand, Debug)]

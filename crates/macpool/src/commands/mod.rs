@@ -11,6 +11,7 @@ mod inventory;
 mod lease;
 mod mac;
 mod pool;
+pub(crate) mod sim;
 mod token;
 
 use macpool_client::Client;
@@ -30,6 +31,24 @@ pub async fn run(cli: Cli) -> CmdResult {
         json: cli.json,
         mac_format: cli.mac_format,
     };
+    let token = || -> Result<Option<String>, Failure> {
+        match &cli.token_file {
+            Some(p) => {
+                let t = std::fs::read_to_string(p).map_err(|e| {
+                    Failure::usage(format!("cannot read the token file {}: {e}", p.display()))
+                })?;
+                let t = t.trim();
+                if t.is_empty() {
+                    return Err(Failure::usage(format!(
+                        "the token file {} is empty",
+                        p.display()
+                    )));
+                }
+                Ok(Some(t.to_string()))
+            }
+            None => Ok(cli.token.clone()),
+        }
+    };
     let ctx = || -> Result<Ctx, Failure> {
         let ca = match &cli.ca_cert {
             Some(p) => Some(
@@ -39,7 +58,7 @@ pub async fn run(cli: Cli) -> CmdResult {
             None => None,
         };
         Ok(Ctx {
-            client: Client::with_ca(&cli.server, cli.token.clone(), ca.as_deref())?,
+            client: Client::with_ca(&cli.server, token()?, ca.as_deref())?,
             out,
         })
     };
@@ -50,12 +69,13 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::History(a) => history::run(&ctx()?, a).await,
         Command::Token(c) => token::run(&ctx()?, c).await,
         Command::Mac(c) => mac::run(out, c),
-        Command::Bench(c) => bench::run(out, &cli.token, c).await,
+        Command::Bench(c) => bench::run(out, &token()?, c).await,
         Command::Audit(a) => audit::run(out, a),
-        Command::Agent(c) => agent::run(&ctx()?, c).await,
+        Command::Agent(c) => agent::run(&ctx()?, *c).await,
         Command::Hyperv(c) => hyperv::run(out, c).await,
         Command::Conflicts => conflicts::run(&ctx()?).await,
         Command::Inventory(c) => inventory::run(&ctx()?, c).await,
+        Command::Sim(a) => sim::run(out, a).await,
     }
 }
 
