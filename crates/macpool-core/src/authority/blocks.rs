@@ -252,31 +252,41 @@ impl Authority {
             .map(|b| b.id)
             .collect();
         for old in previous {
-            let b = self.blocks.get_mut(&old).unwrap();
-            b.state = BlockState::Draining;
-            b.changed = ctx.now;
-            let b = b.clone();
-            changes.push(Change::BlockSaved(b.clone()));
-            changes.push(block_history(
-                ctx,
-                HistoryAction::BlockDraining,
-                &b,
-                format!("block {} {}: host moved on to block {id}", b.id, b.range),
-            ));
+            let why = format!("host moved on to block {id}");
+            self.change_state(ctx, old, BlockState::Draining, why, &mut changes);
         }
-        let b = self.blocks.get_mut(&id).unwrap();
-        b.state = BlockState::Active;
+        let why = "the host's dynamic range".to_string();
+        let b = self.change_state(ctx, id, BlockState::Active, why, &mut changes);
+        self.refresh_blocks(ctx, &mut changes);
+        Ok((b, changes))
+    }
+
+    /// Moves block `id` to `state` now, with its row and history entry.
+    fn change_state(
+        &mut self,
+        ctx: &Context,
+        id: u64,
+        state: BlockState,
+        why: String,
+        changes: &mut Vec<Change>,
+    ) -> Block {
+        let b = self.blocks.get_mut(&id).expect("caller found the block");
+        b.state = state;
         b.changed = ctx.now;
         let b = b.clone();
+        let action = match state {
+            BlockState::Active => HistoryAction::BlockActivated,
+            BlockState::Draining => HistoryAction::BlockDraining,
+            BlockState::Pending | BlockState::Free => unreachable!("not a state change by request"),
+        };
         changes.push(Change::BlockSaved(b.clone()));
         changes.push(block_history(
             ctx,
-            HistoryAction::BlockActivated,
+            action,
             &b,
-            format!("block {} {} is the host's dynamic range", b.id, b.range),
+            format!("block {} {}: {why}", b.id, b.range),
         ));
-        self.refresh_blocks(ctx, &mut changes);
-        Ok((b, changes))
+        b
     }
 
     /// Stops handing block `id` to its host; it is freed once unused (see the module docs).
@@ -292,21 +302,19 @@ impl Authority {
         if b.state == BlockState::Draining {
             return Ok((b.clone(), Vec::new()));
         }
-        let b = self.blocks.get_mut(&id).unwrap();
-        b.state = BlockState::Draining;
-        b.changed = ctx.now;
-        let b = b.clone();
-        let mut changes = vec![
-            Change::BlockSaved(b.clone()),
-            block_history(
-                ctx,
-                HistoryAction::BlockDraining,
-                &b,
-                format!("block {} {} drained by {}", b.id, b.range, ctx.actor.name),
-            ),
-        ];
+        let mut changes = Vec::new();
+        let why = format!("drained by {}", ctx.actor.name);
+        let b = self.change_state(ctx, id, BlockState::Draining, why, &mut changes);
         self.refresh_blocks(ctx, &mut changes);
-        let b = self.blocks.get(&id).cloned().unwrap_or(b);
+        // freed at once (nothing used it and no cooldown): answer with its final state
+        let b = changes
+            .iter()
+            .rev()
+            .find_map(|c| match c {
+                Change::BlockSaved(x) if x.id == id => Some(x.clone()),
+                _ => None,
+            })
+            .unwrap_or(b);
         Ok((b, changes))
     }
 
