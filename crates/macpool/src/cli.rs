@@ -87,9 +87,25 @@ pub enum Command {
     /// Send host inventories to the authority.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// Blocks of pools delegated to hosts' own allocators (the agent's delegate strategy).
+    #[command(subcommand)]
+    Block(BlockCommand),
     /// Simulate a Hyper-V cluster of RDS pooled desktops under each strategy and compare
     /// duplicates, forced restarts and outage (no server needed).
     Sim(crate::commands::sim::SimArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BlockCommand {
+    /// Blocks that are not free yet: pending, active, draining.
+    List {
+        /// Only this host's.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Stop delegating a block (a host leaving the cluster); it returns to its pool once no
+    /// VM or checkpoint uses its MACs and the cooldown has passed.
+    Drain { host: String, id: u64 },
 }
 
 #[derive(Subcommand, Debug)]

@@ -322,6 +322,34 @@ async fn delegate_rotates_the_host_onto_a_fresh_block_and_reports_the_inventory(
     assert_eq!(inv["inventory"]["vms"].as_array().map(Vec::len), Some(6));
     assert_eq!(inv["inventory"]["range_min"], "00-15-5D-0B-00-08");
     s.cli().arg("conflicts").assert().success();
+
+    // What an admin sees, and retiring the host's block by hand.
+    s.cli()
+        .args(["block", "list", "--host", "HV-A"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::is_match(
+                r"1\s+HV-A\s+rds\s+00-15-5D-0B-00-00 - 00-15-5D-0B-00-07\s+8\s+draining",
+            )
+            .unwrap(),
+        )
+        .stdout(
+            predicate::str::is_match(
+                r"2\s+HV-A\s+rds\s+00-15-5D-0B-00-08 - 00-15-5D-0B-00-0F\s+8\s+active",
+            )
+            .unwrap(),
+        );
+    s.cli()
+        .args(["--json", "block", "drain", "HV-A", "2"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"state\": \"draining\""));
+    s.cli()
+        .args(["block", "drain", "HV-A", "99"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("host 'HV-A' has no block 99"));
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod agent;
 mod audit;
 mod bench;
 mod bench_decide;
+mod block;
 mod conflicts;
 mod history;
 mod hyperv;
@@ -75,6 +76,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Hyperv(c) => hyperv::run(out, c).await,
         Command::Conflicts => conflicts::run(&ctx()?).await,
         Command::Inventory(c) => inventory::run(&ctx()?, c).await,
+        Command::Block(c) => block::run(&ctx()?, c).await,
         Command::Sim(a) => sim::run(out, a).await,
     }
 }
