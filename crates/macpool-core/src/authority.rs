@@ -446,7 +446,9 @@ pub struct Authority {
     /// [`Change::DepartedSaved`]); only meaningful while nobody else leases or holds the MAC.
     departed: HashMap<Mac, Lease>,
     /// Who the latest inventories show with each MAC (derived from `inventories`, sorted).
-    seen: HashMap<Mac, Vec<Seen>>,
+    seen: BTreeMap<Mac, Vec<Seen>>,
+    /// How many hosts' latest inventories ask for each checkpoint hold (derived).
+    checkpoint_refs: HashMap<HoldKey, u32>,
     /// Blocks delegated to hosts (pending, active, draining), by id.
     blocks: BTreeMap<u64, Block>,
     /// Every block by first address: answers "which block holds this MAC".

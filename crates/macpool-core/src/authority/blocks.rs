@@ -319,27 +319,25 @@ impl Authority {
     }
 
     /// The draining blocks something still uses: a live or checkpoint MAC in any host's latest
-    /// inventory, or a host's dynamic range overlapping the block.
+    /// inventory (one range query in the who-has-which-MAC index), or a host's dynamic range
+    /// overlapping the block.
     fn used_blocks(&self) -> HashSet<u64> {
-        let mut used = HashSet::new();
-        for s in self.inventories.values() {
-            if let Some(r) = s.inventory.dynamic_range() {
-                used.extend(
-                    self.blocks
-                        .values()
-                        .filter(|b| b.range.overlaps(&r))
-                        .map(|b| b.id),
-                );
-            }
-            for vm in s.inventory.vms() {
-                for a in &vm.adapters {
-                    if let Some(b) = self.block_at(a.mac) {
-                        used.insert(b.id);
-                    }
-                }
-            }
-        }
-        used
+        self.blocks
+            .values()
+            .filter(|b| b.state == BlockState::Draining)
+            .filter(|b| {
+                self.seen
+                    .range(b.range.first()..=b.range.last())
+                    .next()
+                    .is_some()
+                    || self.inventories.values().any(|s| {
+                        s.inventory
+                            .dynamic_range()
+                            .is_some_and(|r| r.overlaps(&b.range))
+                    })
+            })
+            .map(|b| b.id)
+            .collect()
     }
 
     /// Updates the draining blocks' "unused since" and frees those whose cooldown has passed.

@@ -24,7 +24,9 @@
 //!   (so a MAC another VM leases or holds is *not* held: that is a `latent` conflict, noted in
 //!   the outcome) and removed through [`Authority::unhold`] once no host reports the checkpoint
 //!   any more, so the MAC cools down like any other unheld MAC. A checkpoint that moved with its
-//!   VM to another host is still reported, so its hold stays.
+//!   VM to another host is still reported, so its hold stays. Only the reporting host's
+//!   checkpoints are looked at (reference counts say whether another host still asks), so one
+//!   report costs O(that host), and a refused hold is tried again at that host's next report.
 //! - **Vanished VMs.** A `bound` lease whose host is the reporting host and whose VM is not in
 //!   the new inventory is released into cooldown through [`Authority::release`] — unless another
 //!   host's latest inventory lists the VM: then the lease just moves to that host. `reserved`
@@ -121,8 +123,19 @@ impl Authority {
         self
     }
 
-    /// Adds (or removes) every adapter of `inv` to the who-has-which-MAC index.
+    /// Adds (or removes) every adapter of `inv` to the who-has-which-MAC index, and its
+    /// checkpoints to the reference counts of the holds they ask for.
     fn index_seen(&mut self, inv: &HostInventory, add: bool) {
+        for key in Self::checkpoint_keys(inv) {
+            if add {
+                *self.checkpoint_refs.entry(key).or_insert(0) += 1;
+            } else if let Some(n) = self.checkpoint_refs.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.checkpoint_refs.remove(&key);
+                }
+            }
+        }
         for vm in inv.vms() {
             for a in &vm.adapters {
                 let seen = Seen {
@@ -204,27 +217,30 @@ impl Authority {
         })
     }
 
-    /// The checkpoint holds all stored inventories ask for.
-    fn inventory_holds(&self) -> BTreeSet<HoldKey> {
+    /// The checkpoint holds one inventory asks for (blocks aside: see `hold_wanted`).
+    fn checkpoint_keys(inv: &HostInventory) -> BTreeSet<HoldKey> {
         let mut out = BTreeSet::new();
-        for s in self.inventories.values() {
-            for vm in s.inventory.vms() {
-                for a in &vm.adapters {
-                    if let AdapterLocation::Checkpoint(c) = &a.location
-                        && a.mac.invalid_reason().is_none()
-                        && self.block_at(a.mac).is_none()
-                    {
-                        out.insert(HoldKey {
-                            mac: a.mac,
-                            vm_id: vm.id().to_string(),
-                            reason: HoldReason::Checkpoint,
-                            reference: c.id.clone(),
-                        });
-                    }
+        for vm in inv.vms() {
+            for a in &vm.adapters {
+                if let AdapterLocation::Checkpoint(c) = &a.location
+                    && a.mac.invalid_reason().is_none()
+                {
+                    out.insert(HoldKey {
+                        mac: a.mac,
+                        vm_id: vm.id().to_string(),
+                        reason: HoldReason::Checkpoint,
+                        reference: c.id.clone(),
+                    });
                 }
             }
         }
         out
+    }
+
+    /// Whether some host's latest inventory asks for this checkpoint hold. MACs inside a block
+    /// are the block's: never held.
+    fn hold_wanted(&self, key: &HoldKey) -> bool {
+        self.checkpoint_refs.contains_key(key) && self.block_at(key.mac).is_none()
     }
 
     /// Takes `inv` as the whole truth about its host at `generation`; see the module docs for
@@ -284,23 +300,33 @@ impl Authority {
             generation,
             ..InventoryOutcome::default()
         };
-        let holds_before = self.inventory_holds();
         let stored = StoredInventory {
             generation,
             received: ctx.now,
             inventory: inv,
         };
-        if let Some(old) = self.inventories.remove(&host) {
-            self.index_seen(&old.inventory, false);
-        }
+        // Only this host's inventory changes, so only its checkpoints can start or stop being
+        // asked for; reference counts over all hosts say whether another host still asks.
+        let asked_before = match self.inventories.remove(&host) {
+            Some(old) => {
+                self.index_seen(&old.inventory, false);
+                Self::checkpoint_keys(&old.inventory)
+            }
+            None => BTreeSet::new(),
+        };
         self.index_seen(&stored.inventory, true);
+        let asked_now = Self::checkpoint_keys(&stored.inventory);
         self.inventories.insert(host.clone(), stored.clone());
         let mut changes = vec![Change::InventorySaved(stored)];
         let inv = &self.inventories[&host].inventory.clone();
 
         // Checkpoint holds first: a VM's own hold never stands in the way of its lease.
-        let holds_after = self.inventory_holds();
-        for key in holds_before.difference(&holds_after) {
+        let dropped: Vec<HoldKey> = asked_before
+            .difference(&asked_now)
+            .filter(|k| !self.hold_wanted(k))
+            .cloned()
+            .collect();
+        for key in &dropped {
             let req = UnholdRequest {
                 mac: key.mac,
                 vm_id: key.vm_id.clone(),
@@ -372,7 +398,11 @@ impl Authority {
         }
 
         // Checkpoint holds asked for and not there (yet): place them.
-        for key in holds_after {
+        let wanted: Vec<HoldKey> = asked_now
+            .into_iter()
+            .filter(|k| self.hold_wanted(k))
+            .collect();
+        for key in wanted {
             let exists = self
                 .macs
                 .get(&key.mac)
