@@ -429,19 +429,8 @@ impl Authority for CoreAuthority {
 
     async fn allocate(&self, body: AllocateBody) -> Result<Mac, AuthorityError> {
         let mut core = self.core.lock().unwrap();
-        let req = AllocateRequest {
-            pool: body.pool.unwrap_or_default(),
-            owner: Owner {
-                vm_id: body.vm_id,
-                adapter_id: body.adapter_id.unwrap_or_default(),
-                vm_name: body.vm_name,
-                host: body.host,
-                cluster: body.cluster,
-            },
-            mac: body.mac.map(|m| m.parse().unwrap()),
-            count: 1,
-            reason: body.reason,
-        };
+        let pool = body.pool.clone().unwrap_or_default();
+        let req = macpool_api::convert::allocate_request(pool, body).unwrap();
         let (allocations, _changes) = core
             .allocate(&self.agent, req)
             .map_err(|e| AuthorityError::Refused(e.to_string()))?;
@@ -712,6 +701,12 @@ fn is_root() -> bool {
 impl Daemon {
     fn start(extra_conf: &str) -> Option<Daemon> {
         if !std::path::Path::new(LIBVIRTD).exists() {
+            // scripts/setup installs it, so the suite run by scripts/test (which sets this)
+            // must not pass without these tests
+            assert!(
+                std::env::var_os("MACPOOL_TEST_REQUIRE_LIBVIRTD").is_none(),
+                "{LIBVIRTD} is not installed (Debian: libvirt-daemon), and scripts/test requires it"
+            );
             eprintln!("NOTICE: {LIBVIRTD} is not installed (Debian: libvirt-daemon); skipped");
             return None;
         }

@@ -284,6 +284,27 @@ pub fn block(b: &macpool_core::block::Block, existing: bool) -> BlockInfo {
     }
 }
 
+/// The domain request of `POST /leases` (or `POST /pools/{pool}/available`) for `pool`. One
+/// conversion for the server and the in-process authorities (simulator, tests).
+pub fn allocate_request(
+    pool: String,
+    body: AllocateBody,
+) -> Result<macpool_core::authority::AllocateRequest, macpool_core::MacParseError> {
+    Ok(macpool_core::authority::AllocateRequest {
+        pool,
+        mac: body.mac.as_deref().map(Mac::parse).transpose()?,
+        count: body.count.unwrap_or(1),
+        reason: body.reason,
+        owner: macpool_core::lease::Owner {
+            vm_id: body.vm_id,
+            adapter_id: body.adapter_id.unwrap_or_default(),
+            vm_name: body.vm_name,
+            host: body.host,
+            cluster: body.cluster,
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

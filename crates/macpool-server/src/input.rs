@@ -8,7 +8,7 @@ use macpool_core::authority::{AllocateRequest, PoolEdit};
 use macpool_core::inventory::{
     Adapter, AdapterLocation, Checkpoint, CheckpointType, HostInventory, MacKind, Vm, VmState,
 };
-use macpool_core::lease::{HoldReason, Owner};
+use macpool_core::lease::HoldReason;
 use macpool_core::pool::{
     AllocationOrder, DuplicatePolicy, LowWater, PoolName, PoolPolicy, PoolSpec,
 };
@@ -94,19 +94,8 @@ pub fn pool_edit(body: PoolEditBody) -> Result<PoolEdit, ApiError> {
 }
 
 pub fn allocate(pool: String, body: AllocateBody) -> Result<AllocateRequest, ApiError> {
-    Ok(AllocateRequest {
-        pool,
-        mac: body.mac.as_deref().map(|m| mac("mac", m)).transpose()?,
-        count: body.count.unwrap_or(1),
-        reason: body.reason,
-        owner: Owner {
-            vm_id: body.vm_id,
-            adapter_id: body.adapter_id.unwrap_or_default(),
-            vm_name: body.vm_name,
-            host: body.host,
-            cluster: body.cluster,
-        },
-    })
+    macpool_api::convert::allocate_request(pool, body)
+        .map_err(|e| ApiError::bad_request("invalid-mac", format!("mac: {e}")))
 }
 
 /// Builds a domain inventory of `host` from its wire form. Errors name the VM and adapter:

@@ -6,11 +6,10 @@
 //!   blog-compatible), unchanged; whatever plan it executes runs against the simulated host.
 //! - **started / restored**: *registers* the VM's live MAC when it lies in the hosts' dynamic
 //!   ranges — `POST /leases` with that `mac` for the VM's adapter — and releases the MAC it had
-//!   registered before. Without this the authority would know only the MACs it handed out
-//!   itself: an inventory binds leases but never creates one, so guard would not see the new VM
-//!   that Hyper-V gave a checkpoint's MAC to (the seed's duplicate). The agent crate has no
-//!   inventory loop yet; this is the simulator's model of it, and an open question for the real
-//!   one.
+//!   registered before. **The real agent does not do this**: it pushes the host's inventory
+//!   shortly after every event, and the authority answers guard with every VM those inventories
+//!   show (`seen`). Pushing per event costs too much at `large` scale today, so the simulator
+//!   stands in with registrations between its periodic inventories (an open item).
 //! - **restored, guard**: when the authority's answer for the restored MAC shows a conflict
 //!   (`decide::conflict_of`, the decision's own test), the VM's registration is released
 //!   *before* the decision: guard's fresh allocation for the same adapter would otherwise be
@@ -34,8 +33,7 @@
 //! Every `inventory_interval`, each agent whose host changed sends the whole inventory
 //! (`PUT /hosts/{host}/inventory`): it binds the registered leases, moves them to the host a VM
 //! migrated to, and reconciles checkpoint holds. The event-driven calls above keep the authority
-//! current in between, so the interval can be long: each inventory costs the core O(every
-//! host's VMs) today (it recomputes every inventory's holds), ~30 ms at 10,000 desktops.
+//! current in between, so the interval can be long.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

@@ -434,25 +434,8 @@ impl decide::Authority for AuthorityView<'_> {
                 .pool
                 .clone()
                 .ok_or_else(|| DecideError::Refused("'pool' is required".into()))?;
-            let mac = body
-                .mac
-                .as_deref()
-                .map(Mac::parse)
-                .transpose()
+            let req = convert::allocate_request(pool, body.clone())
                 .map_err(|e| DecideError::Refused(format!("mac: {e}")))?;
-            let req = AllocateRequest {
-                pool,
-                mac,
-                count: body.count.unwrap_or(1),
-                reason: body.reason.clone(),
-                owner: Owner {
-                    vm_id: body.vm_id.clone(),
-                    adapter_id: body.adapter_id.clone().unwrap_or_default(),
-                    vm_name: body.vm_name.clone(),
-                    host: body.host.clone(),
-                    cluster: body.cluster.clone(),
-                },
-            };
             i.core
                 .allocate(&ctx, req)
                 .map(|(a, _)| a[0].lease.mac)

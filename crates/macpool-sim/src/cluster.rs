@@ -36,6 +36,23 @@ pub(crate) struct Nic {
     pub dynamic: bool,
 }
 
+impl Nic {
+    /// The adapter after `Set-VMNetworkAdapter`: a static MAC replaces it; dynamic keeps the
+    /// current MAC until the next start re-checks it.
+    fn with(self, setting: MacSetting) -> Nic {
+        match setting {
+            MacSetting::Static(mac) => Nic {
+                mac,
+                dynamic: false,
+            },
+            MacSetting::Dynamic => Nic {
+                dynamic: true,
+                ..self
+            },
+        }
+    }
+}
+
 /// A checkpoint: the adapter as it was when the checkpoint was taken.
 #[derive(Clone, Debug)]
 pub(crate) struct Frozen {
@@ -535,42 +552,20 @@ impl Cluster {
                         "The operation cannot be performed while the virtual machine is in its current state.",
                     ));
                 }
-                let nic = match setting {
-                    MacSetting::Static(m) => Nic {
-                        mac: m,
-                        dynamic: false,
-                    },
-                    MacSetting::Dynamic => Nic {
-                        dynamic: true,
-                        ..self.vm(key).nic
-                    },
-                };
+                let nic = self.vm(key).nic.with(setting);
                 self.set_live_nic(key, nic);
                 Ok(())
             }
             Some(cp) => {
-                let Some(frozen) = self.vm(key).checkpoint.clone() else {
+                let Some(frozen) =
+                    (self.vm(key).checkpoint.clone()).filter(|f| f.id.eq_ignore_ascii_case(cp))
+                else {
                     return Err(refuse(
                         "set-adapter-mac",
                         "Unable to find a snapshot matching the given criteria.",
                     ));
                 };
-                if !frozen.id.eq_ignore_ascii_case(cp) {
-                    return Err(refuse(
-                        "set-adapter-mac",
-                        "Unable to find a snapshot matching the given criteria.",
-                    ));
-                }
-                let nic = match setting {
-                    MacSetting::Static(m) => Nic {
-                        mac: m,
-                        dynamic: false,
-                    },
-                    MacSetting::Dynamic => Nic {
-                        dynamic: true,
-                        ..frozen.nic
-                    },
-                };
+                let nic = frozen.nic.with(setting);
                 self.net.drop_ref(frozen.nic.mac);
                 self.net.add_ref(nic.mac);
                 self.vm_mut(key).checkpoint.as_mut().expect("checked").nic = nic;

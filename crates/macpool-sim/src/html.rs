@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::Report;
+use crate::report::{Report, StrategyResult};
 
 /// A fixed colour per strategy, so the plots of two runs compare at a glance.
 fn colour(strategy: &str) -> &'static str {
@@ -67,6 +67,28 @@ struct Line<'a> {
     colour: &'static str,
     dashed: Option<&'static str>,
     points: Vec<(f64, f64)>,
+}
+
+impl<'a> Line<'a> {
+    /// The strategy's line, in its colour and dash pattern.
+    fn of(s: &'a StrategyResult, points: Vec<(f64, f64)>) -> Line<'a> {
+        Line {
+            name: &s.strategy,
+            colour: colour(&s.strategy),
+            dashed: dashes(&s.strategy),
+            points,
+        }
+    }
+}
+
+/// One sampled value per point of the strategy's series, x in days.
+fn over_days(s: &StrategyResult, values: impl IntoIterator<Item = f64>) -> Vec<(f64, f64)> {
+    s.series
+        .hours
+        .iter()
+        .zip(values)
+        .map(|(h, v)| (h / 24.0, v))
+        .collect()
 }
 
 /// A line chart: x in days, y from zero.
@@ -245,17 +267,9 @@ code,pre{{background:#f6f6f6;padding:.1em .3em}}.note{{color:#555}}
     let dup_lines: Vec<Line> = r
         .strategies
         .iter()
-        .map(|s| Line {
-            name: &s.strategy,
-            colour: colour(&s.strategy),
-            dashed: dashes(&s.strategy),
-            points: s
-                .series
-                .hours
-                .iter()
-                .zip(&s.series.duplicates_total)
-                .map(|(h, d)| (h / 24.0, *d as f64))
-                .collect(),
+        .map(|s| {
+            let values = s.series.duplicates_total.iter().map(|d| *d as f64);
+            Line::of(s, over_days(s, values))
         })
         .collect();
     out.push_str(&chart(
@@ -268,17 +282,9 @@ code,pre{{background:#f6f6f6;padding:.1em .3em}}.note{{color:#555}}
     let now_lines: Vec<Line> = r
         .strategies
         .iter()
-        .map(|s| Line {
-            name: &s.strategy,
-            colour: colour(&s.strategy),
-            dashed: dashes(&s.strategy),
-            points: s
-                .series
-                .hours
-                .iter()
-                .zip(&s.series.duplicated_macs)
-                .map(|(h, d)| (h / 24.0, *d as f64))
-                .collect(),
+        .map(|s| {
+            let values = s.series.duplicated_macs.iter().map(|d| *d as f64);
+            Line::of(s, over_days(s, values))
         })
         .collect();
     out.push_str(&chart(
@@ -291,16 +297,14 @@ code,pre{{background:#f6f6f6;padding:.1em .3em}}.note{{color:#555}}
     let outage_lines: Vec<Line> = r
         .strategies
         .iter()
-        .map(|s| Line {
-            name: &s.strategy,
-            colour: colour(&s.strategy),
-            dashed: dashes(&s.strategy),
-            points: s
+        .map(|s| {
+            let steps = s
                 .outage_seconds_by_day
                 .iter()
                 .enumerate()
                 .flat_map(|(d, v)| [(d as f64, *v), ((d + 1) as f64, *v)])
-                .collect(),
+                .collect();
+            Line::of(s, steps)
         })
         .collect();
     out.push_str(&chart(
@@ -310,21 +314,14 @@ code,pre{{background:#f6f6f6;padding:.1em .3em}}.note{{color:#555}}
         days.ceil(),
         false,
     ));
-    let mut pool_lines: Vec<Line> = Vec::new();
-    for s in &r.strategies {
-        pool_lines.push(Line {
-            name: &s.strategy,
-            colour: colour(&s.strategy),
-            dashed: dashes(&s.strategy),
-            points: s
-                .series
-                .hours
-                .iter()
-                .zip(&s.series.addresses_in_use)
-                .map(|(h, d)| (h / 24.0, *d as f64))
-                .collect(),
-        });
-    }
+    let pool_lines: Vec<Line> = r
+        .strategies
+        .iter()
+        .map(|s| {
+            let values = s.series.addresses_in_use.iter().map(|d| *d as f64);
+            Line::of(s, over_days(s, values))
+        })
+        .collect();
     out.push_str(&chart(
         "Addresses in use: distinct MACs live or frozen in checkpoints",
         "addresses",
@@ -336,17 +333,12 @@ code,pre{{background:#f6f6f6;padding:.1em .3em}}.note{{color:#555}}
         .strategies
         .iter()
         .filter(|s| s.pool_addresses_consumed.is_some())
-        .map(|s| Line {
-            name: &s.strategy,
-            colour: colour(&s.strategy),
-            dashed: Some("6 4"),
-            points: s
-                .series
-                .hours
-                .iter()
-                .zip(&s.series.pool_used)
-                .map(|(h, d)| (h / 24.0, d.unwrap_or(0) as f64))
-                .collect(),
+        .map(|s| {
+            let values = s.series.pool_used.iter().map(|d| d.unwrap_or(0) as f64);
+            Line {
+                dashed: Some("6 4"),
+                ..Line::of(s, over_days(s, values))
+            }
         })
         .collect();
     if !pool_used.is_empty() {

@@ -220,8 +220,7 @@ impl Scenario {
                 desktops: 10_000,
                 host_ips: Vec::new(),
                 // Agents report changes as they happen (registrations, holds, block ticks); the
-                // full inventory is reconciliation. Each one costs the core O(every host's VMs)
-                // (~15 ms here with 10,000 desktops under guard), so `large` reconciles daily.
+                // full inventory is reconciliation, so `large` reconciles daily.
                 inventory_interval: Dur(DAY),
                 ..base
             },

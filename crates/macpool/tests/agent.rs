@@ -13,6 +13,7 @@ use macpool_agent::events::WORKER_ADMIN;
 use macpool_agent::powershell::{ChildConfig, PowerShellHypervisor};
 use macpool_agent::{EventKind, Hypervisor};
 use predicates::prelude::*;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 const DESK_ID: &str = "5f0e6c3a-1b2c-4d5e-8f90-0123456789ab";
@@ -30,13 +31,19 @@ fn standin_args(state: &Path) -> Vec<String> {
     ]
 }
 
+/// A stand-in Hyper-V host driven from the test (its state persists in the `--state` file
+/// that the agent's own stand-in then loads).
+fn standin(args: Vec<String>) -> PowerShellHypervisor {
+    let mut cfg = ChildConfig::program(exe(), args);
+    cfg.request_timeout = Duration::from_secs(10);
+    cfg.ready_timeout = Duration::from_secs(10);
+    PowerShellHypervisor::new(cfg)
+}
+
 /// Creates the desktop (it gets 00-15-5D-0A-00-00), its RDV_ROLLBACK checkpoint, and rolls it
 /// back; returns the record id of the 18596 event.
 async fn roll_back_desktop(state: &Path) -> u64 {
-    let mut cfg = ChildConfig::program(exe(), standin_args(state));
-    cfg.request_timeout = Duration::from_secs(10);
-    cfg.ready_timeout = Duration::from_secs(10);
-    let hv = PowerShellHypervisor::new(cfg);
+    let hv = standin(standin_args(state));
     let control = |v: Value| {
         let hv = &hv;
         async move { hv.child().control(v).await.expect("stand-in control") }
@@ -219,28 +226,22 @@ async fn delegate_rotates_the_host_onto_a_fresh_block_and_reports_the_inventory(
         ])
         .assert()
         .success();
-    let api = |path: &str| format!("{}/api/v1{path}", s.url);
-    let http = s.client();
-    let post = |path: String, body: Value| {
-        let req = http.post(path).bearer_auth(common::TOKEN).json(&body);
-        async move {
-            let r = req.send().await.unwrap();
-            assert!(r.status().is_success(), "{}", r.status());
-            r.json::<Value>().await.unwrap()
-        }
-    };
-    let b1 = post(api("/hosts/HV-A/blocks"), json!({"pool": "rds", "size": 8})).await;
+    let b1 = s
+        .api(
+            Method::POST,
+            "/hosts/HV-A/blocks",
+            Some(json!({"pool": "rds", "size": 8})),
+        )
+        .await;
     assert_eq!(b1["first"], "00-15-5D-0B-00-00");
-    post(api("/hosts/HV-A/blocks/1/activate"), json!(null)).await;
+    s.api(Method::POST, "/hosts/HV-A/blocks/1/activate", None)
+        .await;
 
     // The host on block 1; six desktops started took 0000..0005: two addresses left.
     {
         let mut args = standin_args(&state);
         args[5] = "00155D0B0000-00155D0B0007".into();
-        let mut cfg = ChildConfig::program(exe(), args);
-        cfg.request_timeout = Duration::from_secs(10);
-        cfg.ready_timeout = Duration::from_secs(10);
-        let hv = PowerShellHypervisor::new(cfg);
+        let hv = standin(args);
         for i in 0..6 {
             let id = format!("desk-{i}");
             hv.child()
@@ -293,15 +294,7 @@ async fn delegate_rotates_the_host_onto_a_fresh_block_and_reports_the_inventory(
         (saved["range_min"].as_str(), saved["range_max"].as_str()),
         (Some("00155D0B0008"), Some("00155D0B000F"))
     );
-    let blocks: Value = http
-        .get(api("/hosts/HV-A/blocks"))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blocks = s.api(Method::GET, "/hosts/HV-A/blocks", None).await;
     let states: Vec<(u64, &str)> = blocks
         .as_array()
         .unwrap()
@@ -310,15 +303,7 @@ async fn delegate_rotates_the_host_onto_a_fresh_block_and_reports_the_inventory(
         .collect();
     assert_eq!(states, [(1, "draining"), (2, "active")]);
     // The inventory arrived: six desktops, their MACs explained by block 1, no conflict.
-    let inv: Value = http
-        .get(api("/hosts/HV-A/inventory"))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inv = s.api(Method::GET, "/hosts/HV-A/inventory", None).await;
     assert_eq!(inv["inventory"]["vms"].as_array().map(Vec::len), Some(6));
     assert_eq!(inv["inventory"]["range_min"], "00-15-5D-0B-00-08");
     s.cli().arg("conflicts").assert().success();
@@ -414,16 +399,7 @@ async fn the_agent_runs_on_libvirt_and_delegate_reports_not_applicable() {
         .success()
         .stdout(predicate::str::contains("delegate: not applicable"))
         .stdout(predicate::str::contains("inventory: accepted, generation"));
-    let inv: Value = s
-        .client()
-        .get(format!("{}/api/v1/hosts/kvm1/inventory", s.url))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inv = s.api(Method::GET, "/hosts/kvm1/inventory", None).await;
     let names: Vec<&str> = inv["inventory"]["vms"]
         .as_array()
         .unwrap()
@@ -469,15 +445,7 @@ async fn guard_sees_a_conflict_with_a_mac_no_lease_explains() {
         .success();
     let inv = json!({"generation": 1, "vms": [{"id": "new-vm", "name": "New VM", "adapters": [
         {"name": "Network Adapter", "mac": "00155D0A0000", "dynamic": true}]}]});
-    let r = s
-        .client()
-        .put(format!("{}/api/v1/hosts/HV-B/inventory", s.url))
-        .bearer_auth(common::TOKEN)
-        .json(&inv)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    s.api(Method::PUT, "/hosts/HV-B/inventory", Some(inv)).await;
     on_event(&s, &state, record, &[])
         .assert()
         .success()

@@ -114,7 +114,7 @@ impl Authority {
         departed: Vec<Lease>,
     ) -> Authority {
         for s in inventories {
-            self.index_seen(&s.inventory, true);
+            let _ = self.index_seen(&s.inventory, true);
             self.inventories.insert(s.inventory.host().to_string(), s);
         }
         for l in departed {
@@ -124,15 +124,16 @@ impl Authority {
     }
 
     /// Adds (or removes) every adapter of `inv` to the who-has-which-MAC index, and its
-    /// checkpoints to the reference counts of the holds they ask for.
-    fn index_seen(&mut self, inv: &HostInventory, add: bool) {
-        for key in Self::checkpoint_keys(inv) {
+    /// checkpoints to the reference counts of the holds they ask for; returns those holds.
+    fn index_seen(&mut self, inv: &HostInventory, add: bool) -> BTreeSet<HoldKey> {
+        let keys = Self::checkpoint_keys(inv);
+        for key in &keys {
             if add {
-                *self.checkpoint_refs.entry(key).or_insert(0) += 1;
-            } else if let Some(n) = self.checkpoint_refs.get_mut(&key) {
+                *self.checkpoint_refs.entry(key.clone()).or_insert(0) += 1;
+            } else if let Some(n) = self.checkpoint_refs.get_mut(key) {
                 *n -= 1;
                 if *n == 0 {
-                    self.checkpoint_refs.remove(&key);
+                    self.checkpoint_refs.remove(key);
                 }
             }
         }
@@ -160,6 +161,7 @@ impl Authority {
                 }
             }
         }
+        keys
     }
 
     /// Every host's latest inventory, by host name.
@@ -308,14 +310,10 @@ impl Authority {
         // Only this host's inventory changes, so only its checkpoints can start or stop being
         // asked for; reference counts over all hosts say whether another host still asks.
         let asked_before = match self.inventories.remove(&host) {
-            Some(old) => {
-                self.index_seen(&old.inventory, false);
-                Self::checkpoint_keys(&old.inventory)
-            }
+            Some(old) => self.index_seen(&old.inventory, false),
             None => BTreeSet::new(),
         };
-        self.index_seen(&stored.inventory, true);
-        let asked_now = Self::checkpoint_keys(&stored.inventory);
+        let asked_now = self.index_seen(&stored.inventory, true);
         self.inventories.insert(host.clone(), stored.clone());
         let mut changes = vec![Change::InventorySaved(stored)];
         let inv = &self.inventories[&host].inventory.clone();

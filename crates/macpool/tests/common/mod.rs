@@ -61,6 +61,28 @@ impl Server {
             .unwrap()
     }
 
+    /// One API call with the admin token (`path` under `/api/v1`); asserts success and
+    /// returns the JSON body (`null` when there is none).
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut req = self
+            .client()
+            .request(method.clone(), format!("{}/api/v1{path}", self.url))
+            .bearer_auth(TOKEN);
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
     /// The CLI pointed at this server with the admin token.
     pub fn cli(&self) -> assert_cmd::Command {
         let mut c = assert_cmd::Command::new(exe());
