@@ -186,6 +186,7 @@ type Result<T> = std::result::Result<T, AuthorityError>;
 
 /// What a store must persist for one successful mutation.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Change {
     /// Insert or replace the pool definition (with its cursor).
     PoolSaved {
@@ -733,21 +734,7 @@ impl Authority {
                 changes.push(Change::CoolingCleared { mac });
             }
             let cursor = self.pools[&current.name].cursor;
-            self.remove_pool(&current.name);
-            self.insert_pool(spec.clone(), cursor);
-            let inside: Vec<Mac> = self
-                .macs
-                .keys()
-                .chain(self.cooling.keys())
-                .copied()
-                .filter(|m| spec.ranges.iter().any(|r| r.contains(*m)))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            for mac in inside {
-                self.reclassify(mac, Some(Slot::Free));
-            }
-            self.account_blocks_of(&spec.name);
+            self.rebuild_pool(spec.clone(), cursor);
         } else {
             self.pools.get_mut(&current.name).unwrap().spec = spec.clone();
         }
@@ -784,17 +771,7 @@ impl Authority {
             });
         }
         let spec = p.spec.clone();
-        let cooling: Vec<Mac> = self
-            .cooling
-            .keys()
-            .copied()
-            .filter(|m| spec.ranges.iter().any(|r| r.contains(*m)))
-            .collect();
-        for mac in cooling {
-            let until = self.cooling.remove(&mac).unwrap();
-            self.cooling_queue.remove(&(until, mac));
-        }
-        self.remove_pool(&spec.name);
+        self.forget_pool(&spec.name);
         Ok(vec![
             Change::PoolDeleted {
                 name: spec.name.clone(),
@@ -1299,6 +1276,46 @@ impl Authority {
         );
     }
 
+    /// Replaces a pool whose ranges changed and recounts it from what lies inside the new
+    /// ranges: leases, holds, cooling entries and blocks. Cooling entries outside were cleared.
+    fn rebuild_pool(&mut self, spec: PoolSpec, cursor: Mac) {
+        let name = spec.name.clone();
+        self.remove_pool(&name);
+        let inside: Vec<Mac> = self
+            .macs
+            .keys()
+            .chain(self.cooling.keys())
+            .copied()
+            .filter(|m| spec.ranges.iter().any(|r| r.contains(*m)))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.insert_pool(spec, cursor);
+        for mac in inside {
+            self.reclassify(mac, Some(Slot::Free));
+        }
+        self.account_blocks_of(&name);
+    }
+
+    /// Removes a pool and the cooling entries inside it (it holds no leases, holds or blocks).
+    fn forget_pool(&mut self, name: &PoolName) {
+        let Some(p) = self.pools.get(name) else {
+            return;
+        };
+        let ranges = p.spec.ranges.clone();
+        let cooling: Vec<Mac> = self
+            .cooling
+            .keys()
+            .copied()
+            .filter(|m| ranges.iter().any(|r| r.contains(*m)))
+            .collect();
+        for mac in cooling {
+            let until = self.cooling.remove(&mac).unwrap();
+            self.cooling_queue.remove(&(until, mac));
+        }
+        self.remove_pool(name);
+    }
+
     fn remove_pool(&mut self, name: &PoolName) {
         if let Some(p) = self.pools.remove(name) {
             for r in &p.spec.ranges {
@@ -1609,6 +1626,7 @@ impl Authority {
 }
 
 mod blocks;
+mod follow;
 mod inventory;
 #[cfg(test)]
 mod tests;

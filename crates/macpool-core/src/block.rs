@@ -20,6 +20,7 @@ pub const MAX_BLOCK_SIZE: u64 = 65_536;
 pub const DEFAULT_BLOCK_SIZE: u64 = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum BlockState {
     Pending,
     Active,
@@ -51,6 +52,7 @@ impl BlockState {
 
 /// One delegated block.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Block {
     /// Assigned by the authority, increasing, never reused.
     pub id: u64,

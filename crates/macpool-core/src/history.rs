@@ -5,6 +5,7 @@ use crate::mac::Mac;
 use crate::pool::PoolName;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum HistoryAction {
     PoolCreated,
     PoolEdited,
@@ -68,6 +69,7 @@ impl HistoryAction {
 
 /// One row of history. `mac` is absent for pool-level changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HistoryEntry {
     pub at: Timestamp,
     pub actor: String,

@@ -27,6 +27,7 @@ pub enum InventoryError {
 
 /// How an adapter got its MAC: Hyper-V's `DynamicMacAddressEnabled`, libvirt has only static.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum MacKind {
     Static,
     Dynamic,
@@ -34,6 +35,7 @@ pub enum MacKind {
 
 /// A VM's power state as the hypervisor reports it; unknown spellings are kept, not guessed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum VmState {
     Running,
     Off,
@@ -68,6 +70,7 @@ impl VmState {
 
 /// The kinds of Hyper-V checkpoint (`VMSnapshot.SnapshotType`); libvirt's are `Other`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CheckpointType {
     Standard,
     Recovery,
@@ -128,6 +131,7 @@ impl CheckpointType {
 
 /// A checkpoint (Hyper-V) or snapshot (libvirt) that froze an adapter's MAC.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Checkpoint {
     pub id: String,
     pub name: String,
@@ -144,6 +148,7 @@ impl Checkpoint {
 
 /// Whether an adapter is the VM's current one or frozen inside a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AdapterLocation {
     Live,
     Checkpoint(Checkpoint),
@@ -151,6 +156,7 @@ pub enum AdapterLocation {
 
 /// One network adapter of a VM, live or in a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Adapter {
     /// Hyper-V adapter `Name` (e.g. `Network Adapter`) or libvirt alias / target dev.
     pub name: String,
@@ -161,6 +167,7 @@ pub struct Adapter {
 
 /// A VM registered on the host, with all its adapters (live and checkpoint ones).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Vm {
     id: String,
     pub name: String,
@@ -196,6 +203,7 @@ impl Vm {
 /// The whole view of one host. Fields with invariants are private: the cursor must lie in the
 /// range, and VM ids are unique on a host.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HostInventory {
     host: String,
     pub cluster: Option<String>,

@@ -13,6 +13,7 @@ pub const MAX_FIELD_LEN: usize = 256;
 /// Who a lease belongs to. `(vm_id, adapter_id)` is the identity; the rest describes where it
 /// currently runs.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Owner {
     pub vm_id: String,
     pub adapter_id: String,
@@ -67,6 +68,7 @@ pub fn validate_field(name: &str, value: &str) -> Result<(), String> {
 
 /// The identity of a lease owner: one MAC per VM adapter, across all pools.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct OwnerKey {
     pub vm_id: String,
     pub adapter_id: String,
@@ -85,6 +87,7 @@ impl fmt::Display for OwnerKey {
 /// `reserved` until an inventory shows the MAC live on its VM, then `bound`. Released leases
 /// leave the live set; their MAC cools down in the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum LeaseState {
     Reserved,
     Bound,
@@ -108,6 +111,7 @@ impl LeaseState {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Lease {
     pub mac: Mac,
     pub pool: PoolName,
@@ -120,6 +124,7 @@ pub struct Lease {
 
 /// Why a MAC is held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum HoldReason {
     Checkpoint,
     Template,
@@ -159,6 +164,7 @@ impl HoldReason {
 
 /// A MAC kept out of circulation on behalf of a VM. A VM's own holds never conflict with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Hold {
     pub mac: Mac,
     pub vm_id: String,
@@ -181,6 +187,7 @@ impl Hold {
 
 /// What makes a hold unique: placing the same hold twice is a no-op.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HoldKey {
     pub mac: Mac,
     pub vm_id: String,

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 /// A 48-bit IEEE 802 MAC address. Stored as the integer value so ranges are plain arithmetic.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Mac(u64);
 
 /// The largest value a 48-bit MAC can hold (`FF-FF-FF-FF-FF-FF`).

@@ -8,6 +8,7 @@ use crate::range::MacRange;
 /// A pool name: 1–64 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit, so it
 /// is safe in URLs, shell scripts and metric labels.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PoolName(String);
 
 impl PoolName {
@@ -44,6 +45,7 @@ impl fmt::Display for PoolName {
 
 /// Which free address an allocation takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AllocationOrder {
     /// From a cursor that starts at a random offset and moves past each allocation, so a freshly
     /// released MAC is not handed out again at once (stale ARP and DHCP state stays harmless).
@@ -74,6 +76,7 @@ impl AllocationOrder {
 
 /// What happens when someone asks for a specific MAC that is already taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum DuplicatePolicy {
     #[default]
     Deny,
@@ -103,6 +106,7 @@ impl DuplicatePolicy {
 /// A threshold in hundredths of a percent of the pool size (`5%` = 500), below which the pool is
 /// reported as running low.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LowWater(u16);
 
 impl LowWater {
@@ -159,6 +163,7 @@ pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
 
 /// Everything an admin sets on a pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PoolPolicy {
     pub order: AllocationOrder,
     pub cooldown: Duration,
@@ -179,6 +184,7 @@ impl Default for PoolPolicy {
 
 /// A pool's definition: name, ranges (sorted, non-overlapping) and policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PoolSpec {
     pub name: PoolName,
     pub ranges: Vec<MacRange>,

@@ -9,6 +9,7 @@ use crate::mac::{Mac, MacFormat, MacParseError};
 /// Invariant (enforced by [`MacRange::new`]): `first <= last` and both share the first octet, whose
 /// multicast bit is clear — the only way a contiguous run of MACs contains no group address.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MacRange {
     first: Mac,
     last: Mac,

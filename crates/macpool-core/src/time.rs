@@ -2,6 +2,7 @@ use std::time::Duration;
 
 /// Milliseconds since the Unix epoch. The core never reads a clock: callers pass `now` in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Timestamp(pub u64);
 
 impl Timestamp {

@@ -100,7 +100,7 @@ impl Authority {
     }
 
     /// Takes a block's addresses out of its pool's free space; false if any was not free.
-    fn take_block_range(&mut self, b: &Block) -> bool {
+    pub(super) fn take_block_range(&mut self, b: &Block) -> bool {
         let p = self
             .pools
             .get_mut(&b.pool)

@@ -42,6 +42,7 @@ use crate::inventory::{AdapterLocation, HostInventory};
 
 /// A host's latest inventory as the authority keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StoredInventory {
     pub generation: u64,
     /// When the authority accepted it.
@@ -125,7 +126,7 @@ impl Authority {
 
     /// Adds (or removes) every adapter of `inv` to the who-has-which-MAC index, and its
     /// checkpoints to the reference counts of the holds they ask for; returns those holds.
-    fn index_seen(&mut self, inv: &HostInventory, add: bool) -> BTreeSet<HoldKey> {
+    pub(super) fn index_seen(&mut self, inv: &HostInventory, add: bool) -> BTreeSet<HoldKey> {
         let keys = Self::checkpoint_keys(inv);
         for key in &keys {
             if add {

@@ -1435,6 +1435,11 @@ enum Op {
         ms: u16,
     },
     ToggleDuplicates,
+    /// Adds MACs 8..12 to pool `p` as a second range, or removes that range again (refused
+    /// while any of them is leased or held).
+    ToggleSecondRange,
+    /// Creates pool `c` (MACs 0x200..0x204), or deletes it.
+    TogglePoolC,
     /// A host's whole inventory: `(vm, live MAC, checkpoint MAC, checkpoint id)` per VM;
     /// `stale` resends the current generation (refused).
     Inventory {
@@ -1462,6 +1467,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..12, 0u8..12).prop_map(|(vm, mac)| Op::Unhold { vm, mac }),
         1 => (0u16..500).prop_map(|ms| Op::Tick { ms }),
         1 => Just(Op::ToggleDuplicates),
+        1 => Just(Op::ToggleSecondRange),
+        1 => Just(Op::TogglePoolC),
         3 => (0u8..3, proptest::bool::weighted(0.1), proptest::collection::vec((0u8..12, proptest::option::of(0u8..16), proptest::option::of(0u8..16), 0u8..2), 0..5))
             .prop_map(|(host, stale, vms)| Op::Inventory { host, stale, vms }),
         1 => (0u8..3).prop_map(|host| Op::ClaimBlock { host }),
@@ -1480,12 +1487,16 @@ proptest! {
         let order = if order { AllocationOrder::NextFit } else { AllocationOrder::Lowest };
         let mut a = Authority::new();
         let mut store = Persisted::default();
+        // A second replica that only replays what `a` persisted (PostgreSQL's change log).
+        let mut follower = Authority::new();
         let mut now = 0u64;
         // 8 addresses in the pool; MACs 8..12 lie outside it (holds there are allowed).
         let (_, ch) = a.create_pool(&admin(0), spec("p", &["00155D000000-00155D000007"], policy(order, Duration::from_millis(300))), 3).unwrap();
+        follower.apply_persisted(&ch);
         store.apply(ch);
         // Pool `b` (32 addresses) is for blocks of 8; MACs 12..16 fall into its four blocks.
         let (_, ch) = a.create_pool(&admin(0), spec("b", &["00155D000100-00155D00011F"], policy(order, Duration::from_millis(300))), 0).unwrap();
+        follower.apply_persisted(&ch);
         store.apply(ch);
         let m = |i: u8| {
             let i = u64::from(i);
@@ -1505,6 +1516,19 @@ proptest! {
                     allow = !allow;
                     let d = if allow { DuplicatePolicy::AllowAndFlag } else { DuplicatePolicy::Deny };
                     a.edit_pool(&ctx, "p", PoolEdit { duplicates: Some(d), ..PoolEdit::default() }).map(|(_, c)| c)
+                }
+                Op::ToggleSecondRange => {
+                    let second: MacRange = "00155D000008-00155D00000B".parse().unwrap();
+                    let has = a.pool("p").unwrap().spec.ranges.contains(&second);
+                    let edit = if has { PoolEdit { remove_ranges: vec![second], ..PoolEdit::default() } } else { PoolEdit { add_ranges: vec![second], ..PoolEdit::default() } };
+                    a.edit_pool(&ctx, "p", edit).map(|(_, c)| c)
+                }
+                Op::TogglePoolC => {
+                    if a.pool("c").is_ok() {
+                        a.delete_pool(&ctx, "c")
+                    } else {
+                        a.create_pool(&ctx, spec("c", &["00155D000200-00155D000203"], policy(order, Duration::from_millis(300))), 1).map(|(_, c)| c)
+                    }
                 }
                 Op::Inventory { host, stale, vms } => {
                     let mut inv = HostInventory::new(format!("h{host}")).unwrap();
@@ -1548,9 +1572,27 @@ proptest! {
                 }
             };
             if let Ok(changes) = result {
+                follower.apply_persisted(&changes);
                 store.apply(changes);
             }
             a.expire(Timestamp(now));
+            follower.expire(Timestamp(now));
+            prop_assert_eq!(follower.check_invariants(), Ok(()), "follower after step {} {:?}", step, op);
+            prop_assert_eq!(follower.pools(), a.pools(), "follower pools differ after step {} {:?}", step, op);
+            prop_assert_eq!(follower.leases(&LeaseFilter::default()), a.leases(&LeaseFilter::default()));
+            prop_assert_eq!(follower.holds(None), a.holds(None));
+            prop_assert_eq!(follower.available("p", 100).unwrap(), a.available("p", 100).unwrap());
+            prop_assert_eq!(follower.available("b", 100).unwrap(), a.available("b", 100).unwrap());
+            prop_assert_eq!(follower.inventories(), a.inventories());
+            prop_assert_eq!(follower.conflicts(), a.conflicts());
+            prop_assert_eq!(follower.blocks(&BlockFilter::default()), a.blocks(&BlockFilter::default()));
+            prop_assert_eq!(follower.next_block_id, a.next_block_id);
+            prop_assert_eq!(&follower.checkpoint_refs, &a.checkpoint_refs);
+            for i in 0..16 {
+                prop_assert_eq!(follower.mac_status(m(i)), a.mac_status(m(i)));
+                prop_assert_eq!(follower.departed(m(i)), a.departed(m(i)));
+            }
+            prop_assert_eq!(follower.pool_cursor("p").unwrap(), a.pool_cursor("p").unwrap());
             prop_assert_eq!(a.check_invariants(), Ok(()), "step {} {:?}", step, op);
             let mut restored = store.restore(Timestamp(now));
             restored.expire(Timestamp(now));
