@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use macpool_store::sqlite::SqliteStore;
-use macpool_store::{AnyStore, Role, Store, TokenRecord};
+use macpool_store::{AnyStore, Location, Role, Store, TokenRecord};
 
 use crate::auth::{self, BOOTSTRAP_ID, MIN_BOOTSTRAP_LEN, TokenCache};
 use crate::metrics::Metrics;
@@ -17,7 +16,8 @@ use crate::{AppState, ServerConfig, app};
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     pub listen: SocketAddr,
-    pub data_dir: PathBuf,
+    /// `sqlite:DIR` or `postgres://…`.
+    pub database: Location,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub public_metrics: bool,
@@ -31,8 +31,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         (None, None) => None,
         _ => bail!("--tls-cert and --tls-key go together"),
     };
-    let store = SqliteStore::open(&opts.data_dir).map_err(anyhow::Error::msg)?;
-    let store = AnyStore::Sqlite(store);
+    let store = AnyStore::open(&opts.database)
+        .await
+        .map_err(anyhow::Error::msg)?;
     ensure_admin_token(&store, opts.bootstrap_token.as_deref()).await?;
     let tokens = TokenCache::new(store.tokens().await?);
     let state = Arc::new(AppState {
@@ -50,8 +51,8 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
-        "macpool listening on {scheme}://{addr} (data in {})",
-        opts.data_dir.display()
+        "macpool listening on {scheme}://{addr} (store {})",
+        opts.database
     );
     tracing::info!(%addr, "listening");
 

@@ -9,9 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use macpool_core::Mac;
 use macpool_core::Timestamp;
 use macpool_core::authority::{
-    Actor, AllocateRequest, Allocation, AuthorityError, Available, BlockClaim, BlockFilter,
-    HoldRequest, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolView, ReleaseSelector,
-    Released, StoredInventory, UnholdRequest,
+    Actor, AllocateRequest, Allocation, Authority, AuthorityError, Available, BlockClaim,
+    BlockFilter, HoldRequest, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolView,
+    ReleaseSelector, Released, StoredInventory, UnholdRequest,
 };
 use macpool_core::block::Block;
 use macpool_core::conflict::Conflict;
@@ -21,6 +21,7 @@ use macpool_core::lease::{Hold, Lease};
 use macpool_core::pool::PoolSpec;
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 /// Why a store call failed. Domain refusals carry the core's error; everything else means the
@@ -113,6 +114,84 @@ pub struct StoreStats {
     pub commits: u64,
     /// Mutations made durable by those commits.
     pub mutations: u64,
+}
+
+/// What a store persists for the in-memory authority: the rows its [`Change`]s leave behind.
+///
+/// [`Change`]: macpool_core::authority::Change
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PersistedState {
+    pub pools: Vec<(PoolSpec, Mac)>,
+    pub leases: Vec<Lease>,
+    pub holds: Vec<Hold>,
+    pub cooling: Vec<(Mac, Timestamp)>,
+    pub inventories: Vec<StoredInventory>,
+    pub departed: Vec<Lease>,
+    pub blocks: Vec<Block>,
+}
+
+impl PersistedState {
+    /// Rebuilds the in-memory authority (cooling entries past `now` are dropped).
+    pub fn into_authority(self, now: Timestamp) -> Result<Authority, String> {
+        Authority::restore(self.pools, self.leases, self.holds, self.cooling, now)?
+            .with_inventories(self.inventories, self.departed)
+            .with_blocks(self.blocks)
+    }
+}
+
+/// A whole store, for `macpool store migrate`: the state, every history entry (oldest first)
+/// and every token.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub state: PersistedState,
+    pub history: Vec<HistoryEntry>,
+    pub tokens: Vec<TokenRecord>,
+}
+
+/// How many of each thing a store holds; `store migrate` compares source and target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pools: u64,
+    pub leases: u64,
+    pub holds: u64,
+    pub cooling: u64,
+    pub inventories: u64,
+    pub departed: u64,
+    pub blocks: u64,
+    pub history: u64,
+    pub tokens: u64,
+}
+
+impl Counts {
+    pub fn of(s: &Snapshot) -> Counts {
+        let n = |x: usize| x as u64;
+        Counts {
+            pools: n(s.state.pools.len()),
+            leases: n(s.state.leases.len()),
+            holds: n(s.state.holds.len()),
+            cooling: n(s.state.cooling.len()),
+            inventories: n(s.state.inventories.len()),
+            departed: n(s.state.departed.len()),
+            blocks: n(s.state.blocks.len()),
+            history: n(s.history.len()),
+            tokens: n(s.tokens.len()),
+        }
+    }
+
+    /// `(what, count)` in a fixed order, for tables and JSON.
+    pub fn rows(&self) -> [(&'static str, u64); 9] {
+        [
+            ("pools", self.pools),
+            ("leases", self.leases),
+            ("holds", self.holds),
+            ("cooling", self.cooling),
+            ("inventories", self.inventories),
+            ("departed", self.departed),
+            ("blocks", self.blocks),
+            ("history", self.history),
+            ("tokens", self.tokens),
+        ]
+    }
 }
 
 /// The authority's storage, one method per use case.
@@ -223,18 +302,70 @@ pub fn now() -> Timestamp {
     Timestamp(ms)
 }
 
+/// Where a store lives: `sqlite:DIR` (embedded, the default) or `postgres://…` (shared by
+/// replicas). A bare path means `sqlite:PATH`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Location {
+    pub fn parse(s: &str) -> Result<Location, String> {
+        if postgres::is_postgres_url(s) {
+            return Ok(Location::Postgres(s.to_string()));
+        }
+        let dir = s.strip_prefix("sqlite:").unwrap_or(s);
+        if dir.is_empty() || s.contains("://") && !s.starts_with("sqlite:") {
+            return Err(format!(
+                "unknown store '{s}': expected sqlite:DIR or postgres://user@host/database"
+            ));
+        }
+        Ok(Location::Sqlite(dir.into()))
+    }
+}
+
+impl std::fmt::Display for Location {
+    /// Never shows a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(dir) => write!(f, "sqlite:{}", dir.display()),
+            Location::Postgres(url) => f.write_str(&postgres::redact(url)),
+        }
+    }
+}
+
 /// The back end chosen at start-up. An enum rather than a trait object because [`Store`]'s
 /// methods are async; adding a back end adds a variant here and nowhere else.
 pub enum AnyStore {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
 }
 
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             AnyStore::Sqlite($s) => $e,
+            AnyStore::Postgres($s) => $e,
         }
     };
+}
+
+impl AnyStore {
+    /// Opens (creating if needed) the store at `location`.
+    pub async fn open(location: &Location) -> Result<AnyStore, String> {
+        match location {
+            Location::Sqlite(dir) => sqlite::SqliteStore::open(dir).map(AnyStore::Sqlite),
+            Location::Postgres(url) => postgres::PostgresStore::open(url)
+                .await
+                .map(AnyStore::Postgres),
+        }
+    }
+
+    /// Everything in the store, for `store migrate`.
+    pub async fn export(&self) -> StoreResult<Snapshot> {
+        dispatch!(self, s => s.export().await)
+    }
 }
 
 impl Store for AnyStore {

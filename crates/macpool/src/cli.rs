@@ -93,6 +93,24 @@ pub enum Command {
     /// Simulate a Hyper-V cluster of RDS pooled desktops under each strategy and compare
     /// duplicates, forced restarts and outage (no server needed).
     Sim(crate::commands::sim::SimArgs),
+    /// Store maintenance: copy a whole store into PostgreSQL (`store migrate`).
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Copy a whole store (pools, leases, holds, cooling, inventories, blocks, tokens,
+    /// history) into an empty PostgreSQL database, and verify the counts. Stop `macpool serve`
+    /// on the source first (an embedded store refuses a second opener).
+    Migrate {
+        /// The source: sqlite:DIR (or postgres://…).
+        #[arg(long)]
+        from: String,
+        /// The target: postgres://user@host/db, holding no macpool data yet.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,9 +228,13 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7780", env = "MACPOOL_LISTEN")]
     pub listen: SocketAddr,
-    /// Directory of the embedded store.
-    #[arg(long, default_value = "./macpool-data", env = "MACPOOL_DATA")]
-    pub data: PathBuf,
+    /// Directory of the embedded store (the default store: ./macpool-data).
+    #[arg(long, env = "MACPOOL_DATA", conflicts_with = "database")]
+    pub data: Option<PathBuf>,
+    /// The store: sqlite:DIR (embedded, default) or postgres://user@host/db (shared by
+    /// several replicas; any libpq-style URL, passwords are never printed).
+    #[arg(long, env = "MACPOOL_DATABASE")]
+    pub database: Option<String>,
     /// PEM certificate chain; with --tls-key, serve HTTPS.
     #[arg(long, env = "MACPOOL_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,

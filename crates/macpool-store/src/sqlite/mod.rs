@@ -44,7 +44,9 @@ use macpool_core::{Mac, Timestamp};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{HistoryFilter, Store, StoreError, StoreResult, StoreStats, TokenRecord, now};
+use crate::{
+    HistoryFilter, Snapshot, Store, StoreError, StoreResult, StoreStats, TokenRecord, now,
+};
 
 /// Most requests one commit carries; bounds the latency of the last one in a batch.
 const MAX_BATCH: usize = 1024;
@@ -69,15 +71,7 @@ struct Worker {
 impl Worker {
     fn reload(&mut self) -> Result<(), String> {
         let loaded = rows::load(&self.conn).map_err(|e| e.to_string())?;
-        self.authority = Authority::restore(
-            loaded.pools,
-            loaded.leases,
-            loaded.holds,
-            loaded.cooling,
-            now(),
-        )?
-        .with_inventories(loaded.inventories, loaded.departed)
-        .with_blocks(loaded.blocks)?;
+        self.authority = loaded.into_authority(now())?;
         self.stale = false;
         Ok(())
     }
@@ -210,6 +204,24 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Everything in the store, for `store migrate` (read between two batches: consistent).
+    pub async fn export(&self) -> StoreResult<Snapshot> {
+        self.call(|w, _| {
+            let read = || -> rusqlite::Result<Snapshot> {
+                Ok(Snapshot {
+                    state: rows::load(&w.conn)?,
+                    history: rows::all_history(&w.conn)?,
+                    tokens: rows::tokens(&w.conn)?,
+                })
+            };
+            (
+                read().map_err(|e| StoreError::Unavailable(e.to_string())),
+                Vec::new(),
+            )
+        })
+        .await
     }
 
     /// Runs `f` on the worker, in the next batch, and returns its result once the batch is durable.

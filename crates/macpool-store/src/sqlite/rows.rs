@@ -15,7 +15,7 @@ use macpool_core::pool::{
 use macpool_core::{Mac, MacFormat, MacRange, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::{HistoryFilter, Role, TokenRecord};
+use crate::{HistoryFilter, PersistedState, Role, TokenRecord};
 
 type SqlResult<T> = rusqlite::Result<T>;
 
@@ -350,18 +350,8 @@ fn insert_history(conn: &Connection, h: &HistoryEntry) -> SqlResult<()> {
     Ok(())
 }
 
-pub struct Loaded {
-    pub pools: Vec<(PoolSpec, Mac)>,
-    pub leases: Vec<Lease>,
-    pub holds: Vec<Hold>,
-    pub cooling: Vec<(Mac, Timestamp)>,
-    pub inventories: Vec<StoredInventory>,
-    pub departed: Vec<Lease>,
-    pub blocks: Vec<Block>,
-}
-
 /// Reads everything the in-memory authority is rebuilt from.
-pub fn load(conn: &Connection) -> SqlResult<Loaded> {
+pub fn load(conn: &Connection) -> SqlResult<PersistedState> {
     let mut pools = Vec::new();
     let mut stmt = conn.prepare(
         "SELECT name, ranges, alloc_order, cooldown_ms, duplicates, low_water_bp, cursor FROM pools ORDER BY name",
@@ -405,7 +395,7 @@ pub fn load(conn: &Connection) -> SqlResult<Loaded> {
     while let Some(r) = rows.next()? {
         cooling.push((mac_col(r.get(0)?)?, Timestamp(r.get::<_, i64>(1)? as u64)));
     }
-    Ok(Loaded {
+    Ok(PersistedState {
         pools,
         leases,
         holds,
@@ -499,6 +489,19 @@ pub fn history(conn: &Connection, f: &HistoryFilter) -> SqlResult<Vec<HistoryEnt
             ))?;
             push(s.query(params![limit])?)?;
         }
+    }
+    Ok(out)
+}
+
+/// Every history entry, oldest first (for `store migrate`).
+pub fn all_history(conn: &Connection) -> SqlResult<Vec<HistoryEntry>> {
+    let mut s = conn.prepare(
+        "SELECT at_ms, actor, action, mac, pool, vm_id, vm_name, adapter_id, host, reason FROM history ORDER BY id",
+    )?;
+    let mut rows = s.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(history_row(r)?);
     }
     Ok(out)
 }

@@ -13,6 +13,7 @@ mod lease;
 mod mac;
 mod pool;
 pub(crate) mod sim;
+mod store;
 mod token;
 
 use macpool_client::Client;
@@ -78,13 +79,19 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Inventory(c) => inventory::run(&ctx()?, c).await,
         Command::Block(c) => block::run(&ctx()?, c).await,
         Command::Sim(a) => sim::run(out, a).await,
+        Command::Store(c) => store::run(out, c).await,
     }
 }
 
 async fn serve(args: crate::cli::ServeArgs) -> CmdResult {
+    let database = match (args.database, args.data) {
+        (Some(db), _) => macpool_store::Location::parse(&db).map_err(Failure::usage)?,
+        (None, Some(dir)) => macpool_store::Location::Sqlite(dir),
+        (None, None) => macpool_store::Location::Sqlite("./macpool-data".into()),
+    };
     let opts = macpool_server::serve::ServeOptions {
         listen: args.listen,
-        data_dir: args.data,
+        database,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         public_metrics: args.public_metrics,

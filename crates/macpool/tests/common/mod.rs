@@ -21,9 +21,13 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path) -> Server {
+        Server::start_on(&format!("sqlite:{}", data.display()))
+    }
+
+    /// A server on any store: `sqlite:DIR` or `postgres://…` (several may share one database).
+    pub fn start_on(database: &str) -> Server {
         let mut child = Command::new(exe())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
             .env("MACPOOL_BOOTSTRAP_TOKEN", TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

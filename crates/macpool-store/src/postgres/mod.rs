@@ -1,0 +1,810 @@
+//! The shared back end: PostgreSQL, for several `macpool serve` replicas on one database.
+//!
+//! Every replica keeps the whole authority in memory, as the embedded store does, and one worker
+//! task per replica applies requests in batches. What makes replicas agree is the database:
+//!
+//! - **A sequenced change log.** Each batch that writes runs in one transaction that first locks
+//!   the log's head row (`macpool_head`, `SELECT … FOR UPDATE`). Holding it, the replica reads
+//!   the log entries other replicas committed since its own position and replays them
+//!   (`Authority::apply_persisted`), so it decides on exactly the state the database holds; then
+//!   it runs the batch's requests, writes their rows and one log entry, moves the head and
+//!   commits. Because the lock is held until commit, log sequence numbers are gap-free in commit
+//!   order, and two replicas can never both hand out the same free address.
+//! - **Constraints as a second line.** `leases` refuses two unflagged leases of one MAC at commit
+//!   (a deferred exclusion constraint), whatever the in-memory state believed.
+//! - **Group commit.** The lock is taken once per batch, not per request: under load a batch
+//!   carries every request queued while the previous one committed, so the serialization point
+//!   costs one round of statements per batch. (BENCHMARKS.md measures this against per-request
+//!   designs: row locks with `SKIP LOCKED`, per-replica chunks, NetBox's advisory lock and
+//!   Neutron's retry loop.)
+//! - **Reads** first replay whatever the log gained (no lock), so a reply never reflects less
+//!   than what any replica acknowledged before the read started.
+//!
+//! Durability: a reply is sent only after `COMMIT` returned, and PostgreSQL's default
+//! `synchronous_commit = on` makes that commit durable (and replicated, where the operator runs
+//! synchronous standbys). If the database is unreachable or a commit fails, every request of
+//! the batch fails with `Unavailable` (HTTP 503), the in-memory state is marked stale and is
+//! rebuilt from the tables before the next batch; the replica recovers on its own when the
+//! database returns.
+
+mod rows;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use macpool_core::authority::{
+    Actor, AllocateRequest, Allocation, Authority, AuthorityError, Available, BlockClaim,
+    BlockFilter, Change, Context, HoldRequest, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit,
+    PoolView, ReleaseSelector, Released, StoredInventory, UnholdRequest,
+};
+use macpool_core::block::Block;
+use macpool_core::conflict::Conflict;
+use macpool_core::history::HistoryEntry;
+use macpool_core::inventory::HostInventory;
+use macpool_core::lease::{Hold, Lease};
+use macpool_core::pool::PoolSpec;
+use macpool_core::{Mac, Timestamp};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    Counts, HistoryFilter, Snapshot, Store, StoreError, StoreResult, StoreStats, TokenRecord, now,
+};
+use rows::RowWrites;
+
+/// Most requests one transaction carries.
+const MAX_BATCH: usize = 1024;
+/// Log entries kept behind the head; a replica further behind reloads from the tables.
+const LOG_KEEP: i64 = 100_000;
+/// How often (in commits) a replica trims the log.
+const TRIM_EVERY: u64 = 1_000;
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("database: {e}"))
+}
+
+/// Whether a URL names this back end.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The URL with any password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn connect_pool(url: &str, max: u32) -> Result<PgPool, String> {
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e| format!("invalid database URL {}: {e}", redact(url)))?;
+    let options = options.application_name("macpool");
+    // One direct connection first: its error says why (refused, auth, no such database),
+    // where a pool would only say that it timed out.
+    let probe = tokio::time::timeout(
+        Duration::from_secs(10),
+        PgConnection::connect_with(&options),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "cannot connect to database {}: no answer within 10 s",
+            redact(url)
+        )
+    })?
+    .map_err(|e| format!("cannot connect to database {}: {e}", redact(url)))?;
+    let _ = probe.close().await;
+    Ok(PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options))
+}
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// A request's work: runs on the caught-up authority at `now`, adds its rows and log entries,
+/// and returns how to answer once the batch's fate is known.
+type JobFn =
+    dyn FnOnce(&mut Authority, Timestamp, &mut RowWrites, &mut Vec<Change>) -> Reply + Send;
+
+/// One request for the worker. `writes` says whether it may write, so a batch of reads only
+/// catches up and never takes the head lock.
+struct Job {
+    writes: bool,
+    run: Box<JobFn>,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    mutations: AtomicU64,
+}
+
+struct Worker {
+    pool: PgPool,
+    authority: Authority,
+    /// The log position the in-memory state reflects.
+    seq: i64,
+    /// The in-memory state may be ahead of the database (a failed commit): reload first.
+    stale: bool,
+    replica: String,
+    commits: u64,
+}
+
+impl Worker {
+    /// Rebuilds the state from the tables, in one snapshot with the head it belongs to.
+    async fn reload(&mut self) -> Result<(), String> {
+        let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
+        let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM macpool_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = rows::load(&mut tx).await.map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        self.authority = state.into_authority(now())?;
+        self.seq = seq;
+        self.stale = false;
+        Ok(())
+    }
+
+    /// Replays the log entries after `self.seq`, up to the head (read in the same statement, so
+    /// both come from one snapshot). Reloads from the tables when the entries needed were
+    /// trimmed. `head`: already known (and locked) by the caller.
+    async fn catch_up(&mut self, conn: &mut PgConnection, head: Option<i64>) -> Result<(), String> {
+        if head == Some(self.seq) {
+            return Ok(());
+        }
+        let rows: Vec<(i64, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT h.seq, l.seq, l.changes::text FROM macpool_head h
+             LEFT JOIN change_log l ON l.seq > $1 WHERE h.id = 1 ORDER BY l.seq",
+        )
+        .bind(self.seq)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?;
+        let locked = head.is_some();
+        let head = head.unwrap_or_else(|| rows.first().map_or(self.seq, |r| r.0));
+        let entries: Vec<(i64, String)> = rows
+            .into_iter()
+            .filter_map(|(_, seq, changes)| Some((seq?, changes?)))
+            .filter(|(seq, _)| *seq <= head)
+            .collect();
+        let complete = entries.len() as i64 == head - self.seq
+            && entries.first().is_none_or(|(s, _)| *s == self.seq + 1);
+        if !complete {
+            tracing::info!(
+                "replica {} fell behind the trimmed change log; reloading from the tables",
+                self.replica
+            );
+            // Under the head lock nothing moves, so plain reads are consistent; without it, a
+            // snapshot of its own.
+            return match locked {
+                true => self.reload_in(conn).await,
+                false => self.reload().await,
+            };
+        }
+        for (seq, changes) in entries {
+            let changes: Vec<Change> = serde_json::from_str(&changes)
+                .map_err(|e| format!("change log entry {seq} cannot be read: {e}"))?;
+            self.authority.apply_persisted(&changes);
+            self.seq = seq;
+        }
+        Ok(())
+    }
+
+    /// A reload on the caller's connection, which may hold the head lock (so nothing moves).
+    async fn reload_in(&mut self, conn: &mut PgConnection) -> Result<(), String> {
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM macpool_head WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = rows::load(conn).await.map_err(|e| e.to_string())?;
+        self.authority = state.into_authority(now())?;
+        self.seq = seq;
+        Ok(())
+    }
+
+    /// Runs one batch: under the head lock when any job may write, else after a catch-up.
+    /// Returns the replies and whether they succeed.
+    async fn run_batch(&mut self, batch: Vec<Job>, counters: &Counters) {
+        let writes = batch.iter().any(|j| j.writes);
+        let outcome = if writes {
+            self.run_locked(batch, counters).await
+        } else {
+            self.run_reads(batch).await
+        };
+        let (replies, result) = outcome;
+        for reply in replies {
+            reply(result.clone().map_err(unavailable));
+        }
+    }
+
+    async fn run_reads(&mut self, batch: Vec<Job>) -> (Vec<Reply>, Result<(), String>) {
+        let caught_up = async {
+            let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
+            self.catch_up(&mut conn, None).await
+        }
+        .await;
+        let now = now();
+        self.authority.expire(now);
+        let mut ignored = RowWrites::default();
+        let mut changes = Vec::new();
+        let replies = batch
+            .into_iter()
+            .map(|j| (j.run)(&mut self.authority, now, &mut ignored, &mut changes))
+            .collect();
+        (replies, caught_up)
+    }
+
+    async fn run_locked(
+        &mut self,
+        batch: Vec<Job>,
+        counters: &Counters,
+    ) -> (Vec<Reply>, Result<(), String>) {
+        let mut conn = match self.pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => return (refuse(batch), Err(e.to_string())),
+        };
+        let mut tx = match conn.begin().await {
+            Ok(t) => t,
+            Err(e) => return (refuse(batch), Err(e.to_string())),
+        };
+        let head: i64 =
+            match sqlx::query_scalar("SELECT seq FROM macpool_head WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await
+            {
+                Ok(h) => h,
+                Err(e) => return (refuse(batch), Err(e.to_string())),
+            };
+        if let Err(e) = self.catch_up(&mut tx, Some(head)).await {
+            self.stale = true;
+            return (refuse(batch), Err(e));
+        }
+        let now = now();
+        self.authority.expire(now);
+        let pool_ranges: HashMap<String, Vec<_>> = self
+            .authority
+            .pools()
+            .into_iter()
+            .map(|p| (p.spec.name.to_string(), p.spec.ranges))
+            .collect();
+        let mut writes = RowWrites::new(pool_ranges);
+        let mut changes = Vec::new();
+        let mut mutations = 0u64;
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch {
+            let before = (changes.len(), writes.is_empty());
+            replies.push((job.run)(
+                &mut self.authority,
+                now,
+                &mut writes,
+                &mut changes,
+            ));
+            if changes.len() != before.0 || (before.1 && !writes.is_empty()) {
+                mutations += 1;
+            }
+        }
+        if writes.is_empty() {
+            // Nothing to write after all (refusals, idempotent repeats): release the lock.
+            let done = tx.commit().await.map_err(|e| e.to_string());
+            return (replies, done);
+        }
+        let committed = async {
+            let logged: Vec<&Change> = changes
+                .iter()
+                .filter(|c| !matches!(c, Change::History(_)))
+                .collect();
+            writes.execute(&mut tx).await?;
+            let seq = head + 1;
+            if !logged.is_empty() {
+                sqlx::query(
+                    "INSERT INTO change_log (seq, at_ms, replica, changes) VALUES ($1, $2, $3, $4::jsonb)",
+                )
+                .bind(seq)
+                .bind(now.0 as i64)
+                .bind(&self.replica)
+                .bind(serde_json::to_string(&logged).expect("changes serialize"))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE macpool_head SET seq = $1 WHERE id = 1")
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                if (self.commits + 1).is_multiple_of(TRIM_EVERY) {
+                    sqlx::query("DELETE FROM change_log WHERE seq < $1")
+                        .bind(seq - LOG_KEEP)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok::<bool, sqlx::Error>(!logged.is_empty())
+        }
+        .await;
+        match committed {
+            Ok(logged) => {
+                if logged {
+                    self.seq = head + 1;
+                }
+                self.commits += 1;
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters.mutations.fetch_add(mutations, Ordering::Relaxed);
+                (replies, Ok(()))
+            }
+            Err(e) => {
+                tracing::error!("commit failed, the state will be rebuilt from the database: {e}");
+                self.stale = true;
+                (replies, Err(format!("commit failed: {e}")))
+            }
+        }
+    }
+}
+
+/// Answers a batch that never ran: its jobs are dropped unrun, and each reply is an error.
+fn refuse(batch: Vec<Job>) -> Vec<Reply> {
+    let mut ignored_auth = Authority::new();
+    let mut ignored_writes = RowWrites::default();
+    let mut ignored_changes = Vec::new();
+    // Running a job on an empty authority gives a reply to send; its result is replaced by
+    // the batch's error, and nothing it did is kept.
+    batch
+        .into_iter()
+        .map(|j| {
+            (j.run)(
+                &mut ignored_auth,
+                Timestamp(0),
+                &mut ignored_writes,
+                &mut ignored_changes,
+            )
+        })
+        .collect()
+}
+
+async fn run_worker(
+    mut worker: Worker,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    counters: Arc<Counters>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if worker.stale
+            && let Err(e) = worker.reload().await
+        {
+            tracing::warn!("database unavailable, refusing requests: {e}");
+            for reply in refuse(batch) {
+                reply(Err(unavailable(&e)));
+            }
+            continue;
+        }
+        worker.run_batch(batch, &counters).await;
+    }
+}
+
+/// The PostgreSQL store. Several processes may open the same database.
+pub struct PostgresStore {
+    jobs: mpsc::UnboundedSender<Job>,
+    pool: PgPool,
+    counters: Arc<Counters>,
+}
+
+impl PostgresStore {
+    /// Connects, migrates the schema (refusing a newer one) and loads the authority.
+    pub async fn open(url: &str) -> Result<PostgresStore, String> {
+        let pool = connect_pool(url, 8).await?;
+        {
+            let mut conn = pool
+                .acquire()
+                .await
+                .map_err(|e| format!("cannot connect to database {}: {e}", redact(url)))?;
+            schema::migrate(&mut conn).await?;
+        }
+        let replica = format!(
+            "{}:{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "macpool".into()),
+            std::process::id()
+        );
+        let mut worker = Worker {
+            pool: pool.clone(),
+            authority: Authority::new(),
+            seq: 0,
+            stale: true,
+            replica,
+            commits: 0,
+        };
+        worker
+            .reload()
+            .await
+            .map_err(|e| format!("cannot load the store from {}: {e}", redact(url)))?;
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run_worker(worker, rx, counters.clone()));
+        Ok(PostgresStore {
+            jobs,
+            pool,
+            counters,
+        })
+    }
+
+    /// Runs `f` on the worker in the next batch; answers once the batch committed.
+    async fn call<T: Send + 'static>(
+        &self,
+        writes: bool,
+        f: impl FnOnce(&mut Authority, Timestamp, &mut RowWrites, &mut Vec<Change>) -> StoreResult<T>
+        + Send
+        + 'static,
+    ) -> StoreResult<T> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            writes,
+            run: Box::new(move |a, now, w, c| {
+                let result = f(a, now, w, c);
+                Box::new(move |batch: Result<(), StoreError>| {
+                    let _ = tx.send(batch.and(result));
+                })
+            }),
+        };
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the store is shut down".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the store worker stopped".into()))?
+    }
+
+    async fn mutate<T: Send + 'static>(
+        &self,
+        actor: Actor,
+        f: impl FnOnce(&mut Authority, &Context) -> Result<(T, Vec<Change>), AuthorityError>
+        + Send
+        + 'static,
+    ) -> StoreResult<T> {
+        self.call(true, move |a, now, writes, log| {
+            let ctx = Context { now, actor };
+            let (value, changes) = f(a, &ctx)?;
+            for c in &changes {
+                writes.add(c);
+            }
+            log.extend(changes);
+            Ok(value)
+        })
+        .await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Authority) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.call(false, move |a, _, _, _| f(a)).await
+    }
+
+    async fn conn(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await.map_err(unavailable)
+    }
+
+    /// Everything in the database, for `store migrate` (one snapshot).
+    pub async fn export(&self) -> StoreResult<Snapshot> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await.map_err(unavailable)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let state = rows::load(&mut tx).await.map_err(unavailable)?;
+        let history = rows::all_history(&mut tx).await.map_err(unavailable)?;
+        let tokens = rows::tokens(&mut tx).await.map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Snapshot {
+            state,
+            history,
+            tokens,
+        })
+    }
+
+    /// Row counts of every table.
+    pub async fn counts(&self) -> StoreResult<Counts> {
+        rows::counts(&mut *self.conn().await?)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// Copies a whole store into the database at `url`, which must hold no macpool data yet
+/// (the schema is created if missing). Returns the counts read back from the target.
+pub async fn import(url: &str, snapshot: &Snapshot) -> Result<Counts, String> {
+    let pool = connect_pool(url, 2).await?;
+    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+    schema::migrate(&mut conn).await?;
+    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+    // Lock the head: no replica may write while the copy runs.
+    let head: i64 = sqlx::query_scalar("SELECT seq FROM macpool_head WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    let before = rows::counts(&mut tx).await.map_err(|e| e.to_string())?;
+    if head != 0 || before != Counts::default() {
+        let held: Vec<String> = before
+            .rows()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| format!("{n} {what}"))
+            .collect();
+        return Err(format!(
+            "the target database {} already holds macpool data ({}); migrate into an empty database",
+            redact(url),
+            if held.is_empty() {
+                format!("change log at {head}")
+            } else {
+                held.join(", ")
+            }
+        ));
+    }
+    rows::import(&mut tx, snapshot)
+        .await
+        .map_err(|e| format!("copy failed, nothing was written: {e}"))?;
+    let after = rows::counts(&mut tx).await.map_err(|e| e.to_string())?;
+    let expected = Counts::of(snapshot);
+    if after != expected {
+        return Err(format!(
+            "copy verification failed, nothing was written: expected {expected:?}, the target would hold {after:?}"
+        ));
+    }
+    tx.commit()
+        .await
+        .map_err(|e| format!("copy failed at commit, nothing was written: {e}"))?;
+    Ok(after)
+}
+
+/// For tests: a fresh, empty database next to the one `base_url` names (dropped first if it
+/// exists), and its URL. `name` is made safe for an identifier.
+pub async fn scratch_database(base_url: &str, name: &str) -> Result<String, String> {
+    let db: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect();
+    let mut conn = PgConnection::connect(base_url)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", redact(base_url)))?;
+    let drop = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let create = format!("CREATE DATABASE \"{db}\"");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(replace_database(base_url, &db))
+}
+
+/// `base_url` with its database path replaced by `db`.
+fn replace_database(base_url: &str, db: &str) -> String {
+    let (head, query) = match base_url.find('?') {
+        Some(q) => (&base_url[..q], &base_url[q..]),
+        None => (base_url, ""),
+    };
+    let after_scheme = head.find("://").map_or(0, |i| i + 3);
+    let path_at = head[after_scheme..]
+        .find('/')
+        .map_or(head.len(), |i| after_scheme + i);
+    format!("{}/{db}{query}", &head[..path_at])
+}
+
+impl Store for PostgresStore {
+    async fn create_pool(&self, actor: Actor, spec: PoolSpec) -> StoreResult<PoolView> {
+        let random: u64 = rand::random();
+        self.mutate(actor, move |a, ctx| a.create_pool(ctx, spec, random))
+            .await
+    }
+
+    async fn edit_pool(&self, actor: Actor, name: String, edit: PoolEdit) -> StoreResult<PoolView> {
+        self.mutate(actor, move |a, ctx| a.edit_pool(ctx, &name, edit))
+            .await
+    }
+
+    async fn delete_pool(&self, actor: Actor, name: String) -> StoreResult<()> {
+        self.mutate(actor, move |a, ctx| {
+            a.delete_pool(ctx, &name).map(|c| ((), c))
+        })
+        .await
+    }
+
+    async fn pools(&self) -> StoreResult<Vec<PoolView>> {
+        self.read(|a| Ok(a.pools())).await
+    }
+
+    async fn pool(&self, name: String) -> StoreResult<PoolView> {
+        self.read(move |a| Ok(a.pool(&name)?)).await
+    }
+
+    async fn available(&self, name: String, limit: u64) -> StoreResult<Available> {
+        self.read(move |a| Ok(a.available(&name, limit)?)).await
+    }
+
+    async fn allocate(&self, actor: Actor, req: AllocateRequest) -> StoreResult<Vec<Allocation>> {
+        self.mutate(actor, move |a, ctx| a.allocate(ctx, req)).await
+    }
+
+    async fn release(&self, actor: Actor, selector: ReleaseSelector) -> StoreResult<Vec<Released>> {
+        self.mutate(actor, move |a, ctx| a.release(ctx, selector))
+            .await
+    }
+
+    async fn hold(&self, actor: Actor, req: HoldRequest) -> StoreResult<Hold> {
+        self.mutate(actor, move |a, ctx| a.hold(ctx, req)).await
+    }
+
+    async fn unhold(&self, actor: Actor, req: UnholdRequest) -> StoreResult<Vec<Hold>> {
+        self.mutate(actor, move |a, ctx| a.unhold(ctx, req)).await
+    }
+
+    async fn leases(&self, filter: LeaseFilter) -> StoreResult<Vec<Lease>> {
+        self.read(move |a| Ok(a.leases(&filter))).await
+    }
+
+    async fn holds(&self, vm_id: Option<String>) -> StoreResult<Vec<Hold>> {
+        self.read(move |a| Ok(a.holds(vm_id.as_deref()))).await
+    }
+
+    async fn mac_status(&self, mac: Mac) -> StoreResult<MacStatus> {
+        self.read(move |a| Ok(a.mac_status(mac))).await
+    }
+
+    async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {
+        rows::history(&mut *self.conn().await?, &filter)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn put_inventory(
+        &self,
+        actor: Actor,
+        inventory: HostInventory,
+        generation: u64,
+    ) -> StoreResult<InventoryOutcome> {
+        self.mutate(actor, move |a, ctx| {
+            a.apply_inventory(ctx, inventory, generation)
+        })
+        .await
+    }
+
+    async fn inventory(&self, host: String) -> StoreResult<StoredInventory> {
+        self.read(move |a| Ok(a.inventory(&host)?)).await
+    }
+
+    async fn conflicts(&self) -> StoreResult<Vec<Conflict>> {
+        self.read(|a| Ok(a.conflicts())).await
+    }
+
+    async fn claim_block(&self, actor: Actor, claim: BlockClaim) -> StoreResult<(Block, bool)> {
+        self.mutate(actor, move |a, ctx| {
+            a.claim_block(ctx, claim)
+                .map(|(b, existing, ch)| ((b, existing), ch))
+        })
+        .await
+    }
+
+    async fn activate_block(&self, actor: Actor, host: String, id: u64) -> StoreResult<Block> {
+        self.mutate(actor, move |a, ctx| a.activate_block(ctx, &host, id))
+            .await
+    }
+
+    async fn drain_block(&self, actor: Actor, host: String, id: u64) -> StoreResult<Block> {
+        self.mutate(actor, move |a, ctx| a.drain_block(ctx, &host, id))
+            .await
+    }
+
+    async fn blocks(&self, filter: BlockFilter) -> StoreResult<Vec<Block>> {
+        self.read(move |a| Ok(a.blocks(&filter))).await
+    }
+
+    async fn save_token(&self, token: TokenRecord) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        rows::save_token(&mut conn, &token)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn revoke_token(&self, id: String) -> StoreResult<TokenRecord> {
+        let mut conn = self.conn().await?;
+        let at = now();
+        let row = sqlx::query(
+            "UPDATE tokens SET revoked_ms = COALESCE(revoked_ms, $2) WHERE id = $1 RETURNING id",
+        )
+        .bind(&id)
+        .bind(at.0 as i64)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        if row.is_none() {
+            return Err(StoreError::NotFound(format!("no token with id '{id}'")));
+        }
+        rows::tokens(&mut conn)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| StoreError::NotFound(format!("no token with id '{id}'")))
+    }
+
+    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        rows::tokens(&mut *self.conn().await?)
+            .await
+            .map_err(unavailable)
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            mutations: self.counters.mutations.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://macpool:s3cret@db.example/macpool"),
+            "postgres://macpool:***@db.example/macpool"
+        );
+        assert_eq!(
+            redact("postgres://postgres@127.0.0.1/x"),
+            "postgres://postgres@127.0.0.1/x"
+        );
+    }
+
+    #[test]
+    fn scratch_urls_keep_host_and_options() {
+        assert_eq!(
+            replace_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+            "postgres://postgres@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            replace_database("postgres://u@h/db?sslmode=disable", "t2"),
+            "postgres://u@h/t2?sslmode=disable"
+        );
+        assert_eq!(
+            replace_database("postgres://u@h", "t3"),
+            "postgres://u@h/t3"
+        );
+    }
+}

@@ -1,0 +1,616 @@
+//! Rows of the PostgreSQL store: one batch's [`Change`]s folded into their net effect per row and
+//! written with one statement per table (arrays through `UNNEST`), the state read back, history
+//! and tokens. Objects are kept as JSON (`jsonb`) next to the columns the database indexes or
+//! constrains.
+
+use std::collections::{BTreeMap, HashMap};
+
+use macpool_core::authority::{Change, StoredInventory};
+use macpool_core::block::{Block, BlockState};
+use macpool_core::history::HistoryEntry;
+use macpool_core::lease::{Hold, Lease};
+use macpool_core::pool::PoolSpec;
+use macpool_core::{Mac, MacRange, Timestamp};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::{PgConnection, Row};
+
+use crate::{Counts, HistoryFilter, PersistedState, Role, Snapshot, TokenRecord};
+
+pub type DbResult<T> = Result<T, sqlx::Error>;
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("domain values always serialize")
+}
+
+fn parse<T: DeserializeOwned>(what: &str, s: &str) -> DbResult<T> {
+    serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(format!("stored {what}: {e}").into()))
+}
+
+fn mac_i64(mac: Mac) -> i64 {
+    mac.to_u64() as i64
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.0 as i64
+}
+
+fn block_state(s: BlockState) -> &'static str {
+    match s {
+        BlockState::Pending => "pending",
+        BlockState::Active => "active",
+        BlockState::Draining => "draining",
+        BlockState::Free => "free",
+    }
+}
+
+/// What a pool's row becomes by the end of a batch.
+enum PoolRow {
+    Saved { spec: PoolSpec, cursor: Mac },
+    Cursor(Mac),
+}
+
+/// One batch's writes, net per row: a lease saved, moved and deleted in the same batch is one
+/// delete. Executed in a fixed order, which is safe because only the last state of each row
+/// matters and the one cross-row rule (one unflagged lease per MAC) is checked at commit.
+#[derive(Default)]
+pub struct RowWrites {
+    /// Ranges of every pool as the batch goes along (needed when a pool is deleted).
+    pool_ranges: HashMap<String, Vec<MacRange>>,
+    deleted_pools: Vec<(String, Vec<MacRange>)>,
+    pools: BTreeMap<String, PoolRow>,
+    leases: BTreeMap<String, Option<Lease>>,
+    holds: BTreeMap<String, Option<Hold>>,
+    cooling: BTreeMap<i64, Option<i64>>,
+    inventories: BTreeMap<String, StoredInventory>,
+    departed: BTreeMap<i64, Option<Lease>>,
+    blocks: BTreeMap<u64, Block>,
+    history: Vec<HistoryEntry>,
+    /// Only for `import`: tokens are otherwise written directly, not through batches.
+    tokens_saved: Vec<TokenRecord>,
+}
+
+impl RowWrites {
+    /// `pool_ranges`: every pool's ranges before the batch.
+    pub fn new(pool_ranges: HashMap<String, Vec<MacRange>>) -> RowWrites {
+        RowWrites {
+            pool_ranges,
+            ..RowWrites::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.deleted_pools.is_empty()
+            && self.pools.is_empty()
+            && self.leases.is_empty()
+            && self.holds.is_empty()
+            && self.cooling.is_empty()
+            && self.inventories.is_empty()
+            && self.departed.is_empty()
+            && self.blocks.is_empty()
+            && self.history.is_empty()
+            && self.tokens_saved.is_empty()
+    }
+
+    pub fn add(&mut self, change: &Change) {
+        match change {
+            Change::PoolSaved { spec, cursor } => {
+                self.pool_ranges
+                    .insert(spec.name.to_string(), spec.ranges.clone());
+                self.pools.insert(
+                    spec.name.to_string(),
+                    PoolRow::Saved {
+                        spec: spec.clone(),
+                        cursor: *cursor,
+                    },
+                );
+            }
+            Change::PoolDeleted { name } => {
+                let ranges = self.pool_ranges.remove(name.as_str()).unwrap_or_default();
+                // Cooling entries inside the pool go with it; later ones (a new pool on the
+                // same range) stay.
+                for (mac, row) in self.cooling.iter_mut() {
+                    if ranges
+                        .iter()
+                        .any(|r| r.contains(Mac::from_u64(*mac as u64).unwrap()))
+                    {
+                        *row = None;
+                    }
+                }
+                self.pools.remove(name.as_str());
+                self.deleted_pools.push((name.to_string(), ranges));
+            }
+            Change::CursorMoved { pool, cursor } => match self.pools.get_mut(pool.as_str()) {
+                Some(PoolRow::Saved { cursor: c, .. }) | Some(PoolRow::Cursor(c)) => *c = *cursor,
+                None => {
+                    self.pools
+                        .insert(pool.to_string(), PoolRow::Cursor(*cursor));
+                }
+            },
+            Change::LeaseSaved(l) => {
+                self.leases.insert(json(&l.owner.key()), Some(l.clone()));
+            }
+            Change::LeaseDeleted { owner, .. } => {
+                self.leases.insert(json(owner), None);
+            }
+            Change::HoldSaved(h) => {
+                self.holds.insert(json(&h.key()), Some(h.clone()));
+            }
+            Change::HoldDeleted(k) => {
+                self.holds.insert(json(k), None);
+            }
+            Change::CoolingStarted { mac, until } => {
+                self.cooling.insert(mac_i64(*mac), Some(ms(*until)));
+            }
+            Change::CoolingCleared { mac } => {
+                self.cooling.insert(mac_i64(*mac), None);
+            }
+            Change::History(h) => self.history.push(h.clone()),
+            Change::InventorySaved(s) => {
+                self.inventories
+                    .insert(s.inventory.host().to_string(), s.clone());
+            }
+            Change::BlockSaved(b) => {
+                self.blocks.insert(b.id, b.clone());
+            }
+            Change::DepartedSaved(l) => {
+                self.departed.insert(mac_i64(l.mac), Some(l.clone()));
+            }
+            Change::DepartedCleared { mac } => {
+                self.departed.insert(mac_i64(*mac), None);
+            }
+        }
+    }
+
+    /// Writes everything in the caller's transaction.
+    pub async fn execute(self, tx: &mut PgConnection) -> DbResult<()> {
+        for (name, ranges) in &self.deleted_pools {
+            sqlx::query("DELETE FROM pools WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            for r in ranges {
+                sqlx::query("DELETE FROM cooling WHERE mac BETWEEN $1 AND $2")
+                    .bind(mac_i64(r.first()))
+                    .bind(mac_i64(r.last()))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let (mut names, mut specs, mut cursors) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut moved, mut moved_to) = (Vec::new(), Vec::new());
+        for (name, row) in &self.pools {
+            match row {
+                PoolRow::Saved { spec, cursor } => {
+                    names.push(name.clone());
+                    specs.push(json(spec));
+                    cursors.push(mac_i64(*cursor));
+                }
+                PoolRow::Cursor(c) => {
+                    moved.push(name.clone());
+                    moved_to.push(mac_i64(*c));
+                }
+            }
+        }
+        if !names.is_empty() {
+            sqlx::query(
+                "INSERT INTO pools (name, spec, cursor)
+                 SELECT n, s::jsonb, c FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(n, s, c)
+                 ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, cursor = EXCLUDED.cursor",
+            )
+            .bind(&names)
+            .bind(&specs)
+            .bind(&cursors)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !moved.is_empty() {
+            sqlx::query(
+                "UPDATE pools SET cursor = u.c FROM UNNEST($1::text[], $2::bigint[]) AS u(n, c)
+                 WHERE pools.name = u.n",
+            )
+            .bind(&moved)
+            .bind(&moved_to)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let (gone, kept) = split(&self.leases);
+        delete_keys(tx, "DELETE FROM leases WHERE owner_key = ANY($1)", gone).await?;
+        if !kept.is_empty() {
+            let mut cols = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+            for (k, l) in kept {
+                cols.0.push(k.clone());
+                cols.1.push(mac_i64(l.mac));
+                cols.2.push(l.pool.to_string());
+                cols.3.push(l.owner.vm_id.clone());
+                cols.4.push(l.owner.host.clone());
+                cols.5.push(l.duplicate);
+                cols.6.push(json(l));
+            }
+            sqlx::query(
+                "INSERT INTO leases (owner_key, mac, pool, vm_id, host, duplicate, lease)
+                 SELECT k, m, p, v, h, d, l::jsonb
+                 FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[])
+                   AS u(k, m, p, v, h, d, l)
+                 ON CONFLICT (owner_key) DO UPDATE SET mac = EXCLUDED.mac, pool = EXCLUDED.pool,
+                   vm_id = EXCLUDED.vm_id, host = EXCLUDED.host, duplicate = EXCLUDED.duplicate,
+                   lease = EXCLUDED.lease",
+            )
+            .bind(cols.0)
+            .bind(cols.1)
+            .bind(cols.2)
+            .bind(cols.3)
+            .bind(cols.4)
+            .bind(cols.5)
+            .bind(cols.6)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let (gone, kept) = split(&self.holds);
+        delete_keys(tx, "DELETE FROM holds WHERE hold_key = ANY($1)", gone).await?;
+        if !kept.is_empty() {
+            let mut cols = (vec![], vec![], vec![], vec![]);
+            for (k, h) in kept {
+                cols.0.push(k.clone());
+                cols.1.push(mac_i64(h.mac));
+                cols.2.push(h.vm_id.clone());
+                cols.3.push(json(h));
+            }
+            sqlx::query(
+                "INSERT INTO holds (hold_key, mac, vm_id, hold)
+                 SELECT k, m, v, h::jsonb FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[])
+                   AS u(k, m, v, h)
+                 ON CONFLICT (hold_key) DO UPDATE SET hold = EXCLUDED.hold",
+            )
+            .bind(cols.0)
+            .bind(cols.1)
+            .bind(cols.2)
+            .bind(cols.3)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let gone: Vec<i64> = self
+            .cooling
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        if !gone.is_empty() {
+            sqlx::query("DELETE FROM cooling WHERE mac = ANY($1)")
+                .bind(gone)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (macs, untils): (Vec<i64>, Vec<i64>) = self
+            .cooling
+            .iter()
+            .filter_map(|(k, v)| v.map(|u| (*k, u)))
+            .unzip();
+        if !macs.is_empty() {
+            sqlx::query(
+                "INSERT INTO cooling (mac, until_ms) SELECT * FROM UNNEST($1::bigint[], $2::bigint[])
+                 ON CONFLICT (mac) DO UPDATE SET until_ms = EXCLUDED.until_ms",
+            )
+            .bind(macs)
+            .bind(untils)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !self.inventories.is_empty() {
+            let (hosts, stored): (Vec<String>, Vec<String>) = self
+                .inventories
+                .iter()
+                .map(|(h, s)| (h.clone(), json(s)))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO inventories (host, stored)
+                 SELECT h, s::jsonb FROM UNNEST($1::text[], $2::text[]) AS u(h, s)
+                 ON CONFLICT (host) DO UPDATE SET stored = EXCLUDED.stored",
+            )
+            .bind(hosts)
+            .bind(stored)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let gone: Vec<i64> = self
+            .departed
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        if !gone.is_empty() {
+            sqlx::query("DELETE FROM departed WHERE mac = ANY($1)")
+                .bind(gone)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (macs, leases): (Vec<i64>, Vec<String>) = self
+            .departed
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|l| (*k, json(l))))
+            .unzip();
+        if !macs.is_empty() {
+            sqlx::query(
+                "INSERT INTO departed (mac, lease) SELECT m, l::jsonb FROM UNNEST($1::bigint[], $2::text[]) AS u(m, l)
+                 ON CONFLICT (mac) DO UPDATE SET lease = EXCLUDED.lease",
+            )
+            .bind(macs)
+            .bind(leases)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !self.blocks.is_empty() {
+            let mut cols = (vec![], vec![], vec![], vec![], vec![]);
+            for b in self.blocks.values() {
+                cols.0.push(b.id as i64);
+                cols.1.push(b.pool.to_string());
+                cols.2.push(b.host.clone());
+                cols.3.push(block_state(b.state).to_string());
+                cols.4.push(json(b));
+            }
+            sqlx::query(
+                "INSERT INTO blocks (id, pool, host, state, block)
+                 SELECT i, p, h, s, b::jsonb FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+                   AS u(i, p, h, s, b)
+                 ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, block = EXCLUDED.block",
+            )
+            .bind(cols.0)
+            .bind(cols.1)
+            .bind(cols.2)
+            .bind(cols.3)
+            .bind(cols.4)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        insert_history(tx, &self.history).await?;
+
+        for t in &self.tokens_saved {
+            save_token(tx, t).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Keys to delete and rows to upsert.
+fn split<T>(rows: &BTreeMap<String, Option<T>>) -> (Vec<String>, Vec<(&String, &T)>) {
+    let mut gone = Vec::new();
+    let mut kept = Vec::new();
+    for (k, v) in rows {
+        match v {
+            None => gone.push(k.clone()),
+            Some(v) => kept.push((k, v)),
+        }
+    }
+    (gone, kept)
+}
+
+async fn delete_keys(tx: &mut PgConnection, sql: &'static str, keys: Vec<String>) -> DbResult<()> {
+    if !keys.is_empty() {
+        sqlx::query(sql).bind(keys).execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Appends history entries in order (their ids give the order `history` reads back).
+pub async fn insert_history(tx: &mut PgConnection, entries: &[HistoryEntry]) -> DbResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut cols = (vec![], vec![], vec![], vec![]);
+    for h in entries {
+        cols.0.push(ms(h.at));
+        cols.1.push(h.mac.map(mac_i64));
+        cols.2.push(h.vm_id.clone());
+        cols.3.push(json(h));
+    }
+    sqlx::query(
+        "INSERT INTO history (at_ms, mac, vm_id, entry)
+         SELECT a, m, v, e::jsonb FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+           WITH ORDINALITY AS u(a, m, v, e, n) ORDER BY n",
+    )
+    .bind(cols.0)
+    .bind(cols.1)
+    .bind(cols.2)
+    .bind(cols.3)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn all<T: DeserializeOwned>(
+    tx: &mut PgConnection,
+    what: &str,
+    sql: &'static str,
+) -> DbResult<Vec<T>> {
+    let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(&mut *tx).await?;
+    rows.iter().map(|s| parse(what, s)).collect()
+}
+
+/// Reads everything the in-memory authority is rebuilt from. Call inside one snapshot
+/// (`REPEATABLE READ`) so the rows agree with each other and with the log's head.
+pub async fn load(tx: &mut PgConnection) -> DbResult<PersistedState> {
+    let mut pools = Vec::new();
+    for r in sqlx::query("SELECT spec::text, cursor FROM pools ORDER BY name")
+        .fetch_all(&mut *tx)
+        .await?
+    {
+        let spec: PoolSpec = parse("pool", r.try_get::<&str, _>(0)?)?;
+        let cursor = Mac::from_u64(r.try_get::<i64, _>(1)? as u64)
+            .ok_or_else(|| sqlx::Error::Decode("stored pool cursor out of range".into()))?;
+        pools.push((spec, cursor));
+    }
+    let mut cooling = Vec::new();
+    for r in sqlx::query("SELECT mac, until_ms FROM cooling")
+        .fetch_all(&mut *tx)
+        .await?
+    {
+        if let Some(mac) = Mac::from_u64(r.try_get::<i64, _>(0)? as u64) {
+            cooling.push((mac, Timestamp(r.try_get::<i64, _>(1)? as u64)));
+        }
+    }
+    Ok(PersistedState {
+        pools,
+        leases: all(
+            tx,
+            "lease",
+            "SELECT lease::text FROM leases ORDER BY mac, owner_key",
+        )
+        .await?,
+        holds: all(tx, "hold", "SELECT hold::text FROM holds ORDER BY hold_key").await?,
+        cooling,
+        inventories: all(
+            tx,
+            "inventory",
+            "SELECT stored::text FROM inventories ORDER BY host",
+        )
+        .await?,
+        departed: all(
+            tx,
+            "departed lease",
+            "SELECT lease::text FROM departed ORDER BY mac",
+        )
+        .await?,
+        blocks: all(tx, "block", "SELECT block::text FROM blocks ORDER BY id").await?,
+    })
+}
+
+/// History, newest first, as `HistoryFilter` asks.
+pub async fn history(conn: &mut PgConnection, f: &HistoryFilter) -> DbResult<Vec<HistoryEntry>> {
+    let limit = i64::from(f.limit.max(1));
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT entry::text FROM history
+         WHERE ($1::bigint IS NULL OR mac = $1) AND ($2::text IS NULL OR vm_id = $2)
+         ORDER BY id DESC LIMIT $3",
+    )
+    .bind(f.mac.map(mac_i64))
+    .bind(f.vm_id.as_deref())
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(|s| parse("history entry", s)).collect()
+}
+
+/// Every history entry, oldest first (for `store migrate`).
+pub async fn all_history(conn: &mut PgConnection) -> DbResult<Vec<HistoryEntry>> {
+    all(
+        conn,
+        "history entry",
+        "SELECT entry::text FROM history ORDER BY id",
+    )
+    .await
+}
+
+pub async fn save_token(tx: &mut PgConnection, t: &TokenRecord) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO tokens (id, name, role, host, secret_hash, created_ms, revoked_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, role = EXCLUDED.role,
+           host = EXCLUDED.host, secret_hash = EXCLUDED.secret_hash, revoked_ms = EXCLUDED.revoked_ms",
+    )
+    .bind(&t.id)
+    .bind(&t.name)
+    .bind(t.role.name())
+    .bind(t.host.as_deref())
+    .bind(t.secret_hash.as_slice())
+    .bind(ms(t.created))
+    .bind(t.revoked.map(ms))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn tokens(conn: &mut PgConnection) -> DbResult<Vec<TokenRecord>> {
+    let rows = sqlx::query(
+        "SELECT id, name, role, host, secret_hash, created_ms, revoked_ms FROM tokens
+         ORDER BY created_ms, id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let hash: Vec<u8> = r.try_get(4)?;
+            Ok(TokenRecord {
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                role: Role::parse(r.try_get(2)?).map_err(|e| sqlx::Error::Decode(e.into()))?,
+                host: r.try_get(3)?,
+                secret_hash: hash
+                    .try_into()
+                    .map_err(|_| sqlx::Error::Decode("stored token hash is not 32 bytes".into()))?,
+                created: Timestamp(r.try_get::<i64, _>(5)? as u64),
+                revoked: r.try_get::<Option<i64>, _>(6)?.map(|t| Timestamp(t as u64)),
+            })
+        })
+        .collect()
+}
+
+/// How many rows each table holds.
+pub async fn counts(conn: &mut PgConnection) -> DbResult<Counts> {
+    let r = sqlx::query(
+        "SELECT (SELECT count(*) FROM pools), (SELECT count(*) FROM leases),
+                (SELECT count(*) FROM holds), (SELECT count(*) FROM cooling),
+                (SELECT count(*) FROM inventories), (SELECT count(*) FROM departed),
+                (SELECT count(*) FROM blocks), (SELECT count(*) FROM history),
+                (SELECT count(*) FROM tokens)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let n = |i: usize| -> DbResult<u64> { Ok(r.try_get::<i64, _>(i)? as u64) };
+    Ok(Counts {
+        pools: n(0)?,
+        leases: n(1)?,
+        holds: n(2)?,
+        cooling: n(3)?,
+        inventories: n(4)?,
+        departed: n(5)?,
+        blocks: n(6)?,
+        history: n(7)?,
+        tokens: n(8)?,
+    })
+}
+
+/// Writes a whole snapshot into empty tables (the caller checked), in the caller's transaction.
+pub async fn import(tx: &mut PgConnection, s: &Snapshot) -> DbResult<()> {
+    let mut w = RowWrites::default();
+    for (spec, cursor) in &s.state.pools {
+        w.add(&Change::PoolSaved {
+            spec: spec.clone(),
+            cursor: *cursor,
+        });
+    }
+    for l in &s.state.leases {
+        w.add(&Change::LeaseSaved(l.clone()));
+    }
+    for h in &s.state.holds {
+        w.add(&Change::HoldSaved(h.clone()));
+    }
+    for (mac, until) in &s.state.cooling {
+        w.add(&Change::CoolingStarted {
+            mac: *mac,
+            until: *until,
+        });
+    }
+    for i in &s.state.inventories {
+        w.add(&Change::InventorySaved(i.clone()));
+    }
+    for l in &s.state.departed {
+        w.add(&Change::DepartedSaved(l.clone()));
+    }
+    for b in &s.state.blocks {
+        w.add(&Change::BlockSaved(b.clone()));
+    }
+    w.tokens_saved = s.tokens.clone();
+    w.execute(tx).await?;
+    // History in chunks: a big store has millions of rows.
+    for chunk in s.history.chunks(10_000) {
+        insert_history(tx, chunk).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! The PostgreSQL back end against a real server: the shared conformance suite, replicas on one
+//! database, a newer schema, an unreachable and a lost database. Each test gets its own scratch
+//! database next to `MACPOOL_TEST_DATABASE_URL` (see build.rs: without it these are ignored,
+//! by name, with the reason).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use macpool_core::authority::{Actor, LeaseFilter, ReleaseSelector};
+use macpool_store::conformance::{self, request};
+use macpool_store::postgres::{self, PostgresStore};
+use macpool_store::{Store, StoreError};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn scratch(name: &str) -> String {
+    let base = std::env::var("MACPOOL_TEST_DATABASE_URL")
+        .expect("MACPOOL_TEST_DATABASE_URL was set when this test was built");
+    postgres::scratch_database(&base, &format!("macpool_test_{name}"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
+async fn conformance_suite() {
+    let url = scratch("conformance").await;
+    conformance::run_all(
+        || {
+            let url = url.clone();
+            async move { PostgresStore::open(&url).await.unwrap() }
+        },
+        true,
+    )
+    .await;
+}
+
+/// Two replicas allocating at once from one small pool never hand out a MAC twice, and each
+/// sees the other's leases and releases at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
+async fn two_replicas_never_lease_a_mac_twice() {
+    let url = scratch("two_replicas").await;
+    let a = Arc::new(PostgresStore::open(&url).await.unwrap());
+    let b = Arc::new(PostgresStore::open(&url).await.unwrap());
+    conformance::create_pool(&*a, "r", "00155D0D0000-00155D0D00FF").await;
+    let mut tasks = Vec::new();
+    for i in 0..256 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store
+                .allocate(Actor::admin("t"), request("r", &format!("vm-{i}")))
+                .await
+        }));
+    }
+    let mut macs = HashSet::new();
+    for t in tasks {
+        let got = t.await.unwrap().expect("256 addresses for 256 VMs");
+        assert!(
+            macs.insert(got[0].lease.mac),
+            "{} handed out twice",
+            got[0].lease.mac
+        );
+    }
+    // The pool is full: on either replica.
+    for s in [&a, &b] {
+        let err = s
+            .allocate(Actor::admin("t"), request("r", "one-too-many"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Domain(ref d) if d.kind() == "pool-exhausted"),
+            "{err}"
+        );
+        assert_eq!(s.leases(LeaseFilter::default()).await.unwrap().len(), 256);
+    }
+    // A release on one replica is seen by the other at once, and the MAC cools there too.
+    let released = a
+        .release(
+            Actor::admin("t"),
+            ReleaseSelector::Vm {
+                vm_id: "vm-1".into(),
+                adapter_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    let status = b.mac_status(released[0].lease.mac).await.unwrap();
+    assert!(status.leases.is_empty());
+    assert!(status.cooling_until.is_some());
+    assert_eq!(b.pool("r".into()).await.unwrap().usage.cooling, 1);
+    // Reopened, a third replica loads the same state from the tables.
+    let c = PostgresStore::open(&url).await.unwrap();
+    assert_eq!(
+        c.leases(LeaseFilter::default()).await.unwrap(),
+        a.leases(LeaseFilter::default()).await.unwrap()
+    );
+    assert_eq!(c.pools().await.unwrap(), b.pools().await.unwrap());
+}
+
+/// A replica that fell behind the trimmed change log reloads from the tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
+async fn a_replica_behind_the_trimmed_log_reloads() {
+    let url = scratch("trimmed_log").await;
+    let a = PostgresStore::open(&url).await.unwrap();
+    let b = PostgresStore::open(&url).await.unwrap();
+    conformance::create_pool(&a, "t", "00155D0E0000-00155D0E00FF").await;
+    for i in 0..5 {
+        a.allocate(Actor::admin("t"), request("t", &format!("vm-{i}")))
+            .await
+            .unwrap();
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM change_log")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(b.leases(LeaseFilter::default()).await.unwrap().len(), 5);
+    // and it goes on writing after the reload
+    b.allocate(Actor::admin("t"), request("t", "vm-b"))
+        .await
+        .unwrap();
+    assert_eq!(a.leases(LeaseFilter::default()).await.unwrap().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
+async fn a_schema_from_a_newer_macpool_is_refused() {
+    let url = scratch("newer_schema").await;
+    drop(PostgresStore::open(&url).await.unwrap());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE macpool_meta SET value = value + 1 WHERE key = 'schema_version'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = PostgresStore::open(&url).await.err().unwrap();
+    assert!(err.contains("newer than this macpool"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error() {
+    // Port 1 on loopback: nothing listens there.
+    let err = PostgresStore::open("postgres://macpool:secret@127.0.0.1:1/macpool")
+        .await
+        .err()
+        .unwrap();
+    assert!(err.contains("cannot connect to database"), "{err}");
+    assert!(!err.contains("secret"), "the password leaked: {err}");
+}
+
+/// A TCP proxy in front of PostgreSQL that can be cut and restored, as a network partition.
+struct Cuttable {
+    port: u16,
+    up: Arc<AtomicBool>,
+}
+
+impl Cuttable {
+    async fn start(target: String) -> Cuttable {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused in effect
+                }
+                let flag = flag.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.split();
+                    let (mut sr, mut sw) = server.split();
+                    let cut = async {
+                        while flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut cr, &mut sw) => {}
+                        _ = tokio::io::copy(&mut sr, &mut cw) => {}
+                        _ = cut => {}
+                    }
+                });
+            }
+        });
+        Cuttable { port, up }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Losing the database mid-run fails requests as unavailable (503), changes nothing, and the
+/// replica recovers by itself when the database returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
+async fn a_lost_database_fails_requests_and_the_replica_recovers() {
+    let url = scratch("lost_database").await;
+    let target = {
+        let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        format!("{}:{}", opts.get_host(), opts.get_port())
+    };
+    let proxy = Cuttable::start(target.clone()).await;
+    let proxied = url.replacen(
+        &format!("{target}/"),
+        &format!("127.0.0.1:{}/", proxy.port),
+        1,
+    );
+    assert_ne!(proxied, url, "the scratch URL names host:port ({url})");
+    let store = PostgresStore::open(&proxied).await.unwrap();
+    conformance::create_pool(&store, "l", "00155D0F0000-00155D0F00FF").await;
+    store
+        .allocate(Actor::admin("t"), request("l", "before"))
+        .await
+        .unwrap();
+
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = store
+        .allocate(Actor::admin("t"), request("l", "during"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    let err = store.leases(LeaseFilter::default()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+
+    proxy.restore();
+    let mut recovered = None;
+    for _ in 0..100 {
+        match store
+            .allocate(Actor::admin("t"), request("l", "after"))
+            .await
+        {
+            Ok(a) => {
+                recovered = Some(a);
+                break;
+            }
+            Err(StoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(recovered.is_some(), "the replica did not recover");
+    let vms: Vec<String> = store
+        .leases(LeaseFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.owner.vm_id)
+        .collect();
+    assert_eq!(vms.len(), 2, "{vms:?}");
+    assert!(
+        !vms.contains(&"during".to_string()),
+        "nothing half-written: {vms:?}"
+    );
+}
