@@ -75,7 +75,7 @@ impl From<StoreError> for ApiError {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store-unavailable",
-                    "the store cannot take requests right now; nothing was changed, retry later",
+                    "the store cannot take requests right now; retry later (retrying is safe: an allocation for the same VM returns the lease it may already have)",
                 )
             }
         }

@@ -20,19 +20,25 @@
 //! - **Reads** first replay whatever the log gained (no lock), so a reply never reflects less
 //!   than what any replica acknowledged before the read started.
 //!
-//! Durability: a reply is sent only after `COMMIT` returned, and PostgreSQL's default
-//! `synchronous_commit = on` makes that commit durable (and replicated, where the operator runs
-//! synchronous standbys). If the database is unreachable or a commit fails, every request of
-//! the batch fails with `Unavailable` (HTTP 503), the in-memory state is marked stale and is
-//! rebuilt from the tables before the next batch; the replica recovers on its own when the
-//! database returns.
+//! Durability, pipelined as in the embedded store: a batch commits with `synchronous_commit =
+//! off`, which releases the head lock without waiting for the disk, and hands its replies to the
+//! *syncer*. The syncer runs one synchronous commit, which makes PostgreSQL flush its log up to
+//! that commit's record (and wait for synchronous standbys, where configured), so it covers every
+//! batch committed before it, this replica's and the others'; only then are those replies sent.
+//! Reads that saw positions not yet flushed wait for the same flush, so no reply ever shows a
+//! state the database could still lose. While one batch waits for the disk, the next one runs.
+//!
+//! If the database is unreachable or a commit or flush fails, every request of the batch fails
+//! with `Unavailable` (HTTP 503), the in-memory state is marked stale and is rebuilt from the
+//! tables before the next batch; the replica recovers on its own when the database returns.
 
+mod nodelay;
 mod rows;
 pub mod schema;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use macpool_core::authority::{
@@ -111,9 +117,16 @@ async fn connect_pool(url: &str, max: u32) -> Result<PgPool, String> {
     })?
     .map_err(|e| format!("cannot connect to database {}: {e}", redact(url)))?;
     let _ = probe.close().await;
+    let port = options.get_port();
     Ok(PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(5))
+        .after_connect(move |_, _| {
+            Box::pin(async move {
+                nodelay::set_on_connections_to(port);
+                Ok(())
+            })
+        })
         .connect_lazy_with(options))
 }
 
@@ -227,17 +240,20 @@ impl Worker {
     }
 
     /// Runs one batch: under the head lock when any job may write, else after a catch-up.
-    /// Returns the replies and whether they succeed.
-    async fn run_batch(&mut self, batch: Vec<Job>, counters: &Counters) {
+    /// The replies wait for the syncer: nothing is answered before it is durable.
+    async fn run_batch(&mut self, batch: Vec<Job>) -> Done {
         let writes = batch.iter().any(|j| j.writes);
-        let outcome = if writes {
-            self.run_locked(batch, counters).await
+        let (replies, result, mutations) = if writes {
+            self.run_locked(batch).await
         } else {
-            self.run_reads(batch).await
+            let (replies, result) = self.run_reads(batch).await;
+            (replies, result, 0)
         };
-        let (replies, result) = outcome;
-        for reply in replies {
-            reply(result.clone().map_err(unavailable));
+        Done {
+            replies,
+            result,
+            seq: self.seq,
+            mutations,
         }
     }
 
@@ -258,30 +274,30 @@ impl Worker {
         (replies, caught_up)
     }
 
-    async fn run_locked(
-        &mut self,
-        batch: Vec<Job>,
-        counters: &Counters,
-    ) -> (Vec<Reply>, Result<(), String>) {
+    async fn run_locked(&mut self, batch: Vec<Job>) -> (Vec<Reply>, Result<(), String>, u64) {
         let mut conn = match self.pool.acquire().await {
             Ok(c) => c,
-            Err(e) => return (refuse(batch), Err(e.to_string())),
+            Err(e) => return (refuse(batch), Err(e.to_string()), 0),
         };
         let mut tx = match conn.begin().await {
             Ok(t) => t,
-            Err(e) => return (refuse(batch), Err(e.to_string())),
+            Err(e) => return (refuse(batch), Err(e.to_string()), 0),
         };
-        let head: i64 =
-            match sqlx::query_scalar("SELECT seq FROM macpool_head WHERE id = 1 FOR UPDATE")
-                .fetch_one(&mut *tx)
-                .await
-            {
-                Ok(h) => h,
-                Err(e) => return (refuse(batch), Err(e.to_string())),
-            };
+        // The commit need not wait for its fsync: the syncer makes it durable before anyone
+        // is answered, and meanwhile the head lock is free for the next batch.
+        let head: i64 = match sqlx::query_scalar(
+            "SELECT seq FROM macpool_head, set_config('synchronous_commit', 'off', true)
+             WHERE id = 1 FOR UPDATE OF macpool_head",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        {
+            Ok(h) => h,
+            Err(e) => return (refuse(batch), Err(e.to_string()), 0),
+        };
         if let Err(e) = self.catch_up(&mut tx, Some(head)).await {
             self.stale = true;
-            return (refuse(batch), Err(e));
+            return (refuse(batch), Err(e), 0);
         }
         let now = now();
         self.authority.expire(now);
@@ -310,35 +326,26 @@ impl Worker {
         if writes.is_empty() {
             // Nothing to write after all (refusals, idempotent repeats): release the lock.
             let done = tx.commit().await.map_err(|e| e.to_string());
-            return (replies, done);
+            return (replies, done, 0);
         }
         let committed = async {
             let logged: Vec<&Change> = changes
                 .iter()
                 .filter(|c| !matches!(c, Change::History(_)))
                 .collect();
-            writes.execute(&mut tx).await?;
             let seq = head + 1;
-            if !logged.is_empty() {
-                sqlx::query(
-                    "INSERT INTO change_log (seq, at_ms, replica, changes) VALUES ($1, $2, $3, $4::jsonb)",
-                )
-                .bind(seq)
-                .bind(now.0 as i64)
-                .bind(&self.replica)
-                .bind(serde_json::to_string(&logged).expect("changes serialize"))
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("UPDATE macpool_head SET seq = $1 WHERE id = 1")
-                    .bind(seq)
+            let entry = (!logged.is_empty()).then(|| rows::LogEntry {
+                seq: Some(seq),
+                at_ms: now.0 as i64,
+                replica: self.replica.clone(),
+                changes: serde_json::to_string(&logged).expect("changes serialize"),
+            });
+            writes.execute(&mut tx, entry).await?;
+            if !logged.is_empty() && (self.commits + 1).is_multiple_of(TRIM_EVERY) {
+                sqlx::query("DELETE FROM change_log WHERE seq < $1")
+                    .bind(seq - LOG_KEEP)
                     .execute(&mut *tx)
                     .await?;
-                if (self.commits + 1).is_multiple_of(TRIM_EVERY) {
-                    sqlx::query("DELETE FROM change_log WHERE seq < $1")
-                        .bind(seq - LOG_KEEP)
-                        .execute(&mut *tx)
-                        .await?;
-                }
             }
             tx.commit().await?;
             Ok::<bool, sqlx::Error>(!logged.is_empty())
@@ -350,14 +357,12 @@ impl Worker {
                     self.seq = head + 1;
                 }
                 self.commits += 1;
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                counters.mutations.fetch_add(mutations, Ordering::Relaxed);
-                (replies, Ok(()))
+                (replies, Ok(()), mutations)
             }
             Err(e) => {
                 tracing::error!("commit failed, the state will be rebuilt from the database: {e}");
                 self.stale = true;
-                (replies, Err(format!("commit failed: {e}")))
+                (replies, Err(format!("commit failed: {e}")), 0)
             }
         }
     }
@@ -383,10 +388,20 @@ fn refuse(batch: Vec<Job>) -> Vec<Reply> {
         .collect()
 }
 
+/// A batch that ran, on its way to the syncer.
+struct Done {
+    replies: Vec<Reply>,
+    result: Result<(), String>,
+    /// The log position the batch's answers reflect: durable once a flush covers it.
+    seq: i64,
+    mutations: u64,
+}
+
 async fn run_worker(
     mut worker: Worker,
     mut rx: mpsc::UnboundedReceiver<Job>,
-    counters: Arc<Counters>,
+    syncer: mpsc::UnboundedSender<Done>,
+    lost: Arc<AtomicBool>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -395,6 +410,9 @@ async fn run_worker(
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        if lost.swap(false, Ordering::SeqCst) {
+            worker.stale = true;
         }
         if worker.stale
             && let Err(e) = worker.reload().await
@@ -405,8 +423,72 @@ async fn run_worker(
             }
             continue;
         }
-        worker.run_batch(batch, &counters).await;
+        let done = worker.run_batch(batch).await;
+        if syncer.send(done).is_err() {
+            return;
+        }
     }
+}
+
+/// Makes what the worker committed durable, then answers: one synchronous commit flushes the
+/// write-ahead log up to its own record, so it covers every commit before it (this replica's
+/// and the others'). Batches whose answers reflect only flushed positions are answered at once.
+/// If a flush fails, the commits it should have covered may be lost with the server: those
+/// requests fail, and `lost` makes the worker reload before it decides anything else.
+async fn run_syncer(
+    pool: PgPool,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+    counters: Arc<Counters>,
+    lost: Arc<AtomicBool>,
+) {
+    let mut flushed = i64::MIN;
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while let Ok(d) = rx.try_recv() {
+            group.push(d);
+        }
+        let needed = group
+            .iter()
+            .filter(|d| d.result.is_ok())
+            .map(|d| d.seq)
+            .max();
+        let flush = match needed {
+            Some(seq) if seq > flushed => match flush_wal(&pool).await {
+                Ok(()) => {
+                    flushed = seq;
+                    let mutations: u64 = group.iter().map(|d| d.mutations).sum();
+                    if mutations > 0 {
+                        counters.commits.fetch_add(1, Ordering::Relaxed);
+                        counters.mutations.fetch_add(mutations, Ordering::Relaxed);
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!("flushing the database's log failed: {e}");
+                    lost.store(true, Ordering::SeqCst);
+                    flushed = i64::MIN;
+                    Err(format!("cannot make the commit durable: {e}"))
+                }
+            },
+            _ => Ok(()),
+        };
+        for done in group {
+            let result = done.result.and(flush.clone());
+            for reply in done.replies {
+                reply(result.clone().map_err(unavailable));
+            }
+        }
+    }
+}
+
+/// A synchronous commit of a transaction with an id: PostgreSQL flushes (and, with synchronous
+/// standbys, replicates) the log up to its commit record before it returns.
+async fn flush_wal(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    sqlx::raw_sql("BEGIN; SELECT txid_current(); COMMIT;")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// The PostgreSQL store. Several processes may open the same database.
@@ -445,8 +527,16 @@ impl PostgresStore {
             .await
             .map_err(|e| format!("cannot load the store from {}: {e}", redact(url)))?;
         let (jobs, rx) = mpsc::unbounded_channel();
+        let (to_syncer, done) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run_worker(worker, rx, counters.clone()));
+        let lost = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run_syncer(
+            pool.clone(),
+            done,
+            counters.clone(),
+            lost.clone(),
+        ));
+        tokio::spawn(run_worker(worker, rx, to_syncer, lost));
         Ok(PostgresStore {
             jobs,
             pool,

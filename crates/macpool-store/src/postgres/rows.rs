@@ -162,8 +162,13 @@ impl RowWrites {
         }
     }
 
-    /// Writes everything in the caller's transaction.
-    pub async fn execute(self, tx: &mut PgConnection) -> DbResult<()> {
+    /// Writes everything in the caller's transaction, with the batch's change-log entry and the
+    /// new head when `log` is given: one statement (writable CTEs, arrays through `UNNEST`), so
+    /// a batch costs one round trip whatever it holds. Each row appears in at most one of the
+    /// parts (the maps are net), and the one cross-row rule is checked at commit.
+    pub async fn execute(self, tx: &mut PgConnection, log: Option<LogEntry>) -> DbResult<()> {
+        // Deleted pools first, as statements of their own: a pool deleted and created again in
+        // one batch must not be two changes of one row in one statement.
         for (name, ranges) in &self.deleted_pools {
             sqlx::query("DELETE FROM pools WHERE name = $1")
                 .bind(name)
@@ -177,8 +182,12 @@ impl RowWrites {
                     .await?;
             }
         }
-        let (mut names, mut specs, mut cursors) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut moved, mut moved_to) = (Vec::new(), Vec::new());
+        for t in &self.tokens_saved {
+            save_token(tx, t).await?;
+        }
+
+        let (mut names, mut specs, mut cursors) = (vec![], vec![], vec![]);
+        let (mut moved, mut moved_to) = (vec![], vec![]);
         for (name, row) in &self.pools {
             match row {
                 PoolRow::Saved { spec, cursor } => {
@@ -192,190 +201,163 @@ impl RowWrites {
                 }
             }
         }
-        if !names.is_empty() {
-            sqlx::query(
-                "INSERT INTO pools (name, spec, cursor)
-                 SELECT n, s::jsonb, c FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(n, s, c)
-                 ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, cursor = EXCLUDED.cursor",
-            )
-            .bind(&names)
-            .bind(&specs)
-            .bind(&cursors)
-            .execute(&mut *tx)
-            .await?;
+        let (leases_gone, leases) = split(&self.leases);
+        let mut l = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (k, lease) in leases {
+            l.0.push(k.clone());
+            l.1.push(mac_i64(lease.mac));
+            l.2.push(lease.pool.to_string());
+            l.3.push(lease.owner.vm_id.clone());
+            l.4.push(lease.owner.host.clone());
+            l.5.push(lease.duplicate);
+            l.6.push(json(lease));
         }
-        if !moved.is_empty() {
-            sqlx::query(
-                "UPDATE pools SET cursor = u.c FROM UNNEST($1::text[], $2::bigint[]) AS u(n, c)
-                 WHERE pools.name = u.n",
-            )
-            .bind(&moved)
-            .bind(&moved_to)
-            .execute(&mut *tx)
-            .await?;
+        let (holds_gone, holds) = split(&self.holds);
+        let mut h = (vec![], vec![], vec![], vec![]);
+        for (k, hold) in holds {
+            h.0.push(k.clone());
+            h.1.push(mac_i64(hold.mac));
+            h.2.push(hold.vm_id.clone());
+            h.3.push(json(hold));
         }
-
-        let (gone, kept) = split(&self.leases);
-        delete_keys(tx, "DELETE FROM leases WHERE owner_key = ANY($1)", gone).await?;
-        if !kept.is_empty() {
-            let mut cols = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-            for (k, l) in kept {
-                cols.0.push(k.clone());
-                cols.1.push(mac_i64(l.mac));
-                cols.2.push(l.pool.to_string());
-                cols.3.push(l.owner.vm_id.clone());
-                cols.4.push(l.owner.host.clone());
-                cols.5.push(l.duplicate);
-                cols.6.push(json(l));
-            }
-            sqlx::query(
-                "INSERT INTO leases (owner_key, mac, pool, vm_id, host, duplicate, lease)
-                 SELECT k, m, p, v, h, d, l::jsonb
-                 FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[])
-                   AS u(k, m, p, v, h, d, l)
-                 ON CONFLICT (owner_key) DO UPDATE SET mac = EXCLUDED.mac, pool = EXCLUDED.pool,
-                   vm_id = EXCLUDED.vm_id, host = EXCLUDED.host, duplicate = EXCLUDED.duplicate,
-                   lease = EXCLUDED.lease",
-            )
-            .bind(cols.0)
-            .bind(cols.1)
-            .bind(cols.2)
-            .bind(cols.3)
-            .bind(cols.4)
-            .bind(cols.5)
-            .bind(cols.6)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        let (gone, kept) = split(&self.holds);
-        delete_keys(tx, "DELETE FROM holds WHERE hold_key = ANY($1)", gone).await?;
-        if !kept.is_empty() {
-            let mut cols = (vec![], vec![], vec![], vec![]);
-            for (k, h) in kept {
-                cols.0.push(k.clone());
-                cols.1.push(mac_i64(h.mac));
-                cols.2.push(h.vm_id.clone());
-                cols.3.push(json(h));
-            }
-            sqlx::query(
-                "INSERT INTO holds (hold_key, mac, vm_id, hold)
-                 SELECT k, m, v, h::jsonb FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[])
-                   AS u(k, m, v, h)
-                 ON CONFLICT (hold_key) DO UPDATE SET hold = EXCLUDED.hold",
-            )
-            .bind(cols.0)
-            .bind(cols.1)
-            .bind(cols.2)
-            .bind(cols.3)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        let gone: Vec<i64> = self
-            .cooling
-            .iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        if !gone.is_empty() {
-            sqlx::query("DELETE FROM cooling WHERE mac = ANY($1)")
-                .bind(gone)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let (macs, untils): (Vec<i64>, Vec<i64>) = self
+        let cooling_gone: Vec<i64> = gone_keys(&self.cooling);
+        let (cooling_macs, cooling_until): (Vec<i64>, Vec<i64>) = self
             .cooling
             .iter()
             .filter_map(|(k, v)| v.map(|u| (*k, u)))
             .unzip();
-        if !macs.is_empty() {
-            sqlx::query(
-                "INSERT INTO cooling (mac, until_ms) SELECT * FROM UNNEST($1::bigint[], $2::bigint[])
-                 ON CONFLICT (mac) DO UPDATE SET until_ms = EXCLUDED.until_ms",
-            )
-            .bind(macs)
-            .bind(untils)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        if !self.inventories.is_empty() {
-            let (hosts, stored): (Vec<String>, Vec<String>) = self
-                .inventories
-                .iter()
-                .map(|(h, s)| (h.clone(), json(s)))
-                .unzip();
-            sqlx::query(
-                "INSERT INTO inventories (host, stored)
-                 SELECT h, s::jsonb FROM UNNEST($1::text[], $2::text[]) AS u(h, s)
-                 ON CONFLICT (host) DO UPDATE SET stored = EXCLUDED.stored",
-            )
-            .bind(hosts)
-            .bind(stored)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        let gone: Vec<i64> = self
-            .departed
+        let (hosts, stored): (Vec<String>, Vec<String>) = self
+            .inventories
             .iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        if !gone.is_empty() {
-            sqlx::query("DELETE FROM departed WHERE mac = ANY($1)")
-                .bind(gone)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let (macs, leases): (Vec<i64>, Vec<String>) = self
+            .map(|(host, s)| (host.clone(), json(s)))
+            .unzip();
+        let departed_gone: Vec<i64> = gone_keys(&self.departed);
+        let (departed_macs, departed): (Vec<i64>, Vec<String>) = self
             .departed
             .iter()
             .filter_map(|(k, v)| v.as_ref().map(|l| (*k, json(l))))
             .unzip();
-        if !macs.is_empty() {
-            sqlx::query(
-                "INSERT INTO departed (mac, lease) SELECT m, l::jsonb FROM UNNEST($1::bigint[], $2::text[]) AS u(m, l)
-                 ON CONFLICT (mac) DO UPDATE SET lease = EXCLUDED.lease",
-            )
-            .bind(macs)
-            .bind(leases)
-            .execute(&mut *tx)
-            .await?;
+        let mut b = (vec![], vec![], vec![], vec![], vec![]);
+        for block in self.blocks.values() {
+            b.0.push(block.id as i64);
+            b.1.push(block.pool.to_string());
+            b.2.push(block.host.clone());
+            b.3.push(block_state(block.state).to_string());
+            b.4.push(json(block));
         }
-
-        if !self.blocks.is_empty() {
-            let mut cols = (vec![], vec![], vec![], vec![], vec![]);
-            for b in self.blocks.values() {
-                cols.0.push(b.id as i64);
-                cols.1.push(b.pool.to_string());
-                cols.2.push(b.host.clone());
-                cols.3.push(block_state(b.state).to_string());
-                cols.4.push(json(b));
-            }
-            sqlx::query(
-                "INSERT INTO blocks (id, pool, host, state, block)
-                 SELECT i, p, h, s, b::jsonb FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
-                   AS u(i, p, h, s, b)
-                 ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, block = EXCLUDED.block",
-            )
-            .bind(cols.0)
-            .bind(cols.1)
-            .bind(cols.2)
-            .bind(cols.3)
-            .bind(cols.4)
-            .execute(&mut *tx)
-            .await?;
+        let mut hist = (vec![], vec![], vec![], vec![]);
+        for e in &self.history {
+            hist.0.push(ms(e.at));
+            hist.1.push(e.mac.map(mac_i64));
+            hist.2.push(e.vm_id.clone());
+            hist.3.push(json(e));
         }
-
-        insert_history(tx, &self.history).await?;
-
-        for t in &self.tokens_saved {
-            save_token(tx, t).await?;
-        }
+        // Without an entry, `changes` is still valid JSON: a constant-folded cast must not fail.
+        let log = log.unwrap_or(LogEntry {
+            seq: None,
+            at_ms: 0,
+            replica: String::new(),
+            changes: "null".into(),
+        });
+        sqlx::query(
+            "WITH
+             pools_saved AS (INSERT INTO pools (name, spec, cursor)
+               SELECT n, s::jsonb, c FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(n, s, c)
+               ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, cursor = EXCLUDED.cursor),
+             cursors_moved AS (UPDATE pools SET cursor = u.c
+               FROM UNNEST($4::text[], $5::bigint[]) AS u(n, c) WHERE pools.name = u.n),
+             leases_deleted AS (DELETE FROM leases WHERE owner_key = ANY($6::text[])),
+             leases_saved AS (INSERT INTO leases (owner_key, mac, pool, vm_id, host, duplicate, lease)
+               SELECT k, m, p, v, h, d, l::jsonb FROM UNNEST($7::text[], $8::bigint[], $9::text[],
+                 $10::text[], $11::text[], $12::bool[], $13::text[]) AS u(k, m, p, v, h, d, l)
+               ON CONFLICT (owner_key) DO UPDATE SET mac = EXCLUDED.mac, pool = EXCLUDED.pool,
+                 vm_id = EXCLUDED.vm_id, host = EXCLUDED.host, duplicate = EXCLUDED.duplicate,
+                 lease = EXCLUDED.lease),
+             holds_deleted AS (DELETE FROM holds WHERE hold_key = ANY($14::text[])),
+             holds_saved AS (INSERT INTO holds (hold_key, mac, vm_id, hold)
+               SELECT k, m, v, h::jsonb FROM UNNEST($15::text[], $16::bigint[], $17::text[], $18::text[])
+                 AS u(k, m, v, h)
+               ON CONFLICT (hold_key) DO UPDATE SET hold = EXCLUDED.hold),
+             cooling_cleared AS (DELETE FROM cooling WHERE mac = ANY($19::bigint[])),
+             cooling_started AS (INSERT INTO cooling (mac, until_ms)
+               SELECT * FROM UNNEST($20::bigint[], $21::bigint[])
+               ON CONFLICT (mac) DO UPDATE SET until_ms = EXCLUDED.until_ms),
+             inventories_saved AS (INSERT INTO inventories (host, stored)
+               SELECT h, s::jsonb FROM UNNEST($22::text[], $23::text[]) AS u(h, s)
+               ON CONFLICT (host) DO UPDATE SET stored = EXCLUDED.stored),
+             departed_cleared AS (DELETE FROM departed WHERE mac = ANY($24::bigint[])),
+             departed_saved AS (INSERT INTO departed (mac, lease)
+               SELECT m, l::jsonb FROM UNNEST($25::bigint[], $26::text[]) AS u(m, l)
+               ON CONFLICT (mac) DO UPDATE SET lease = EXCLUDED.lease),
+             blocks_saved AS (INSERT INTO blocks (id, pool, host, state, block)
+               SELECT i, p, h, s, b::jsonb FROM UNNEST($27::bigint[], $28::text[], $29::text[],
+                 $30::text[], $31::text[]) AS u(i, p, h, s, b)
+               ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, block = EXCLUDED.block),
+             history_added AS (INSERT INTO history (at_ms, mac, vm_id, entry)
+               SELECT a, m, v, e::jsonb FROM UNNEST($32::bigint[], $33::bigint[], $34::text[],
+                 $35::text[]) WITH ORDINALITY AS u(a, m, v, e, n) ORDER BY n),
+             logged AS (INSERT INTO change_log (seq, at_ms, replica, changes)
+               SELECT $36, $37, $38, $39::jsonb WHERE $36::bigint IS NOT NULL)
+             UPDATE macpool_head SET seq = $36 WHERE id = 1 AND $36::bigint IS NOT NULL",
+        )
+        .bind(names)
+        .bind(specs)
+        .bind(cursors)
+        .bind(moved)
+        .bind(moved_to)
+        .bind(leases_gone)
+        .bind(l.0)
+        .bind(l.1)
+        .bind(l.2)
+        .bind(l.3)
+        .bind(l.4)
+        .bind(l.5)
+        .bind(l.6)
+        .bind(holds_gone)
+        .bind(h.0)
+        .bind(h.1)
+        .bind(h.2)
+        .bind(h.3)
+        .bind(cooling_gone)
+        .bind(cooling_macs)
+        .bind(cooling_until)
+        .bind(hosts)
+        .bind(stored)
+        .bind(departed_gone)
+        .bind(departed_macs)
+        .bind(departed)
+        .bind(b.0)
+        .bind(b.1)
+        .bind(b.2)
+        .bind(b.3)
+        .bind(b.4)
+        .bind(hist.0)
+        .bind(hist.1)
+        .bind(hist.2)
+        .bind(hist.3)
+        .bind(log.seq)
+        .bind(log.at_ms)
+        .bind(log.replica)
+        .bind(log.changes)
+        .execute(&mut *tx)
+        .await?;
         Ok(())
     }
+}
+
+/// The change-log entry a batch adds, and the head it moves to.
+pub struct LogEntry {
+    pub seq: Option<i64>,
+    pub at_ms: i64,
+    pub replica: String,
+    pub changes: String,
+}
+
+fn gone_keys<T>(rows: &BTreeMap<i64, Option<T>>) -> Vec<i64> {
+    rows.iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| *k)
+        .collect()
 }
 
 /// Keys to delete and rows to upsert.
@@ -389,13 +371,6 @@ fn split<T>(rows: &BTreeMap<String, Option<T>>) -> (Vec<String>, Vec<(&String, &
         }
     }
     (gone, kept)
-}
-
-async fn delete_keys(tx: &mut PgConnection, sql: &'static str, keys: Vec<String>) -> DbResult<()> {
-    if !keys.is_empty() {
-        sqlx::query(sql).bind(keys).execute(&mut *tx).await?;
-    }
-    Ok(())
 }
 
 /// Appends history entries in order (their ids give the order `history` reads back).
@@ -607,7 +582,7 @@ pub async fn import(tx: &mut PgConnection, s: &Snapshot) -> DbResult<()> {
         w.add(&Change::BlockSaved(b.clone()));
     }
     w.tokens_saved = s.tokens.clone();
-    w.execute(tx).await?;
+    w.execute(tx, None).await?;
     // History in chunks: a big store has millions of rows.
     for chunk in s.history.chunks(10_000) {
         insert_history(tx, chunk).await?;
