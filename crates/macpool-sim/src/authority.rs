@@ -7,18 +7,19 @@
 //! `mac_status`; `POST /api/v1/leases` is the core's `allocate` of the body the server would
 //! build), so the decision logic sees the same DTOs it sees in production.
 //!
-//! Pools the simulated deployment has:
-//! - `hyperv-dynamic` (`-2`, `-3`, … when the hosts' ranges need more than 64 ranges): the
-//!   hosts' own dynamic ranges, so that the agents can register the MACs Hyper-V hands out
-//!   (see [`crate::agent`]). Duplicates `allow-and-flag` and no cooldown: Hyper-V, not the
-//!   authority, decides when these addresses are reused, and the authority must record every
-//!   use — a MAC another VM's checkpoint holds included — or guard would not see it.
+//! Pools the simulated deployment has — the ones the README's deployment creates, nothing for
+//! the simulator's sake:
 //! - `rds-static`: `remedy_range`, where guard's fresh static MACs come from (next-fit,
 //!   `deny`, `remedy_cooldown`).
 //! - `host-blocks` (delegate only): `block_range`, where the hosts' blocks come from
 //!   (`block_cooldown` before a drained block returns).
+//!
+//! The hosts' own dynamic ranges are in no pool: the authority learns about the MACs Hyper-V
+//! hands out only from the inventories the agents push (`PUT /api/v1/hosts/{host}/inventory`),
+//! and answers `GET /api/v1/macs/{mac}` with every VM those show with the MAC (`seen`), live or
+//! in a checkpoint, and with the checkpoint holds the inventories placed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::{Future, ready};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -26,23 +27,17 @@ use std::time::Duration;
 use macpool_agent::decide::{self, AuthorityError as DecideError};
 use macpool_api::convert;
 use macpool_api::dto::{AllocateBody, BlockInfo, ClaimBlockBody, MacInfo};
-use macpool_core::authority::{
-    Actor, AllocateRequest, Authority, BlockClaim, BlockFilter, Context, HoldRequest,
-    MAX_RANGES_PER_POOL, ReleaseSelector, Scope, UnholdRequest,
-};
+use macpool_core::authority::{Actor, Authority, BlockClaim, BlockFilter, Change, Context, Scope};
+use macpool_core::block::BlockState;
 use macpool_core::inventory::HostInventory;
-use macpool_core::lease::{HoldReason, Owner};
 use macpool_core::pool::{AllocationOrder, DuplicatePolicy, PoolName, PoolPolicy, PoolSpec};
 use macpool_core::{Mac, Timestamp};
 use rand::Rng;
 
-use crate::cluster::ADAPTER;
 use crate::params::{AgentScope, Checked};
 
 /// Where guard's fresh static MACs come from.
 pub const REMEDY_POOL: &str = "rds-static";
-/// The pool(s) over the hosts' own dynamic ranges.
-pub const OBSERVED_POOL: &str = "hyperv-dynamic";
 /// Where delegate's blocks come from.
 pub const BLOCK_POOL: &str = "host-blocks";
 
@@ -51,17 +46,45 @@ struct Inner {
     now: Timestamp,
     scope: AgentScope,
     hosts: Vec<String>,
-    cluster: String,
-    observed: Vec<PoolName>,
     /// Refused calls by the core's error kind (`mac-in-use`, `owner-conflict`, …).
     refusals: BTreeMap<&'static str, u64>,
     inventory_pushes: u64,
     inventory_notes: u64,
+    /// Pushes of an unchanged inventory that were not handed to the core (see
+    /// [`SimAuthority::resend_is_void`]).
+    inventory_unchanged: u64,
     /// Blocks claimed (new ones, not a pending one handed back).
     blocks_claimed: u64,
     /// The last `GET /macs/{mac}` answer, valid until the next change (the agent's conflict
     /// check and the decision right after it ask about the same MAC).
     cached: Option<(Mac, MacInfo)>,
+    /// Per host, what its last inventory handed to the core left behind.
+    last: Vec<LastPush>,
+    /// Inventories handed to the core so far.
+    applied: u64,
+    /// Per MAC, the inventory (its number in `applied`) that last released a lease of it or
+    /// removed a hold on it (only inventories remove either here).
+    removed: HashMap<Mac, u64>,
+    /// Draining blocks by id, with their `unused_since` (from the core's `BlockSaved` changes).
+    draining: BTreeMap<u64, Option<Timestamp>>,
+    /// Over `draining`: the earliest and the latest `unused_since`.
+    unused_span: Option<(Timestamp, Timestamp)>,
+    /// The block pool's cooldown.
+    block_cooldown: Duration,
+    /// `GET /hosts/{host}/blocks` answers, by host, until one of its blocks changes (the
+    /// answer depends on nothing else; delegate asks on every tick).
+    block_answers: HashMap<String, Vec<BlockInfo>>,
+}
+
+/// What one host's last inventory handed to the core left behind.
+#[derive(Clone, Default)]
+struct LastPush {
+    /// When the core received it (its `received`).
+    at: Option<Timestamp>,
+    /// Its number in `applied`.
+    number: u64,
+    /// The MACs of the checkpoint holds the core refused (one note each).
+    refused: Vec<Mac>,
 }
 
 /// The authority shared by every simulated agent of one run.
@@ -92,6 +115,28 @@ impl Inner {
     fn refuse(&mut self, kind: &'static str) {
         *self.refusals.entry(kind).or_insert(0) += 1;
     }
+
+    /// Follows the draining blocks through the core's changes.
+    fn track_blocks(&mut self, changes: &[Change]) {
+        let mut touched = false;
+        for c in changes {
+            if let Change::BlockSaved(b) = c {
+                touched = true;
+                self.block_answers.remove(&b.host);
+                if b.state == BlockState::Draining {
+                    self.draining.insert(b.id, b.unused_since);
+                } else {
+                    self.draining.remove(&b.id);
+                }
+            }
+        }
+        if touched {
+            let mut since = self.draining.values().flatten();
+            self.unused_span = since
+                .next()
+                .map(|&t| since.fold((t, t), |(lo, hi), &u| (lo.min(u), hi.max(u))));
+        }
+    }
 }
 
 impl SimAuthority {
@@ -102,31 +147,6 @@ impl SimAuthority {
             now: crate::engine::EPOCH,
             actor: Actor::admin("sim-setup"),
         };
-        let mut observed = Vec::new();
-        for (i, ranges) in c
-            .host_ranges_merged()
-            .chunks(MAX_RANGES_PER_POOL)
-            .enumerate()
-        {
-            let name = if i == 0 {
-                OBSERVED_POOL.to_string()
-            } else {
-                format!("{OBSERVED_POOL}-{}", i + 1)
-            };
-            let spec = PoolSpec {
-                name: PoolName::new(&name).expect("a valid pool name"),
-                ranges: ranges.to_vec(),
-                policy: PoolPolicy {
-                    order: AllocationOrder::Lowest,
-                    cooldown: Duration::ZERO,
-                    duplicates: DuplicatePolicy::AllowAndFlag,
-                    ..PoolPolicy::default()
-                },
-            };
-            observed.push(spec.name.clone());
-            core.create_pool(&admin, spec, rng.random())
-                .expect("host ranges are disjoint after merging");
-        }
         let spec = PoolSpec {
             name: PoolName::new(REMEDY_POOL).expect("a valid pool name"),
             ranges: vec![c.remedy],
@@ -159,13 +179,19 @@ impl SimAuthority {
                 now: crate::engine::EPOCH,
                 scope: c.params.agent_scope,
                 hosts: c.hosts.iter().map(|h| h.name.clone()).collect(),
-                cluster: crate::engine::CLUSTER.into(),
-                observed,
                 refusals: BTreeMap::new(),
                 inventory_pushes: 0,
                 inventory_notes: 0,
+                inventory_unchanged: 0,
                 cached: None,
                 blocks_claimed: 0,
+                last: vec![LastPush::default(); c.hosts.len()],
+                applied: 0,
+                removed: HashMap::new(),
+                draining: BTreeMap::new(),
+                unused_span: None,
+                block_cooldown: Duration::from_millis(c.params.block_cooldown.ms()),
+                block_answers: HashMap::new(),
             }),
         }
     }
@@ -203,114 +229,144 @@ impl SimAuthority {
         AuthorityView { auth: self, host }
     }
 
-    /// Whether `mac` lies in a pool over the hosts' own dynamic ranges.
-    pub(crate) fn is_observed(&self, mac: Mac) -> bool {
-        let i = self.lock();
-        i.core.pool_of(mac).is_some_and(|p| i.observed.contains(p))
-    }
-
-    /// Records that `vm` uses `mac` (a MAC Hyper-V handed out) — `POST /leases` with `mac`.
-    pub(crate) fn register(&self, host: u32, vm_id: &str, vm_name: &str, mac: Mac) -> bool {
-        let mut i = self.lock_mut();
-        let Some(pool) = i.core.pool_of(mac).cloned() else {
-            return false;
-        };
-        let ctx = i.ctx(host);
-        let req = AllocateRequest {
-            pool: pool.to_string(),
-            owner: Owner {
-                vm_id: vm_id.into(),
-                adapter_id: ADAPTER.into(),
-                vm_name: Some(vm_name.into()),
-                host: Some(i.hosts[host as usize].clone()),
-                cluster: Some(i.cluster.clone()),
-            },
-            mac: Some(mac),
-            count: 1,
-            reason: None,
-        };
-        match i.core.allocate(&ctx, req) {
-            Ok(_) => true,
-            Err(e) => {
-                i.refuse(e.kind());
-                false
-            }
-        }
-    }
-
-    /// Releases `vm`'s lease on `mac` — `POST /leases/release` with `mac` and `vm_id`.
-    pub(crate) fn release(&self, host: u32, vm_id: &str, mac: Mac) {
-        let mut i = self.lock_mut();
-        let ctx = i.ctx(host);
-        let sel = ReleaseSelector::Mac {
-            mac,
-            vm_id: Some(vm_id.into()),
-        };
-        if let Err(e) = i.core.release(&ctx, sel) {
-            i.refuse(e.kind());
-        }
-    }
-
-    /// Keeps a checkpoint's MAC out of circulation — `POST /holds` with reason `checkpoint`
-    /// and the checkpoint id, exactly the hold an inventory would place.
-    pub(crate) fn hold(&self, host: u32, vm_id: &str, mac: Mac, checkpoint_id: &str) -> bool {
-        let mut i = self.lock_mut();
-        let ctx = i.ctx(host);
-        let req = HoldRequest {
-            mac,
-            vm_id: vm_id.into(),
-            reason: HoldReason::Checkpoint,
-            reference: checkpoint_id.into(),
-        };
-        match i.core.hold(&ctx, req) {
-            Ok(_) => true,
-            Err(e) => {
-                i.refuse(e.kind());
-                false
-            }
-        }
-    }
-
-    /// Removes that hold when the checkpoint is gone — `DELETE /holds`.
-    pub(crate) fn unhold(&self, host: u32, vm_id: &str, mac: Mac, checkpoint_id: &str) {
-        let mut i = self.lock_mut();
-        let ctx = i.ctx(host);
-        let req = UnholdRequest {
-            mac,
-            vm_id: vm_id.into(),
-            reason: Some(HoldReason::Checkpoint),
-            reference: Some(checkpoint_id.into()),
-        };
-        // an inventory may have removed it first: nothing left to do then
-        let _ = i.core.unhold(&ctx, req);
-    }
-
-    /// What the authority says about `mac`, as the API returns it.
-    pub(crate) fn mac_info(&self, mac: Mac) -> MacInfo {
-        Self::info(&mut self.lock(), mac)
-    }
-
-    /// `PUT /hosts/{host}/inventory`.
-    pub(crate) fn push_inventory(&self, host: u32, inv: HostInventory, generation: u64) {
+    /// `PUT /hosts/{host}/inventory`: the core's `apply_inventory`, as the server calls it. Hands
+    /// the document back (the core keeps it in the change it returns, and the simulator drops
+    /// the changes) so that the agent can patch it for its next push instead of building it
+    /// anew; `None` when the core refused it. `void`: the caller expects the push to change
+    /// nothing but the stored inventory's generation and receive time (checked: tests).
+    pub(crate) fn push_inventory(
+        &self,
+        host: u32,
+        inv: HostInventory,
+        generation: u64,
+        void: bool,
+    ) -> Option<HostInventory> {
         let mut i = self.lock_mut();
         let ctx = i.ctx(host);
         i.inventory_pushes += 1;
         match i.core.apply_inventory(&ctx, inv, generation) {
-            Ok((out, _)) => i.inventory_notes += out.notes.len() as u64,
-            Err(e) => i.refuse(e.kind()),
+            Ok((out, changes)) => {
+                let refused: Vec<Mac> = out.refused.iter().map(|k| k.mac).collect();
+                if void {
+                    assert!(
+                        changes.len() == 1
+                            && out.bound.is_empty()
+                            && out.released.is_empty()
+                            && out.held.is_empty()
+                            && out.unheld.is_empty()
+                            && out.notes.len() == refused.len()
+                            && refused == i.last[host as usize].refused,
+                        "a resend judged void changed something: {out:?} {changes:?}"
+                    );
+                    i.inventory_unchanged += 1;
+                }
+                i.inventory_notes += out.notes.len() as u64;
+                i.applied += 1;
+                let number = i.applied;
+                for m in out.released.iter().map(|r| r.lease.mac) {
+                    i.removed.insert(m, number);
+                }
+                for m in out.unheld.iter().map(|h| h.mac) {
+                    i.removed.insert(m, number);
+                }
+                i.last[host as usize] = LastPush {
+                    at: Some(ctx.now),
+                    number,
+                    refused,
+                };
+                i.track_blocks(&changes);
+                changes.into_iter().find_map(|c| match c {
+                    Change::InventorySaved(s) => Some(s.inventory),
+                    _ => None,
+                })
+            }
+            Err(e) => {
+                i.refuse(e.kind());
+                None
+            }
         }
     }
 
-    /// Addresses of the pools macpool hands out from (not the observed host ranges) that are
-    /// not free: leased, held or cooling down.
+    /// Whether the core, handed now the same inventory as `host`'s last one, would change
+    /// nothing but that inventory's generation and receive time — and whether those could
+    /// matter later. Everything `apply_inventory` does, for an unchanged document:
+    /// - the derived indexes (who has which MAC, checkpoint reference counts): unchanged;
+    /// - live adapters: a lease is bound, moved or re-created only for a VM whose MAC, host
+    ///   or lease changed — the first two change the document; here leases are created only
+    ///   by guard, for a fresh MAC the VM does not show yet (its document changes when it
+    ///   does), and moved or released only by inventories: moved to a host whose latest
+    ///   inventory lists the VM, released when none does;
+    /// - vanished VMs: none;
+    /// - departed leases (re-created for a VM seen again with its released MAC): a lease is
+    ///   released only when no host's latest inventory lists its VM, so the VM is new in
+    ///   whichever document shows it next;
+    /// - checkpoint holds: the ones the last push placed are still there (a hold some host
+    ///   asks for is removed by nothing here), the ones it could not place (`refused`, one note
+    ///   each: another VM leases or holds the MAC) are refused again unless a lease or hold of
+    ///   that MAC was removed since;
+    /// - blocks: their use changes only with a document, and each change was followed by the
+    ///   core's refresh; so this push can only free a draining block whose cooldown has passed,
+    ///   and its receive time matters only to a block unused since before the host's last push;
+    /// - expiring cooldowns: done by [`SimAuthority::resend_unchanged`] as the push would.
+    pub(crate) fn resend_is_void(&self, host: u32) -> bool {
+        let i = self.lock();
+        let last = &i.last[host as usize];
+        let Some(at) = last.at else { return false };
+        let unblocked = last
+            .refused
+            .iter()
+            .any(|m| i.removed.get(m).is_some_and(|&n| n > last.number));
+        if unblocked {
+            return false;
+        }
+        match i.unused_span {
+            None => true,
+            Some((lo, hi)) => at > hi && lo.0 + i.block_cooldown.as_millis() as u64 > i.now.0,
+        }
+    }
+
+    /// A push of `host`'s unchanged inventory that [`SimAuthority::resend_is_void`] judged
+    /// void: counted like one, with the notes it would return; the core only expires
+    /// cooldowns, as `apply_inventory` would first.
+    pub(crate) fn resend_unchanged(&self, host: u32) {
+        let mut i = self.lock_mut();
+        let now = i.now;
+        i.core.expire(now);
+        i.inventory_pushes += 1;
+        i.inventory_unchanged += 1;
+        i.inventory_notes += i.last[host as usize].refused.len() as u64;
+    }
+
+    /// Addresses of the pools macpool hands out from that are not free: leased, held, cooling
+    /// down or delegated in a block.
     pub(crate) fn pool_used(&self) -> u64 {
         let i = self.lock();
         i.core
             .pools()
             .iter()
-            .filter(|p| !i.observed.contains(&p.spec.name))
             .map(|p| p.usage.size - p.usage.free)
             .sum()
+    }
+
+    /// What the core knows about `mac` (tests).
+    pub fn mac_status(&self, mac: Mac) -> macpool_core::authority::MacStatus {
+        self.lock().core.mac_status(mac)
+    }
+
+    /// Every lease the authority has (tests: which VMs it knows about through a lease).
+    pub fn leases(&self) -> Vec<macpool_core::lease::Lease> {
+        self.lock()
+            .core
+            .leases(&macpool_core::authority::LeaseFilter::default())
+    }
+
+    /// The host's latest inventory and its generation, as the authority keeps it (tests).
+    pub fn inventory(&self, host: &str) -> Option<(u64, HostInventory)> {
+        self.lock()
+            .core
+            .inventory(host)
+            .ok()
+            .map(|s| (s.generation, s.inventory))
     }
 
     pub(crate) fn refusals(&self) -> BTreeMap<String, u64> {
@@ -321,19 +377,14 @@ impl SimAuthority {
             .collect()
     }
 
-    /// Whether `mac` lies in a block delegated to a host (the core explains those MACs by the
-    /// block and refuses holds and specific allocations inside one).
-    pub(crate) fn in_block(&self, mac: Mac) -> bool {
-        self.lock().core.block_at(mac).is_some()
-    }
-
     pub(crate) fn blocks_claimed(&self) -> u64 {
         self.lock().blocks_claimed
     }
 
-    pub(crate) fn inventory_stats(&self) -> (u64, u64) {
+    /// Pushes, of which unchanged and not handed to the core, and notes.
+    pub(crate) fn inventory_stats(&self) -> (u64, u64, u64) {
         let i = self.lock();
-        (i.inventory_pushes, i.inventory_notes)
+        (i.inventory_pushes, i.inventory_unchanged, i.inventory_notes)
     }
 
     /// The core's own accounting check (tests).
@@ -361,18 +412,24 @@ impl decide::Authority for AuthorityView<'_> {
         &self,
         host: &str,
     ) -> impl Future<Output = Result<Vec<BlockInfo>, DecideError>> + Send {
-        let filter = BlockFilter {
-            host: Some(host.to_string()),
-            pool: None,
+        let mut i = self.auth.lock();
+        let list = match i.block_answers.get(host) {
+            Some(list) => list.clone(),
+            None => {
+                let filter = BlockFilter {
+                    host: Some(host.to_string()),
+                    pool: None,
+                };
+                let list: Vec<BlockInfo> = i
+                    .core
+                    .blocks(&filter)
+                    .iter()
+                    .map(|b| convert::block(b, false))
+                    .collect();
+                i.block_answers.insert(host.to_string(), list.clone());
+                list
+            }
         };
-        let list = self
-            .auth
-            .lock()
-            .core
-            .blocks(&filter)
-            .iter()
-            .map(|b| convert::block(b, false))
-            .collect();
         ready(Ok(list))
     }
 
@@ -390,10 +447,11 @@ impl decide::Authority for AuthorityView<'_> {
             size: body.size,
         };
         let r = match i.core.claim_block(&ctx, claim) {
-            Ok((b, existing, _)) => {
+            Ok((b, existing, changes)) => {
                 if !existing {
                     i.blocks_claimed += 1;
                 }
+                i.track_blocks(&changes);
                 Ok(convert::block(&b, existing))
             }
             Err(e) => {
@@ -413,7 +471,10 @@ impl decide::Authority for AuthorityView<'_> {
         let mut i = self.auth.lock_mut();
         let ctx = i.ctx(self.host);
         let r = match i.core.activate_block(&ctx, host, id) {
-            Ok((b, _)) => Ok(convert::block(&b, false)),
+            Ok((b, changes)) => {
+                i.track_blocks(&changes);
+                Ok(convert::block(&b, false))
+            }
             Err(e) => {
                 i.refuse(e.kind());
                 Err(refused(&e))

@@ -72,6 +72,9 @@ pub(crate) struct VmRec {
     pub running: bool,
     pub nic: Nic,
     pub checkpoint: Option<Frozen>,
+    /// Changes (at least) whenever anything the VM's inventory entry shows changes: see
+    /// [`Cluster::refresh_inventory`].
+    stamp: u64,
 }
 
 pub(crate) struct Host {
@@ -88,6 +91,9 @@ pub(crate) struct Host {
     log: VecDeque<HvEvent>,
     pending: VecDeque<HvEvent>,
     watching: bool,
+    /// Changes (at least) whenever anything the host's inventory shows changes: see
+    /// [`Cluster::host_stamp`].
+    stamp: u64,
 }
 
 /// The shared L2 segment as the network sees it, kept up to date on every change.
@@ -198,6 +204,11 @@ impl Network {
         self.powered.values().filter(|c| **c >= 2).count() as u64
     }
 
+    /// Powered-on VMs whose live adapter has `mac` right now.
+    pub fn powered_on(&self, mac: Mac) -> u32 {
+        self.powered.get(&mac).copied().unwrap_or(0)
+    }
+
     /// Distinct MACs used by any VM, live or frozen in a checkpoint.
     pub fn addresses_in_use(&self) -> u64 {
         self.refs.len() as u64
@@ -216,6 +227,8 @@ pub struct Cluster {
     /// Whether anybody consumes events (hyperv-default does not; skipping them saves time).
     emit_events: bool,
     emitted: Vec<(u32, HvEvent)>,
+    /// The last stamp handed out (stamps are unique across VMs and hosts).
+    stamp: u64,
 }
 
 fn refuse(command: &str, message: impl Into<String>) -> HvError {
@@ -241,6 +254,7 @@ impl Cluster {
                     log: VecDeque::new(),
                     pending: VecDeque::new(),
                     watching: false,
+                    stamp: 0,
                 })
                 .collect(),
             vms: Vec::new(),
@@ -251,7 +265,29 @@ impl Cluster {
             name: name.into(),
             emit_events,
             emitted: Vec::new(),
+            stamp: 0,
         }
+    }
+
+    /// A number that changes (at least) whenever anything the host's inventory shows changes:
+    /// a VM arrives or leaves, one of its VMs may have changed, the cursor or range moved.
+    /// Unchanged: [`Cluster::refresh_inventory`] has nothing to do.
+    pub(crate) fn host_stamp(&self, host: u32) -> u64 {
+        self.hosts[host as usize].stamp
+    }
+
+    fn touch_host(&mut self, host: u32) {
+        self.stamp += 1;
+        self.hosts[host as usize].stamp = self.stamp;
+    }
+
+    /// The VM's inventory entry (and so its host's inventory) may have changed.
+    fn touch_vm(&mut self, key: VmKey) {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let host = self.vm(key).host;
+        self.hosts[host as usize].stamp = stamp;
+        self.vm_mut(key).stamp = stamp;
     }
 
     pub(crate) fn vm(&self, key: VmKey) -> &VmRec {
@@ -334,6 +370,7 @@ impl Cluster {
             let m = Mac::from_u64(first + (start + i) % size).expect("inside the range");
             if !h.live.contains_key(&m) {
                 h.cursor = Some(m);
+                self.touch_host(host);
                 return Some(m);
             }
         }
@@ -376,7 +413,10 @@ impl Cluster {
                 self.net.on(nic.mac);
             }
         }
-        self.vm_mut(key).nic = nic;
+        if old != nic {
+            self.vm_mut(key).nic = nic;
+            self.touch_vm(key);
+        }
     }
 
     /// A new VM with one dynamic adapter, off. Like the stand-in, the MAC is assigned at
@@ -398,7 +438,9 @@ impl Cluster {
             running: false,
             nic: Nic { mac, dynamic: true },
             checkpoint: None,
+            stamp: 0,
         });
+        self.touch_vm(key);
         self.host_add_live(host, mac);
         self.net.add_ref(mac);
         self.emit(host, EventKind::Created, key);
@@ -437,6 +479,7 @@ impl Cluster {
         }
         let mac = self.vm(key).nic.mac;
         self.vm_mut(key).running = true;
+        self.touch_vm(key);
         self.net.on(mac);
         self.emit(host, EventKind::Started, key);
         Ok(())
@@ -448,6 +491,7 @@ impl Cluster {
         if v.running {
             let mac = v.nic.mac;
             self.vm_mut(key).running = false;
+            self.touch_vm(key);
             self.net.off(mac);
         }
     }
@@ -468,6 +512,7 @@ impl Cluster {
             nic,
             created: now,
         });
+        self.touch_vm(key);
     }
 
     /// Logoff → RDS restores `RDV_ROLLBACK`. hyperv.md: "a restore from a checkpoint with memory
@@ -482,6 +527,7 @@ impl Cluster {
         if !v.running {
             let mac = v.nic.mac;
             self.vm_mut(key).running = true;
+            self.touch_vm(key);
             self.net.on(mac);
         }
         let host = self.vm(key).host;
@@ -508,6 +554,8 @@ impl Cluster {
         let v = self.vm_mut(key);
         v.host = to;
         v.pos = npos;
+        self.touch_vm(key);
+        self.touch_host(from);
     }
 
     /// Removes the VM at `pos` from a host's list in O(1).
@@ -517,6 +565,7 @@ impl Cluster {
         if let Some(&moved) = vms.get(pos as usize) {
             self.vm_mut(moved).pos = pos;
         }
+        self.touch_host(host);
     }
 
     /// The VM is turned off and deleted with its checkpoints. Logs 13003.
@@ -568,7 +617,10 @@ impl Cluster {
                 let nic = frozen.nic.with(setting);
                 self.net.drop_ref(frozen.nic.mac);
                 self.net.add_ref(nic.mac);
-                self.vm_mut(key).checkpoint.as_mut().expect("checked").nic = nic;
+                if nic != frozen.nic {
+                    self.vm_mut(key).checkpoint.as_mut().expect("checked").nic = nic;
+                    self.touch_vm(key);
+                }
                 Ok(())
             }
         }
@@ -614,6 +666,17 @@ impl Cluster {
         vm
     }
 
+    /// [`Cluster::inventory`], with the VM key and stamp behind each VM for
+    /// [`Cluster::refresh_inventory`].
+    pub(crate) fn inventory_shown(&self, host: u32) -> (HostInventory, Vec<(VmKey, u64)>) {
+        let shown = self.hosts[host as usize]
+            .vms
+            .iter()
+            .map(|&k| (k, self.vm(k).stamp))
+            .collect();
+        (self.inventory(host), shown)
+    }
+
     /// Everything on one host, as `Get-VM`/`Get-VMNetworkAdapter`/`Get-VMHost` would report it.
     pub(crate) fn inventory(&self, host: u32) -> HostInventory {
         let h = &self.hosts[host as usize];
@@ -627,6 +690,120 @@ impl Cluster {
                 .expect("VM ids are unique");
         }
         inv
+    }
+
+    /// Brings `inv`, an earlier [`Cluster::inventory`] of the same host, up to date: equal to
+    /// what `inventory(host)` returns now; returns whether it changed. `shown` lists the VM key
+    /// and stamp behind each of its VMs (kept by the caller with the document). A VM whose
+    /// stamp did not change is not looked at; one whose stamp changed is compared field by
+    /// field and replaced only if it differs (a desktop that guard gave a static MAC comes back
+    /// to it after each rollback). Arrivals are appended; after a departure the document is
+    /// put together again in the host's order, from the VMs it had where still current.
+    pub(crate) fn refresh_inventory(
+        &self,
+        host: u32,
+        inv: &mut HostInventory,
+        shown: &mut Vec<(VmKey, u64)>,
+    ) -> bool {
+        let h = &self.hosts[host as usize];
+        let kept = shown.len() <= h.vms.len()
+            && inv.vms().len() == shown.len()
+            && shown.iter().zip(&h.vms).all(|(s, &k)| s.0 == k);
+        let mut changed = false;
+        if kept {
+            for (i, (&k, s)) in h.vms.iter().zip(shown.iter_mut()).enumerate() {
+                let v = self.vm(k);
+                if s.1 != v.stamp {
+                    s.1 = v.stamp;
+                    let d = &mut inv.vms_mut()[i];
+                    if !Self::shows(d, v) {
+                        *d = Self::domain_vm(v);
+                        changed = true;
+                    }
+                }
+            }
+            for &k in &h.vms[shown.len()..] {
+                let v = self.vm(k);
+                inv.add_vm(Self::domain_vm(v)).expect("VM ids are unique");
+                shown.push((k, v.stamp));
+                changed = true;
+            }
+        } else {
+            let placeholder = Vm::new("-", "", VmState::Off).expect("a valid id");
+            let mut old: HashMap<(VmKey, u64), Vm> = shown
+                .iter()
+                .zip(inv.vms_mut())
+                .map(|(s, vm)| (*s, std::mem::replace(vm, placeholder.clone())))
+                .collect();
+            let mut fresh = HostInventory::new(h.name.clone()).expect("host names are set");
+            fresh.cluster = Some(self.name.clone());
+            fresh.ipv4 = vec![h.ip];
+            fresh
+                .set_dynamic_range(inv.dynamic_range(), inv.cursor())
+                .expect("the cursor lies in the range");
+            shown.clear();
+            for &k in &h.vms {
+                let v = self.vm(k);
+                let vm = old
+                    .remove(&(k, v.stamp))
+                    .unwrap_or_else(|| Self::domain_vm(v));
+                fresh.add_vm(vm).expect("VM ids are unique");
+                shown.push((k, v.stamp));
+            }
+            *inv = fresh;
+            changed = true;
+        }
+        let cursor = h.cursor.filter(|c| h.range.contains(*c));
+        if inv.dynamic_range() != Some(h.range) || inv.cursor() != cursor {
+            inv.set_dynamic_range(Some(h.range), cursor)
+                .expect("the cursor lies in the range");
+            changed = true;
+        }
+        changed
+    }
+
+    /// Whether `d` is what [`Cluster::domain_vm`] makes of `v`.
+    fn shows(d: &Vm, v: &VmRec) -> bool {
+        let kind = |n: Nic| {
+            if n.dynamic {
+                MacKind::Dynamic
+            } else {
+                MacKind::Static
+            }
+        };
+        let state = if v.running {
+            VmState::Running
+        } else {
+            VmState::Off
+        };
+        let live = |a: &Adapter| {
+            a.location == AdapterLocation::Live && a.mac == v.nic.mac && a.kind == kind(v.nic)
+        };
+        let frozen = |a: &Adapter, f: &Frozen| {
+            a.mac == f.nic.mac
+                && a.kind == kind(f.nic)
+                && matches!(&a.location, AdapterLocation::Checkpoint(c)
+                    if c.id == f.id && c.name == f.name && c.created == Some(f.created))
+        };
+        d.id() == v.id
+            && d.name == v.name
+            && d.state == state
+            && match (&d.adapters[..], &v.checkpoint) {
+                ([a], None) => live(a),
+                ([a, b], Some(f)) => live(a) && frozen(b, f),
+                _ => false,
+            }
+    }
+
+    /// hyperv.md: `Set-VMHost -MacAddressMinimum/-Maximum` sets the range; existing VMs keep
+    /// their MACs. The allocator continues from the new range's start.
+    pub(crate) fn set_host_range(&mut self, host: u32, range: MacRange) {
+        let h = &mut self.hosts[host as usize];
+        if h.range != range {
+            h.range = range;
+            h.cursor = None;
+            self.touch_host(host);
+        }
     }
 
     /// One VM of this host, with its current checkpoint (RDS desktops always sit on

@@ -155,6 +155,18 @@ pub(crate) fn run_strategy(
     progress: &dyn Fn(f64),
     check: bool,
 ) -> Result<StrategyResult, String> {
+    run_inspected(c, w, strategy, progress, check, &mut |_| {})
+}
+
+/// [`run_strategy`], showing the authority (if the strategy has one) to `inspect` at the end.
+pub(crate) fn run_inspected(
+    c: &Checked,
+    w: &Workload,
+    strategy: Strategy,
+    progress: &dyn Fn(f64),
+    check: bool,
+    inspect: &mut dyn FnMut(&SimAuthority),
+) -> Result<StrategyResult, String> {
     let setup = strategy.setup();
     let p = &c.params;
     let mut rng = rng_for(p.seed, stream_of(strategy.name()));
@@ -166,7 +178,15 @@ pub(crate) fn run_strategy(
         p.block_size as u64,
         (p.block_margin > 0).then_some(p.block_margin as u64),
     );
-    let mut agents = Agents::new(setup, auth.as_ref(), &names, CLUSTER, block);
+    let mut agents = Agents::new(
+        setup,
+        auth.as_ref(),
+        &names,
+        CLUSTER,
+        block,
+        p.inventory_interval.ms(),
+    );
+    agents.check_documents(check);
     let cluster = Mutex::new(Cluster::new(&c.hosts, CLUSTER, agents.active()));
     // Paused clock: the plan's `Wait` (blog-compatible's 5 s) completes at once, and no
     // simulated second ever waits for a real one.
@@ -192,8 +212,7 @@ pub(crate) fn run_strategy(
         series: Series::default(),
     };
     let every = sample_every(end);
-    let inv_every = p.inventory_interval.ms();
-    let (mut next_sample, mut next_inv) = (0u64, inv_every);
+    let mut next_sample = 0u64;
     let mut slot_vm: Vec<Option<VmKey>> = vec![None; w.slots as usize];
     let mut slot_gen: Vec<u32> = vec![0; w.slots as usize];
     let mut events: Vec<(u32, HvEvent)> = Vec::new();
@@ -207,32 +226,30 @@ pub(crate) fn run_strategy(
         }
     };
 
-    // Samples and inventory rounds due up to `t`, in time order.
-    let advance =
-        |t: u64, m: &mut Meter, agents: &mut Agents, next_sample: &mut u64, next_inv: &mut u64| {
-            loop {
-                let due = (*next_sample).min(*next_inv);
-                if due > t {
-                    break;
-                }
-                m.integrate_to(&cluster, due);
-                if *next_sample <= *next_inv {
-                    m.sample(&cluster, auth.as_ref(), due);
-                    *next_sample += every;
-                } else {
-                    set_clock(due);
-                    agents.tick_all(&rt, &cluster);
-                    agents.push_inventories(&rt, &cluster);
-                    *next_inv += inv_every;
-                }
-            }
-        };
+    // Samples and the agents' timed passes (pushes, timers) due up to `t`, in time order; both
+    // before an action at the same time (a wait that runs out at `t` ends before an event
+    // logged at `t` is read).
+    let advance = |t: u64, m: &mut Meter, agents: &mut Agents, next_sample: &mut u64| loop {
+        let wake = agents.next_wake().unwrap_or(u64::MAX);
+        let due = (*next_sample).min(wake);
+        if due > t {
+            break;
+        }
+        m.integrate_to(&cluster, due);
+        if *next_sample <= wake {
+            m.sample(&cluster, auth.as_ref(), due);
+            *next_sample += every;
+        } else {
+            set_clock(due);
+            agents.timed_pass(&rt, &cluster, due);
+        }
+    };
 
     // The agents start before anything happens: delegate gives every host its first block.
     set_clock(0);
-    agents.tick_all(&rt, &cluster);
+    agents.start(&rt, &cluster, 0);
     for (i, a) in w.actions.iter().enumerate() {
-        advance(a.at, &mut m, &mut agents, &mut next_sample, &mut next_inv);
+        advance(a.at, &mut m, &mut agents, &mut next_sample);
         m.integrate_to(&cluster, a.at);
         set_clock(a.at);
         {
@@ -243,7 +260,6 @@ pub(crate) fn run_strategy(
                 &mut slot_vm,
                 &mut slot_gen,
                 &mut m.failed_starts,
-                &mut agents,
             );
         }
         loop {
@@ -255,7 +271,7 @@ pub(crate) fn run_strategy(
                 break;
             }
             for (host, ev) in events.drain(..) {
-                if agents.on_event(&rt, &cluster, host, &ev).is_some() {
+                if agents.on_event(&rt, &cluster, host, &ev, a.at).is_some() {
                     m.restarts += 1;
                     let ms = if hi > lo {
                         rng.random_range(lo..=hi)
@@ -290,7 +306,7 @@ pub(crate) fn run_strategy(
             progress(a.at as f64 / end as f64);
         }
     }
-    advance(end, &mut m, &mut agents, &mut next_sample, &mut next_inv);
+    advance(end, &mut m, &mut agents, &mut next_sample);
     m.integrate_to(&cluster, end);
     if m.series.hours.last() != Some(&(end as f64 / HOUR as f64)) {
         m.sample(&cluster, auth.as_ref(), end);
@@ -302,6 +318,9 @@ pub(crate) fn run_strategy(
         .expect("never poisoned")
         .net
         .duplicated_macs();
+    if let Some(a) = &auth {
+        inspect(a);
+    }
     let renew = p.dhcp_renew.ms().max(1) as u128;
     Ok(StrategyResult {
         strategy: strategy.name().into(),
@@ -345,7 +364,6 @@ fn provision(
     slot_gen: &mut [u32],
     (slot, host, desktop): (u32, u32, bool),
     failed_starts: &mut u64,
-    agents: &mut Agents,
 ) {
     let g = slot_gen[slot as usize];
     slot_gen[slot as usize] += 1;
@@ -356,7 +374,6 @@ fn provision(
     };
     let k = c.create_vm(vm_id(slot, g), name, host);
     slot_vm[slot as usize] = Some(k);
-    agents.mark_dirty(host);
     if c.start(k).is_err() {
         *failed_starts += 1;
     } else if desktop {
@@ -373,17 +390,9 @@ fn apply(
     slot_vm: &mut [Option<VmKey>],
     slot_gen: &mut [u32],
     failed_starts: &mut u64,
-    agents: &mut Agents,
 ) {
     let mut provision = |c: &mut Cluster, slot_vm: &mut [Option<VmKey>], slot, host, desktop| {
-        provision(
-            c,
-            slot_vm,
-            slot_gen,
-            (slot, host, desktop),
-            failed_starts,
-            agents,
-        )
+        provision(c, slot_vm, slot_gen, (slot, host, desktop), failed_starts)
     };
     match action {
         Action::Provision { slot, host } => provision(c, slot_vm, slot, host, true),
@@ -410,20 +419,15 @@ fn apply(
         }
         Action::Migrate { slot, to } => {
             if let Some(k) = slot_vm[slot as usize] {
-                let from = c.vm(k).host;
                 debug_assert!(c.hosts[to as usize].vms.len() < u32::MAX as usize);
                 c.migrate(k, to);
-                agents.mark_dirty(from);
-                agents.mark_dirty(to);
             }
         }
         Action::Failover { slot, to } => {
             if let Some(k) = slot_vm[slot as usize] {
-                let (from, was_running) = (c.vm(k).host, c.vm(k).running);
+                let was_running = c.vm(k).running;
                 c.turn_off(k);
                 c.migrate(k, to);
-                agents.mark_dirty(from);
-                agents.mark_dirty(to);
                 if was_running && c.start(k).is_err() {
                     *failed_starts += 1;
                 }
@@ -432,7 +436,6 @@ fn apply(
         Action::Shutdown { slot } => {
             if let Some(k) = slot_vm[slot as usize] {
                 c.turn_off(k);
-                agents.mark_dirty(c.vm(k).host);
             }
         }
         Action::Start { slot } => {
@@ -459,5 +462,61 @@ mod tests {
         assert_eq!(stream_of("guard"), stream_of("guard"));
         assert_eq!(sample_every(30 * DAY), HOUR);
         assert_eq!(sample_every(60 * DAY), 2 * HOUR);
+    }
+
+    /// The blog run under `strategy`, with the authority as it is at the end.
+    fn blog_authority<T>(strategy: Strategy, f: impl FnOnce(&SimAuthority) -> T) -> T {
+        let c = crate::Scenario::Blog.params().check().unwrap();
+        let w = generate(&c, &mut rng_for(c.params.seed, 0));
+        let mut f = Some(f);
+        let mut out = None;
+        run_inspected(&c, &w, strategy, &|_| {}, true, &mut |a| {
+            out = Some((f.take().unwrap())(a));
+        })
+        .unwrap();
+        out.expect("the strategy has an authority")
+    }
+
+    #[test]
+    fn the_authority_learns_the_hosts_macs_from_inventories_only() {
+        let c = crate::Scenario::Blog.params().check().unwrap();
+        // The desktop's first MAC: node 1's first address; node 1 gives it to the new VM
+        // (slot 1 + BLOG_CHURN) after wrapping around.
+        let original = c.hosts[0].range.first();
+        let desktop = vm_id(0, 0);
+        let newcomer = vm_id(1 + crate::params::BLOG_CHURN as u32, 0);
+        let node1 = c.hosts[0].name.clone();
+        let (leases, status) =
+            blog_authority(Strategy::Guard, |a| (a.leases(), a.mac_status(original)));
+        // Only guard's fresh static MAC for the rolled-back desktop is leased: nothing
+        // registered the MACs Hyper-V handed out.
+        assert_eq!(leases.len(), 1, "{leases:?}");
+        assert_eq!(leases[0].owner.vm_id, desktop);
+        assert_eq!(leases[0].pool.as_str(), crate::authority::REMEDY_POOL);
+        // What guard saw about the original MAC came from node 1's inventory (the new VM,
+        // live) and node 2's (the desktop's checkpoint, which also placed its hold).
+        assert!(status.leases.is_empty(), "{status:?}");
+        assert!(
+            status
+                .seen
+                .iter()
+                .any(|s| s.vm_id == newcomer && s.host == node1 && s.checkpoint.is_none()),
+            "{status:?}"
+        );
+        assert!(
+            status
+                .seen
+                .iter()
+                .any(|s| s.vm_id == desktop && s.checkpoint.is_some()),
+            "{status:?}"
+        );
+        assert!(
+            status.holds.iter().all(|h| h.vm_id == desktop),
+            "{status:?}"
+        );
+        for s in [Strategy::Delegate, Strategy::DelegateGuard] {
+            let leases = blog_authority(s, |a| a.leases());
+            assert!(leases.is_empty(), "{s}: {leases:?}");
+        }
     }
 }

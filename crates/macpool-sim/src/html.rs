@@ -351,7 +351,7 @@ code,pre{{background:#f6f6f6;padding:.1em .3em}}.note{{color:#555}}
         ));
     }
 
-    out.push_str("<h2>Agents</h2><table><tr><th>strategy</th><th>decisions</th><th>ignored</th><th>remediated</th><th>unknown</th><th>failed</th><th>registrations</th><th>inventories</th><th>refusals</th></tr>\n");
+    out.push_str("<h2>Agents</h2><table><tr><th>strategy</th><th>decisions</th><th>ignored</th><th>remediated</th><th>unknown</th><th>failed</th><th>unseen conflicts</th><th>inventories</th><th>refusals</th></tr>\n");
     for s in &r.strategies {
         if let Some(a) = &s.agent {
             let refusals: Vec<String> = a
@@ -368,7 +368,7 @@ code,pre{{background:#f6f6f6;padding:.1em .3em}}.note{{color:#555}}
                 a.remediated,
                 a.unknown,
                 a.failed,
-                a.registrations,
+                a.unseen_conflicts,
                 a.inventory_pushes,
                 if refusals.is_empty() {
                     "0".into()

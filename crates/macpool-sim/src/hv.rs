@@ -70,13 +70,7 @@ impl Hypervisor for HostView<'_> {
     /// hyperv.md: `Set-VMHost -MacAddressMinimum/-Maximum` sets the range; existing VMs keep
     /// their MACs. The allocator continues from the new range's start.
     fn set_host_range(&self, range: MacRange) -> impl Future<Output = HvResult<()>> + Send {
-        self.with(|c| {
-            let h = &mut c.hosts[self.host as usize];
-            if h.range != range {
-                h.range = range;
-                h.cursor = None;
-            }
-        });
+        self.with(|c| c.set_host_range(self.host, range));
         ready(Ok(()))
     }
 

@@ -7,7 +7,7 @@
 //!                                  │ events                 ▲
 //!                                  ▼                        │ plans
 //!                         Agents ── decide::handle_event ───┘
-//!                            │ AuthorityView (decide::Authority) / register / inventory
+//!                            │ AuthorityView (decide::Authority) / inventory pushes
 //!                            ▼
 //!                  macpool_core::authority::Authority (in memory, simulated clock)
 //! ```
@@ -39,19 +39,32 @@
 //!
 //! # The simulated deployment
 //!
-//! One agent per host, acting through the real entry points: [`macpool_agent::decide::handle_event`]
-//! on every restore (guard, blog-compatible) and [`macpool_agent::delegate::tick`] at start, after
-//! created/started events and on its timer (delegate), as `macpool agent` does. The authority is
-//! the core in memory with three pools (see [`authority`]): the hosts' own ranges
-//! (`hyperv-dynamic`, allow-and-flag), guard's `rds-static`, delegate's `host-blocks`.
+//! One agent per host, driven as `macpool agent`'s service loop drives it
+//! (`macpool_agent::agent::run`, timing from its `AgentConfig::new`), pass by pass on the
+//! simulated clock: [`macpool_agent::decide::handle_event`] on every restore (guard,
+//! blog-compatible); [`macpool_agent::delegate::tick`] at start, after created/started events
+//! and on the timer (delegate); and the host's **whole inventory** pushed at start, half a
+//! second after a VM event (debounced: the first event of a burst sets the time, as the agent's
+//! report queue does; the push goes out at the loop's next pass, after that event's decision)
+//! and every `inventory_interval` (the agent's `--inventory-every`, 60 s). See [`agent`].
 //!
-//! The agents also tell the authority what changes as it happens, through ordinary API calls:
-//! they *register* each VM's live MAC in `hyperv-dynamic` (`POST /leases` with `mac`), hold each
-//! `RDV_ROLLBACK` checkpoint's MAC, and release both when the VM is deleted; a whole inventory
-//! follows every `inventory_interval` as reconciliation. **The registration is the simulator's
-//! own:** the real agent reports inventories, and an inventory binds leases but never creates
-//! one, so without it guard would not see a VM that Hyper-V gave a checkpoint's MAC to — the
-//! seed's duplicate. See [`agent`] for the exact order of calls.
+//! That is all the authority learns about the hosts: nothing registers the MACs Hyper-V hands
+//! out. The authority is the core in memory with the pools the README's deployment creates
+//! (see [`authority`]): guard's `rds-static`, delegate's `host-blocks`; the hosts' own ranges
+//! are in no pool. Guard's question about a restored MAC is answered with every VM the hosts'
+//! latest inventories show with it (`seen`: live or in a checkpoint) and the checkpoint holds
+//! those inventories placed — so a VM whose host has not pushed since it got the MAC is not
+//! seen yet, as with the real agent (`unseen_conflicts` counts such restores).
+//!
+//! Most pushes resend the host's last document (the timer's; a rollback's, whose desktop
+//! comes back running with the MAC it had). The simulator hands those to the core only when
+//! the core could do something with them, and counts the others as sent: a resend changes
+//! nothing but the stored generation and receive time unless what kept one of its checkpoint
+//! holds out (another VM's lease or hold of that MAC) was removed since, or a draining block
+//! could be freed or waits for the host's report (`SimAuthority::resend_is_void` has the
+//! whole argument). The property tests hand every
+//! push to the core, check that each resend judged void changed nothing, and compare the
+//! results with the normal run's: identical.
 //!
 //! # Modelled rules and their sources
 //!
@@ -81,6 +94,8 @@
 //! | Cold starts (turned off, on again later): the moment a dynamic MAC is re-checked | hyperv.md; seed | `workload` (`ColdStart`) |
 //! | All hosts share one L2 segment: two powered-on VMs with one MAC anywhere in the cluster are a duplicate | seed ("a duplicate MAC address in your environment … layer two switching, as well as DHCP") | `cluster::Network` |
 //! | A forced restart costs 15–30 s of user-visible outage | seed | `engine` |
+//! | The agent watches 18596 restored, 18500 started (Worker) and 18304 created, 13003 deleted (VMMS) only: a live migration, a turn-off (18502) or a new checkpoint reaches the authority with the host's next push (another event's, or the timer's) | `macpool_agent::events` (`kind`); hyperv.md "Events" | `Cluster::emit`; `agent` |
+//! | The agent pushes the whole inventory at start, 0.5 s after a VM event (the first of a burst sets the time; out at the loop's next pass, its wait for events lasting 1 s), and every 60 s; an event's decision comes before its push | `macpool_agent::agent::run`, `AgentConfig::new` | `agent` |
 //!
 //! Not modelled: saved state, other checkpoint types, several adapters or switches per VM,
 //! the registry, VM placement by resources, RDS's own retries.

@@ -219,9 +219,6 @@ impl Scenario {
                 hosts: 64,
                 desktops: 10_000,
                 host_ips: Vec::new(),
-                // Agents report changes as they happen (registrations, holds, block ticks); the
-                // full inventory is reconciliation, so `large` reconciles daily.
-                inventory_interval: Dur(DAY),
                 ..base
             },
         }
@@ -308,10 +305,11 @@ pub struct Params {
     /// DHCP lease renewal interval of the desktops (each renewal on a duplicated MAC is a
     /// DHCP conflict).
     pub dhcp_renew: Dur,
-    /// How often each agent sends its host's whole inventory when it changed (the real agent:
-    /// after every VM event and every minute). Keep it well below `block_cooldown`: the
-    /// authority frees a drained block when no host's *latest* inventory uses it, so reports
-    /// older than the cooldown can free a block a VM still has a MAC of (try `large` with
+    /// The agents' timer (`macpool agent --inventory-every`, default the agent's own 60 s): each
+    /// agent sends its host's whole inventory this often, changed or not, besides half a second
+    /// after VM events (see `agent`). Keep it well below `block_cooldown`: the authority frees a
+    /// drained block when no host's *latest* inventory uses it, so reports older than the
+    /// cooldown can free a block a VM still has a MAC of (try `large` with
     /// `inventory_interval=7d`).
     pub inventory_interval: Dur,
     /// The token the simulated agents use.
@@ -363,7 +361,7 @@ impl Params {
             restart_outage_min: Dur(15 * SECOND),
             restart_outage_max: Dur(30 * SECOND),
             dhcp_renew: Dur(4 * HOUR),
-            inventory_interval: Dur(HOUR),
+            inventory_interval: Dur(crate::agent::LoopTiming::of_real_agent().every),
             agent_scope: AgentScope::Admin,
             remedy_range: "00155DFF0000-00155DFFFFFF".into(),
             remedy_cooldown: Dur(DAY),
@@ -817,7 +815,7 @@ pub struct Checked {
 }
 
 impl Checked {
-    /// The distinct dynamic ranges of all hosts, merged (what the observed pools cover).
+    /// The distinct dynamic ranges of all hosts, merged.
     pub fn host_ranges_merged(&self) -> Vec<MacRange> {
         merge_ranges(&self.hosts.iter().map(|h| h.range).collect::<Vec<_>>())
     }

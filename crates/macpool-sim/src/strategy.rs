@@ -31,7 +31,7 @@ pub enum Strategy {
 pub(crate) struct Setup {
     /// The agent's decision logic on restore events, and with which behaviour.
     pub decide: Option<decide::Strategy>,
-    /// An authority (the real core) with inventories and registered live MACs.
+    /// An authority (the real core), told about the hosts by their agents' inventories.
     pub authority: bool,
     /// Host ranges are blocks delegated by the authority.
     pub delegate: bool,

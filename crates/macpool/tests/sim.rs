@@ -45,6 +45,19 @@ fn blog_scenario_json_is_byte_identical_and_shows_the_one_duplicate() {
     assert_eq!(strategy("guard")["forced_restarts"], 1);
     assert_eq!(strategy("delegate")["duplicate_incidents"], 0);
     assert_eq!(v["scenario"], "blog");
+    // The agents tell the authority about the hosts only by pushing inventories (at start,
+    // after events, every minute: a day of two hosts is well over 2 × 1,440 pushes); guard saw
+    // the new VM through node 1's inventory, not through a registration.
+    for name in ["guard", "delegate", "delegate+guard"] {
+        let agent = &strategy(name)["agent"];
+        assert!(
+            agent["inventory_pushes"].as_u64().unwrap() > 2 * 1440,
+            "{name}: {agent}"
+        );
+        assert!(agent.get("registrations").is_none(), "{name}: {agent}");
+        assert_eq!(agent["unseen_conflicts"], 0, "{name}: {agent}");
+    }
+    assert_eq!(strategy("blog-compatible")["agent"]["inventory_pushes"], 0);
 }
 
 #[test]

@@ -67,6 +67,9 @@ pub struct InventoryOutcome {
     pub unmanaged: Vec<Mac>,
     /// Things the authority did not do, and why (e.g. a checkpoint MAC another VM leases).
     pub notes: Vec<String>,
+    /// The checkpoint holds asked for that could not be placed (each has a note): tried again
+    /// at the host's next report.
+    pub refused: Vec<HoldKey>,
 }
 
 fn same_vm(a: &str, b: &str) -> bool {
@@ -77,29 +80,53 @@ fn lists_vm(inv: &HostInventory, vm_id: &str) -> bool {
     inv.vms().iter().any(|v| same_vm(v.id(), vm_id))
 }
 
-/// Checks every free-text field of an inventory; the error names the VM and adapter.
-fn validate_inventory(inv: &HostInventory) -> Result<()> {
+/// A VM id hashed and compared as [`same_vm`] compares (ASCII case ignored), to look up many
+/// ids in one inventory.
+struct VmId<'a>(&'a str);
+
+impl PartialEq for VmId<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        same_vm(self.0, other.0)
+    }
+}
+
+impl Eq for VmId<'_> {}
+
+impl std::hash::Hash for VmId<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for b in self.0.bytes() {
+            state.write_u8(b.to_ascii_lowercase());
+        }
+        state.write_u8(0xff);
+    }
+}
+
+/// Checks every free-text field of an inventory; the error names the VM and adapter. Only the
+/// VMs at positions `only` (ascending) are looked at: one equal to the VM the stored inventory
+/// has at the same position passed these checks when it was stored, so a report costs
+/// O(what changed).
+fn validate_inventory(inv: &HostInventory, only: &[usize]) -> Result<()> {
     let bad = |what: String, e: String| AuthorityError::InvalidInput(format!("{what}: {e}"));
     let host = inv.host();
     validate_field("host", host).map_err(|e| bad(format!("inventory of host '{host}'"), e))?;
     if let Some(c) = &inv.cluster {
         validate_field("cluster", c).map_err(|e| bad(format!("host '{host}'"), e))?;
     }
-    for vm in inv.vms() {
-        let at = format!("host '{host}' VM {}", vm.id());
-        validate_field("vm_id", vm.id()).map_err(|e| bad(at.clone(), e))?;
-        validate_field("vm_name", &vm.name).map_err(|e| bad(at.clone(), e))?;
-        validate_field("state", vm.state.name()).map_err(|e| bad(at.clone(), e))?;
+    for vm in only.iter().filter_map(|&i| inv.vms().get(i)) {
+        let at = || format!("host '{host}' VM {}", vm.id());
+        validate_field("vm_id", vm.id()).map_err(|e| bad(at(), e))?;
+        validate_field("vm_name", &vm.name).map_err(|e| bad(at(), e))?;
+        validate_field("state", vm.state.name()).map_err(|e| bad(at(), e))?;
         for a in &vm.adapters {
-            let at = format!("{at} adapter '{}'", a.name);
-            validate_field("adapter name", &a.name).map_err(|e| bad(at.clone(), e))?;
+            let at = || format!("{} adapter '{}'", at(), a.name);
+            validate_field("adapter name", &a.name).map_err(|e| bad(at(), e))?;
             if let AdapterLocation::Checkpoint(c) = &a.location {
                 if c.id.trim().is_empty() {
-                    return Err(bad(at, "checkpoint id must not be empty".into()));
+                    return Err(bad(at(), "checkpoint id must not be empty".into()));
                 }
-                validate_field("checkpoint id", &c.id).map_err(|e| bad(at.clone(), e))?;
-                validate_field("checkpoint name", &c.name).map_err(|e| bad(at.clone(), e))?;
-                validate_field("checkpoint type", c.kind.name()).map_err(|e| bad(at.clone(), e))?;
+                validate_field("checkpoint id", &c.id).map_err(|e| bad(at(), e))?;
+                validate_field("checkpoint name", &c.name).map_err(|e| bad(at(), e))?;
+                validate_field("checkpoint type", c.kind.name()).map_err(|e| bad(at(), e))?;
             }
         }
     }
@@ -246,8 +273,73 @@ impl Authority {
         self.checkpoint_refs.contains_key(key) && self.block_at(key.mac).is_none()
     }
 
+    /// Adds (or removes) one VM's adapters to the who-has-which-MAC index and its checkpoints to
+    /// the reference counts; returns the checkpoint holds it asks for. Per VM, what
+    /// [`Authority::index_seen`] does per inventory: a host's VM ids are unique, so no two VMs
+    /// of one inventory share an entry of either index.
+    fn index_vm(
+        &mut self,
+        host: &str,
+        vm: &crate::inventory::Vm,
+        add: bool,
+        keys: &mut BTreeSet<HoldKey>,
+    ) {
+        let mut own = BTreeSet::new();
+        for a in &vm.adapters {
+            if let AdapterLocation::Checkpoint(c) = &a.location
+                && a.mac.invalid_reason().is_none()
+            {
+                own.insert(HoldKey {
+                    mac: a.mac,
+                    vm_id: vm.id().to_string(),
+                    reason: HoldReason::Checkpoint,
+                    reference: c.id.clone(),
+                });
+            }
+        }
+        for key in &own {
+            if add {
+                *self.checkpoint_refs.entry(key.clone()).or_insert(0) += 1;
+            } else if let Some(n) = self.checkpoint_refs.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.checkpoint_refs.remove(key);
+                }
+            }
+        }
+        keys.extend(own);
+        for a in &vm.adapters {
+            let seen = Seen {
+                host: host.to_string(),
+                vm_id: vm.id().to_string(),
+                vm_name: vm.name.clone(),
+                checkpoint: match &a.location {
+                    AdapterLocation::Live => None,
+                    AdapterLocation::Checkpoint(c) => Some(c.name.clone()),
+                },
+            };
+            let list = self.seen.entry(a.mac).or_default();
+            match (add, list.binary_search(&seen)) {
+                (true, Err(at)) => list.insert(at, seen),
+                (false, Ok(at)) => {
+                    list.remove(at);
+                }
+                _ => {}
+            }
+            if list.is_empty() {
+                self.seen.remove(&a.mac);
+            }
+        }
+    }
+
     /// Takes `inv` as the whole truth about its host at `generation`; see the module docs for
     /// the rules. Validates first and changes nothing on error.
+    ///
+    /// Cost: O(VMs of this host) comparisons plus O(VMs that changed since the host's last
+    /// report) allocations and index updates — a VM equal to the one the stored inventory has
+    /// at the same position is neither validated nor re-indexed again — plus one pass over the
+    /// leases (those of VMs that vanished). The report itself ends up in the returned
+    /// [`Change::InventorySaved`] (not copied); the stored copy is patched where it differs.
     pub fn apply_inventory(
         &mut self,
         ctx: &Context,
@@ -263,12 +355,38 @@ impl Authority {
                 "this agent token is bound to host '{h}' and cannot send the inventory of host '{host}'"
             )));
         }
-        validate_inventory(&inv)?;
+        let current = self.inventories.get(&host);
+        // The positions whose VM differs from the one the stored inventory has there (all of
+        // them for a host's first report): one comparison pass, the only O(VMs) work on
+        // strings. Only these VMs are validated and re-indexed below.
+        let n = inv.vms().len();
+        let differ: Vec<usize> = match current {
+            Some(s) => {
+                let (ov, nv) = (s.inventory.vms(), inv.vms());
+                (0..ov.len().max(n))
+                    .filter(|&i| ov.get(i) != nv.get(i))
+                    .collect()
+            }
+            None => (0..n).collect(),
+        };
+        validate_inventory(&inv, &differ)?;
+        let same_content = current.is_some_and(|s| {
+            differ.is_empty()
+                && s.inventory.cluster == inv.cluster
+                && s.inventory.ipv4 == inv.ipv4
+                && s.inventory.dynamic_range() == inv.dynamic_range()
+                && s.inventory.cursor() == inv.cursor()
+        });
+        debug_assert_eq!(
+            same_content,
+            current.is_some_and(|s| s.inventory == inv),
+            "every field of an inventory is compared"
+        );
         // A resend of the generation already applied, with the same content, is the agent
         // retrying after a lost reply: answer it as done, change nothing.
-        if let Some(current) = self.inventories.get(&host)
+        if let Some(current) = current
             && generation == current.generation
-            && inv == current.inventory
+            && same_content
         {
             let outcome = InventoryOutcome {
                 host,
@@ -280,7 +398,7 @@ impl Authority {
             };
             return Ok((outcome, Vec::new()));
         }
-        if let Some(current) = self.inventories.get(&host)
+        if let Some(current) = current
             && generation <= current.generation
         {
             return Err(AuthorityError::StaleGeneration {
@@ -303,21 +421,50 @@ impl Authority {
             generation,
             ..InventoryOutcome::default()
         };
+        // Only this host's inventory changes, so only its checkpoints can start or stop being
+        // asked for; reference counts over all hosts say whether another host still asks. Only
+        // the VMs that differ from the stored inventory (position by position) change the
+        // indexes: removing and re-adding an equal VM would leave them as they are.
+        let old = self.inventories.remove(&host);
+        let old_len = old.as_ref().map_or(0, |o| o.inventory.vms().len());
+        let old_changed: Vec<usize> = differ.iter().copied().filter(|&i| i < old_len).collect();
+        let new_changed: Vec<usize> = differ.iter().copied().filter(|&i| i < n).collect();
+        let mut asked_before = BTreeSet::new();
+        let mut asked_now = BTreeSet::new();
+        if let Some(o) = &old {
+            for &i in &old_changed {
+                self.index_vm(&host, &o.inventory.vms()[i], false, &mut asked_before);
+            }
+        }
+        for &i in &new_changed {
+            self.index_vm(&host, &inv.vms()[i], true, &mut asked_now);
+        }
+        // No VM gone from the end: patch the stored copy where it differs and append the new
+        // ones (the usual report) instead of copying it all; else (or should the report break
+        // the unique-id rule) a copy.
+        let patched = old.filter(|_| old_len <= n).and_then(|mut o| {
+            let vms = o.inventory.vms_mut();
+            for &i in new_changed.iter().filter(|&&i| i < old_len) {
+                vms[i] = inv.vms()[i].clone();
+            }
+            for vm in &inv.vms()[old_len..] {
+                o.inventory.add_vm(vm.clone()).ok()?;
+            }
+            o.inventory.cluster.clone_from(&inv.cluster);
+            o.inventory.ipv4.clone_from(&inv.ipv4);
+            o.inventory
+                .set_dynamic_range(inv.dynamic_range(), inv.cursor())
+                .ok()?;
+            debug_assert!(o.inventory == inv);
+            Some(o.inventory)
+        });
         let stored = StoredInventory {
             generation,
             received: ctx.now,
-            inventory: inv,
+            inventory: patched.unwrap_or_else(|| inv.clone()),
         };
-        // Only this host's inventory changes, so only its checkpoints can start or stop being
-        // asked for; reference counts over all hosts say whether another host still asks.
-        let asked_before = match self.inventories.remove(&host) {
-            Some(old) => self.index_seen(&old.inventory, false),
-            None => BTreeSet::new(),
-        };
-        let asked_now = self.index_seen(&stored.inventory, true);
-        self.inventories.insert(host.clone(), stored.clone());
-        let mut changes = vec![Change::InventorySaved(stored)];
-        let inv = &self.inventories[&host].inventory.clone();
+        self.inventories.insert(host.clone(), stored);
+        let mut changes = Vec::new();
 
         // Checkpoint holds first: a VM's own hold never stands in the way of its lease.
         let dropped: Vec<HoldKey> = asked_before
@@ -349,16 +496,23 @@ impl Authority {
         }
 
         // Leases of VMs that vanished from this host.
-        let mut gone: Vec<OwnerKey> = self
+        let bound_here: Vec<&Lease> = self
             .leases
             .values()
             .filter(|l| {
-                l.owner.host.as_deref() == Some(host.as_str())
-                    && l.state == LeaseState::Bound
-                    && !lists_vm(inv, &l.owner.vm_id)
+                l.state == LeaseState::Bound && l.owner.host.as_deref() == Some(host.as_str())
             })
-            .map(|l| l.owner.key())
             .collect();
+        let mut gone: Vec<OwnerKey> = if bound_here.is_empty() {
+            Vec::new()
+        } else {
+            let listed: HashSet<VmId> = inv.vms().iter().map(|v| VmId(v.id())).collect();
+            bound_here
+                .into_iter()
+                .filter(|l| !listed.contains(&VmId(&l.owner.vm_id)))
+                .map(|l| l.owner.key())
+                .collect()
+        };
         gone.sort();
         for key in gone {
             let elsewhere = self
@@ -396,19 +550,37 @@ impl Authority {
             }
         }
 
-        // Checkpoint holds asked for and not there (yet): place them.
-        let wanted: Vec<HoldKey> = asked_now
-            .into_iter()
-            .filter(|k| self.hold_wanted(k))
-            .collect();
-        for key in wanted {
-            let exists = self
-                .macs
-                .get(&key.mac)
-                .is_some_and(|e| e.holds.iter().any(|h| h.key() == key));
-            if exists {
-                continue;
+        // Checkpoint holds asked for and not there (yet): place them. Every checkpoint of this
+        // report is asked for (its reference count includes this host), so `hold_wanted` comes
+        // down to "not inside a block"; the keys are built only for the holds to place.
+        let mut wanted = BTreeSet::new();
+        for vm in inv.vms() {
+            for a in &vm.adapters {
+                let AdapterLocation::Checkpoint(c) = &a.location else {
+                    continue;
+                };
+                if a.mac.invalid_reason().is_some() {
+                    continue;
+                }
+                let exists = self.macs.get(&a.mac).is_some_and(|e| {
+                    e.holds.iter().any(|h| {
+                        h.reason == HoldReason::Checkpoint
+                            && h.vm_id == vm.id()
+                            && h.reference == c.id
+                    })
+                });
+                if !exists && self.block_at(a.mac).is_none() {
+                    wanted.insert(HoldKey {
+                        mac: a.mac,
+                        vm_id: vm.id().to_string(),
+                        reason: HoldReason::Checkpoint,
+                        reference: c.id.clone(),
+                    });
+                }
             }
+        }
+        for key in wanted {
+            debug_assert!(self.hold_wanted(&key));
             let req = HoldRequest {
                 mac: key.mac,
                 vm_id: key.vm_id.clone(),
@@ -420,15 +592,26 @@ impl Authority {
                     changes.extend(ch);
                     out.held.push(h);
                 }
-                Err(e) => out.notes.push(format!(
-                    "checkpoint {} of VM {}: {} not held: {e}",
-                    key.reference, key.vm_id, key.mac
-                )),
+                Err(e) => {
+                    out.notes.push(format!(
+                        "checkpoint {} of VM {}: {} not held: {e}",
+                        key.reference, key.vm_id, key.mac
+                    ));
+                    out.refused.push(key);
+                }
             }
         }
         self.refresh_blocks(&inner, &mut changes);
         out.unmanaged.sort();
         out.unmanaged.dedup();
+        changes.insert(
+            0,
+            Change::InventorySaved(StoredInventory {
+                generation,
+                received: ctx.now,
+                inventory: inv,
+            }),
+        );
         Ok((out, changes))
     }
 
@@ -532,5 +715,189 @@ impl Authority {
         if !self.macs.contains_key(&mac) {
             out.unmanaged.push(mac);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The incremental parts of `apply_inventory`: only the VMs that changed are re-indexed,
+    //! and the stored copy is patched; both must end where a rebuild from the inventories ends.
+
+    use super::*;
+    use crate::inventory::{Adapter, Checkpoint, CheckpointType, MacKind, Vm, VmState};
+
+    fn admin(now: u64) -> Context {
+        Context {
+            now: Timestamp(now),
+            actor: Actor::admin("test"),
+        }
+    }
+
+    fn mac(n: u64) -> Mac {
+        Mac::from_u64(0x0015_5D00_0000 + n).unwrap()
+    }
+
+    /// A VM with one live adapter (`live`) and a checkpoint (`cp`: MAC, checkpoint id).
+    fn vm(id: &str, name: &str, live: u64, cp: Option<(u64, &str)>) -> Vm {
+        let mut v = Vm::new(id, name, VmState::Running).unwrap();
+        v.adapters.push(Adapter {
+            name: "Network Adapter".into(),
+            mac: mac(live),
+            kind: MacKind::Dynamic,
+            location: AdapterLocation::Live,
+        });
+        if let Some((m, c)) = cp {
+            v.adapters.push(Adapter {
+                name: "Network Adapter".into(),
+                mac: mac(m),
+                kind: MacKind::Dynamic,
+                location: AdapterLocation::Checkpoint(Checkpoint {
+                    id: c.into(),
+                    name: format!("RDV_ROLLBACK {c}"),
+                    kind: CheckpointType::Standard,
+                    created: None,
+                }),
+            });
+        }
+        v
+    }
+
+    fn inv(host: &str, vms: Vec<Vm>) -> HostInventory {
+        let mut h = HostInventory::new(host).unwrap();
+        for v in vms {
+            h.add_vm(v).unwrap();
+        }
+        h
+    }
+
+    /// The derived indexes of `a`, against those `with_inventories` builds from scratch.
+    fn assert_indexes_rebuild(a: &Authority, step: &str) {
+        let rebuilt = Authority::new().with_inventories(a.inventories(), Vec::new());
+        assert_eq!(a.seen, rebuilt.seen, "who-has-which-MAC after {step}");
+        assert_eq!(
+            a.checkpoint_refs, rebuilt.checkpoint_refs,
+            "checkpoint references after {step}"
+        );
+    }
+
+    #[test]
+    fn reports_that_change_some_vms_index_as_a_rebuild_would() {
+        let mut a = Authority::new();
+        let a1 = || vm("a", "A", 1, Some((1, "ca")));
+        let b1 = || vm("b", "B", 2, Some((2, "cb")));
+        let c1 = || vm("c", "C", 3, None);
+        let reports = [
+            ("h1", vec![a1(), b1(), c1()]),
+            ("h2", vec![vm("a", "A", 1, Some((1, "ca")))]),
+            // one VM changed in place (new MAC, new checkpoint), one renamed
+            (
+                "h1",
+                vec![
+                    vm("a", "A", 7, Some((7, "ca2"))),
+                    vm("b", "B2", 2, Some((2, "cb"))),
+                    c1(),
+                ],
+            ),
+            // appended
+            (
+                "h1",
+                vec![a1(), b1(), c1(), vm("d", "D", 4, Some((4, "cd")))],
+            ),
+            // the last one gone, the others reordered
+            ("h1", vec![c1(), a1(), b1()]),
+            // shrunk to one, then empty, then back
+            ("h1", vec![b1()]),
+            ("h2", vec![]),
+            ("h1", vec![]),
+            ("h1", vec![a1(), b1()]),
+        ];
+        for (i, (host, vms)) in reports.into_iter().enumerate() {
+            let report = inv(host, vms);
+            let (_, changes) = a
+                .apply_inventory(&admin(i as u64), report.clone(), i as u64 + 1)
+                .unwrap();
+            match &changes[0] {
+                Change::InventorySaved(s) => {
+                    assert_eq!(s.inventory, report, "the change carries the report");
+                    assert_eq!(s.generation, i as u64 + 1);
+                }
+                other => panic!("first change {other:?}"),
+            }
+            assert_eq!(a.inventory(host).unwrap().inventory, report, "stored copy");
+            assert_indexes_rebuild(&a, &format!("report {i}"));
+        }
+    }
+
+    #[test]
+    fn an_unchanged_report_changes_only_its_generation() {
+        let mut a = Authority::new();
+        let report = inv("h1", vec![vm("a", "A", 1, Some((1, "ca")))]);
+        let (first, _) = a.apply_inventory(&admin(1), report.clone(), 1).unwrap();
+        assert_eq!(first.held.len(), 1);
+        let (out, changes) = a.apply_inventory(&admin(5), report.clone(), 2).unwrap();
+        assert_eq!(
+            out,
+            InventoryOutcome {
+                host: "h1".into(),
+                generation: 2,
+                ..InventoryOutcome::default()
+            }
+        );
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let stored = a.inventory("h1").unwrap();
+        assert_eq!((stored.generation, stored.received), (2, Timestamp(5)));
+        assert_indexes_rebuild(&a, "the resend");
+    }
+
+    #[test]
+    fn a_checkpoint_hold_refused_is_listed_with_its_note_and_tried_again() {
+        let mut a = Authority::new();
+        // Two desktops' checkpoints froze the same MAC (a host wrapped around): the first
+        // report's hold stands, the second host's is refused.
+        a.apply_inventory(
+            &admin(1),
+            inv("h1", vec![vm("a", "A", 1, Some((9, "ca")))]),
+            1,
+        )
+        .unwrap();
+        let (out, _) = a
+            .apply_inventory(
+                &admin(2),
+                inv("h2", vec![vm("b", "B", 2, Some((9, "cb")))]),
+                1,
+            )
+            .unwrap();
+        assert_eq!(out.notes.len(), 1, "{:?}", out.notes);
+        assert_eq!(
+            out.refused,
+            vec![HoldKey {
+                mac: mac(9),
+                vm_id: "b".into(),
+                reason: HoldReason::Checkpoint,
+                reference: "cb".into(),
+            }]
+        );
+        // Still blocked: refused again at the next report.
+        let (out, _) = a
+            .apply_inventory(
+                &admin(3),
+                inv("h2", vec![vm("b", "B", 2, Some((9, "cb")))]),
+                2,
+            )
+            .unwrap();
+        assert_eq!(out.refused.len(), 1);
+        // The first desktop is gone: its hold is removed, and the next report places the
+        // other one.
+        let (out, _) = a.apply_inventory(&admin(4), inv("h1", vec![]), 2).unwrap();
+        assert_eq!(out.unheld.len(), 1);
+        let (out, _) = a
+            .apply_inventory(
+                &admin(5),
+                inv("h2", vec![vm("b", "B", 2, Some((9, "cb")))]),
+                3,
+            )
+            .unwrap();
+        assert!(out.refused.is_empty() && out.notes.is_empty(), "{out:?}");
+        assert_eq!(out.held.len(), 1);
     }
 }
