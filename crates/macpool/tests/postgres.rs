@@ -31,15 +31,31 @@ async fn two_replicas_serve_one_store() {
     )
     .await;
     let on_a = a
-        .api(Method::POST, "/leases", Some(json!({"pool": "rds", "vm_id": "vm-a"})))
+        .api(
+            Method::POST,
+            "/leases",
+            Some(json!({"pool": "rds", "vm_id": "vm-a"})),
+        )
         .await;
     let on_b = b
-        .api(Method::POST, "/leases", Some(json!({"pool": "rds", "vm_id": "vm-b"})))
+        .api(
+            Method::POST,
+            "/leases",
+            Some(json!({"pool": "rds", "vm_id": "vm-b"})),
+        )
         .await;
     assert_eq!(on_a["allocations"][0]["lease"]["mac"], "00-15-5D-30-00-00");
-    assert_eq!(on_b["allocations"][0]["lease"]["mac"], "00-15-5D-30-00-01", "b saw a's lease");
+    assert_eq!(
+        on_b["allocations"][0]["lease"]["mac"], "00-15-5D-30-00-01",
+        "b saw a's lease"
+    );
     // a release on b is history on a
-    b.api(Method::POST, "/leases/release", Some(json!({"vm_id": "vm-a"}))).await;
+    b.api(
+        Method::POST,
+        "/leases/release",
+        Some(json!({"vm_id": "vm-a"})),
+    )
+    .await;
     let history = a.api(Method::GET, "/history?vm=vm-a", None).await;
     let actions: Vec<&str> = history
         .as_array()
@@ -51,9 +67,16 @@ async fn two_replicas_serve_one_store() {
     // killing one replica leaves the other fully working
     a.kill9();
     let on_b = b
-        .api(Method::POST, "/leases", Some(json!({"pool": "rds", "vm_id": "vm-c"})))
+        .api(
+            Method::POST,
+            "/leases",
+            Some(json!({"pool": "rds", "vm_id": "vm-c"})),
+        )
         .await;
-    assert_eq!(on_b["allocations"][0]["lease"]["mac"], "00-15-5D-30-00-02", "the released MAC cools down");
+    assert_eq!(
+        on_b["allocations"][0]["lease"]["mac"], "00-15-5D-30-00-02",
+        "the released MAC cools down"
+    );
     b.terminate();
 }
 
@@ -69,10 +92,19 @@ async fn store_migrate_copies_everything_and_refuses_a_full_target() {
     )
     .await;
     for vm in ["v1", "v2", "v3"] {
-        old.api(Method::POST, "/leases", Some(json!({"pool": "m", "vm_id": vm})))
-            .await;
+        old.api(
+            Method::POST,
+            "/leases",
+            Some(json!({"pool": "m", "vm_id": vm})),
+        )
+        .await;
     }
-    old.api(Method::POST, "/leases/release", Some(json!({"vm_id": "v2"}))).await;
+    old.api(
+        Method::POST,
+        "/leases/release",
+        Some(json!({"vm_id": "v2"})),
+    )
+    .await;
     let leases = old.api(Method::GET, "/leases", None).await;
     // while the server runs, the embedded store refuses a second opener
     let busy = Command::new(exe())
@@ -95,7 +127,11 @@ async fn store_migrate_copies_everything_and_refuses_a_full_target() {
             .unwrap()
     };
     let out = migrate();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["verified"], true);
     assert_eq!(report["counts"]["leases"]["target"], 2);
