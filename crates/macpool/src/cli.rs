@@ -420,6 +420,41 @@ pub enum BenchCommand {
     /// The agent's decision latency: rollback event arrival → guard decision (stand-in +
     /// authority) → first command sent to the hypervisor.
     Decide(BenchDecideArgs),
+    /// Reference allocators driven directly in SQL on a PostgreSQL database (NetBox, Neutron,
+    /// SKIP LOCKED, claimed chunks), each on fresh tables, for comparison with macpool.
+    Sql(BenchSqlArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchSqlArgs {
+    /// PostgreSQL URL (postgres://user@host:port/db); the bench creates and drops its own
+    /// tables (`macpool_bench_*`) there.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database: String,
+    /// netbox (advisory lock, lowest free), neutron (random MAC, unique constraint, retry),
+    /// skip-locked (table of free addresses, FOR UPDATE SKIP LOCKED) or chunks (each client
+    /// claims 64-address chunks, then inserts into its own chunk).
+    #[arg(long)]
+    pub pattern: String,
+    /// Concurrent clients, one database connection each.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Timed allocations in all (shared by the clients), each its own committed transaction.
+    #[arg(long, default_value_t = 3200)]
+    pub allocations: usize,
+    /// Percent of the range allocated (at random addresses) before timing.
+    #[arg(long, default_value_t = 0.0)]
+    pub fill: f64,
+    /// Addresses in the range.
+    #[arg(long, default_value_t = 65536)]
+    pub range_size: u64,
+    /// Seed of the pre-fill and of the random choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Wrap every allocation in BEGIN … COMMIT with one statement per step, as an ORM sends
+    /// it, instead of the fewest statements that keep each allocation one transaction.
+    #[arg(long)]
+    pub explicit_transactions: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -437,12 +472,29 @@ pub struct BenchAllocateArgs {
     /// Allocations per client.
     #[arg(long, default_value_t = 1000)]
     pub per_client: usize,
-    /// Benchmark this running server (needs --token) instead of starting one.
-    #[arg(long)]
-    pub target: Option<String>,
+    /// Benchmark this running server (needs --token) instead of starting one. Repeat it (or
+    /// separate URLs with commas) for replicas on one database: clients go round-robin.
+    #[arg(long, value_delimiter = ',')]
+    pub target: Vec<String>,
     /// Where the started server keeps its store (default: a temporary directory).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Allocate from this existing pool instead of creating `bench-<pid>`.
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// Addresses in the created pool.
+    #[arg(long, default_value_t = 0x10_0000)]
+    pub pool_size: u64,
+    /// Allocation order of the created pool: next-fit or lowest (default: the server's).
+    #[arg(long)]
+    pub order: Option<String>,
+    /// Before timing, allocate (untimed, in large requests) until this percent of the pool is
+    /// in use.
+    #[arg(long, default_value_t = 0.0)]
+    pub fill: f64,
+    /// Before timing, let every client open its connection with one untimed request.
+    #[arg(long)]
+    pub warm_up: bool,
 }
 
 #[derive(Args, Debug)]

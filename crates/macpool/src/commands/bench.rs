@@ -17,32 +17,52 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
     let args = match cmd {
         BenchCommand::Allocate(args) => args,
         BenchCommand::Decide(args) => return super::bench_decide::run(out, args).await,
+        BenchCommand::Sql(args) => return super::bench_sql::run(out, args).await,
     };
-    let (server, _guard) = match &args.target {
-        Some(url) => {
-            let t = token
-                .clone()
-                .ok_or_else(|| Failure::usage("--target needs --token (or MACPOOL_TOKEN)"))?;
-            (Client::new(url, Some(t))?, None)
-        }
+    if !(0.0..100.0).contains(&args.fill) {
+        return Err(Failure::usage("--fill must be a percent in 0..100"));
+    }
+    let (servers, _guard) = if args.target.is_empty() {
+        let s = SpawnedServer::start(args.data.clone())?;
+        (vec![Client::new(&s.url, Some(s.token.clone()))?], Some(s))
+    } else {
+        let t = token
+            .clone()
+            .ok_or_else(|| Failure::usage("--target needs --token (or MACPOOL_TOKEN)"))?;
+        let clients = args
+            .target
+            .iter()
+            .map(|url| Client::new(url, Some(t.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        (clients, None)
+    };
+    let server = &servers[0];
+    let pool = match &args.pool {
+        Some(name) => name.clone(),
         None => {
-            let s = SpawnedServer::start(args.data.clone())?;
-            (Client::new(&s.url, Some(s.token.clone()))?, Some(s))
+            let name = format!("bench-{}", std::process::id());
+            if args.pool_size == 0 || args.pool_size > 0x10_0000 {
+                return Err(Failure::usage("--pool-size must be in 1..=1048576"));
+            }
+            let first = 0x00155D400000u64 + u64::from(std::process::id() % 16) * 0x100000;
+            let range = format!("{:012X}-{:012X}", first, first + args.pool_size - 1);
+            server
+                .create_pool(&PoolCreate {
+                    name: name.clone(),
+                    ranges: vec![range],
+                    order: args.order.clone(),
+                    ..PoolCreate::default()
+                })
+                .await?;
+            name
         }
     };
-    let pool = format!("bench-{}", std::process::id());
-    let first = 0x00155D400000u64 + u64::from(std::process::id() % 16) * 0x100000;
-    let range = format!("{:012X}-{:012X}", first, first + 0xFFFFF);
-    server
-        .create_pool(&PoolCreate {
-            name: pool.clone(),
-            ranges: vec![range],
-            ..PoolCreate::default()
-        })
-        .await?;
-    let before = store_counters(&server).await?;
-    let report = drive(&server, &pool, &args).await?;
-    let after = store_counters(&server).await?;
+    // VM ids of this run, so that a rerun on the same server or pool never meets its own.
+    let run_id = format!("{:08x}", random_u64() as u32);
+    let filled = fill(server, &pool, &run_id, args.fill).await?;
+    let before = store_counters(&servers).await?;
+    let report = drive(&servers, &pool, &run_id, &args).await?;
+    let after = store_counters(&servers).await?;
     let commits = after.0.saturating_sub(before.0);
     let mutations = after.1.saturating_sub(before.1);
     let per_fsync = if commits == 0 {
@@ -55,8 +75,13 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
     if out.json {
         out.print_json(&serde_json::json!({
             "clients": args.clients,
+            "targets": servers.len(),
+            "pool": pool,
+            "fill_percent": args.fill,
+            "prefilled": filled,
             "allocations": report.ok,
             "errors": report.errors,
+            "first_error": report.first_error,
             "seconds": report.elapsed.as_secs_f64(),
             "allocations_per_second": report.ok as f64 / report.elapsed.as_secs_f64(),
             "latency_ms": {"p50": report.p(50.0), "p90": report.p(90.0), "p99": report.p(99.0), "max": report.p(100.0)},
@@ -67,43 +92,56 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
             "pool_size": check.size,
         }));
     } else {
-        print!(
-            "{}",
-            fields(&[
-                ("clients", args.clients.to_string()),
-                (
-                    "allocations",
-                    format!("{} ok, {} errors (of {total})", report.ok, report.errors)
+        let mut lines = vec![("clients", args.clients.to_string())];
+        if servers.len() > 1 {
+            lines.push((
+                "targets",
+                format!("{} (clients round-robin)", servers.len()),
+            ));
+        }
+        if filled > 0 {
+            lines.push((
+                "pre-filled",
+                format!("{filled} addresses (untimed), to {}%", args.fill),
+            ));
+        }
+        lines.extend([(
+            "allocations",
+            format!("{} ok, {} errors (of {total})", report.ok, report.errors),
+        )]);
+        if let Some(e) = &report.first_error {
+            lines.push(("first error", e.clone()));
+        }
+        lines.extend([
+            ("elapsed", format!("{:.2} s", report.elapsed.as_secs_f64())),
+            (
+                "throughput",
+                format!(
+                    "{:.0} allocations/s",
+                    report.ok as f64 / report.elapsed.as_secs_f64()
                 ),
-                ("elapsed", format!("{:.2} s", report.elapsed.as_secs_f64())),
-                (
-                    "throughput",
-                    format!(
-                        "{:.0} allocations/s",
-                        report.ok as f64 / report.elapsed.as_secs_f64()
-                    )
+            ),
+            (
+                "latency",
+                format!(
+                    "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    report.p(50.0),
+                    report.p(90.0),
+                    report.p(99.0),
+                    report.p(100.0)
                 ),
-                (
-                    "latency",
-                    format!(
-                        "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                        report.p(50.0),
-                        report.p(90.0),
-                        report.p(99.0),
-                        report.p(100.0)
-                    )
-                ),
-                (
-                    "commits",
-                    format!("{commits} fsyncs, {per_fsync:.1} allocations per fsync")
-                ),
-                ("distinct MACs", report.distinct.to_string()),
-                (
-                    "pool after",
-                    format!("{} free of {}", check.free, check.size)
-                ),
-            ])
-        );
+            ),
+            (
+                "commits",
+                format!("{commits} fsyncs, {per_fsync:.1} allocations per fsync"),
+            ),
+            ("distinct MACs", report.distinct.to_string()),
+            (
+                "pool after",
+                format!("{} free of {}", check.free, check.size),
+            ),
+        ]);
+        print!("{}", fields(&lines));
     }
     if report.errors > 0 || report.distinct != report.ok {
         return Err(Failure::no("the benchmark saw errors or duplicate MACs"));
@@ -117,6 +155,7 @@ struct Report {
     distinct: u64,
     elapsed: Duration,
     latencies_us: Vec<u64>,
+    first_error: Option<String>,
 }
 
 impl Report {
@@ -135,21 +174,61 @@ pub(crate) fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
     sorted_us[idx] as f64 / 1000.0
 }
 
+/// Allocates (untimed, up to the API's maximum per request) until `percent` of the pool is in
+/// use; returns how many addresses it allocated.
+async fn fill(server: &Client, pool: &str, run_id: &str, percent: f64) -> Result<u64, Failure> {
+    if percent <= 0.0 {
+        return Ok(0);
+    }
+    let info = server.pool(pool).await?;
+    let want = (info.size as f64 * percent / 100.0).round() as u64;
+    let mut todo = want.saturating_sub(info.size - info.free);
+    let mut done = 0u64;
+    let mut i = 0u32;
+    while todo > 0 {
+        let n = todo.min(u64::from(macpool_core::authority::MAX_ALLOCATION_COUNT));
+        let r = server
+            .allocate(&AllocateBody {
+                pool: Some(pool.to_string()),
+                vm_id: format!("bench-{run_id}-fill-{i}"),
+                count: Some(n as u32),
+                ..AllocateBody::default()
+            })
+            .await?;
+        let got = r.allocations.len() as u64;
+        if got == 0 {
+            return Err(Failure::no("the pre-fill allocated nothing"));
+        }
+        todo = todo.saturating_sub(got);
+        done += got;
+        i += 1;
+    }
+    Ok(done)
+}
+
 /// Runs the clients on their own single-threaded runtime and OS thread, so that the load
 /// generator takes as little CPU from the server (which shares this machine) as it can.
-async fn drive(server: &Client, pool: &str, args: &BenchAllocateArgs) -> Result<Report, Failure> {
-    let (server, pool, clients, per_client) = (
-        server.clone(),
+async fn drive(
+    servers: &[Client],
+    pool: &str,
+    run_id: &str,
+    args: &BenchAllocateArgs,
+) -> Result<Report, Failure> {
+    let (servers, pool, run_id, clients, per_client, warm_up) = (
+        servers.to_vec(),
         pool.to_string(),
+        run_id.to_string(),
         args.clients,
         args.per_client,
+        args.warm_up,
     );
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
-        let report = rt.map(|rt| rt.block_on(load(server, pool, clients, per_client)));
+        let report =
+            rt.map(|rt| rt.block_on(load(servers, pool, run_id, clients, per_client, warm_up)));
         let _ = tx.send(report);
     });
     rx.await
@@ -157,21 +236,44 @@ async fn drive(server: &Client, pool: &str, args: &BenchAllocateArgs) -> Result<
         .map_err(|e| Failure::usage(format!("cannot start the load generator: {e}")))
 }
 
-async fn load(server: Client, pool: String, clients: usize, per_client: usize) -> Report {
-    let server = Arc::new(server);
+/// `clients` tasks, client `c` talking to `servers[c % servers.len()]`.
+async fn load(
+    servers: Vec<Client>,
+    pool: String,
+    run_id: String,
+    clients: usize,
+    per_client: usize,
+    warm_up: bool,
+) -> Report {
+    let servers: Vec<Arc<Client>> = servers.into_iter().map(Arc::new).collect();
+    if warm_up {
+        // One concurrent untimed request per client, so that each has its own connection open
+        // (kept in the HTTP client's pool) before the clock starts.
+        let pings: Vec<_> = (0..clients)
+            .map(|c| {
+                let server = servers[c % servers.len()].clone();
+                tokio::spawn(async move { server.health().await.map(drop) })
+            })
+            .collect();
+        for p in pings {
+            let _ = p.await;
+        }
+    }
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let server = server.clone();
+        let server = servers[c % servers.len()].clone();
         let pool = pool.clone();
+        let run_id = run_id.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_client);
             let mut macs = Vec::with_capacity(per_client);
             let mut errors = 0u64;
+            let mut first_error: Option<String> = None;
             for i in 0..per_client {
                 let body = AllocateBody {
                     pool: Some(pool.clone()),
-                    vm_id: format!("bench-{c}-{i}"),
+                    vm_id: format!("bench-{run_id}-{c}-{i}"),
                     ..AllocateBody::default()
                 };
                 let t = Instant::now();
@@ -180,18 +282,22 @@ async fn load(server: Client, pool: String, clients: usize, per_client: usize) -
                         lat.push(t.elapsed().as_micros() as u64);
                         macs.push(r.allocations[0].lease.mac.clone());
                     }
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
                 }
             }
-            (lat, macs, errors)
+            (lat, macs, errors, first_error)
         }));
     }
     let mut latencies_us = Vec::new();
     let mut macs = std::collections::HashSet::new();
     let mut errors = 0;
+    let mut first_error = None;
     let mut ok = 0;
     for t in tasks {
-        let Ok((lat, m, e)) = t.await else {
+        let Ok((lat, m, e, first)) = t.await else {
             errors += per_client as u64;
             continue;
         };
@@ -199,6 +305,9 @@ async fn load(server: Client, pool: String, clients: usize, per_client: usize) -
         latencies_us.extend(lat);
         macs.extend(m);
         errors += e;
+        if first_error.is_none() {
+            first_error = first;
+        }
     }
     let elapsed = started.elapsed();
     latencies_us.sort_unstable();
@@ -208,23 +317,27 @@ async fn load(server: Client, pool: String, clients: usize, per_client: usize) -
         distinct: macs.len() as u64,
         elapsed,
         latencies_us,
+        first_error,
     }
 }
 
-async fn store_counters(server: &Client) -> Result<(u64, u64), Failure> {
-    let text = server.metrics_text().await?;
-    let read = |name: &str| {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-    };
-    Ok((
-        read("macpool_store_commits_total "),
-        read("macpool_store_mutations_total "),
-    ))
+/// Store commits and mutations, summed over every server (replicas count their own).
+async fn store_counters(servers: &[Client]) -> Result<(u64, u64), Failure> {
+    let (mut commits, mut mutations) = (0, 0);
+    for server in servers {
+        let text = server.metrics_text().await?;
+        let read = |name: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+                .unwrap_or(0)
+        };
+        commits += read("macpool_store_commits_total ");
+        mutations += read("macpool_store_mutations_total ");
+    }
+    Ok((commits, mutations))
 }
 
 /// A `macpool serve` child on a free port and a temporary store, stopped on drop.

@@ -4,6 +4,7 @@ mod agent;
 mod audit;
 mod bench;
 mod bench_decide;
+mod bench_sql;
 mod block;
 mod conflicts;
 mod history;

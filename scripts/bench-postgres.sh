@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# macpool replicas vs the NetBox and Neutron allocation patterns, side by side on one PostgreSQL
+# (results go into BENCHMARKS.md). For each fill level (0% and 90% of a 65,536-address range,
+# pre-filled before timing) and each run, on a fresh database each time:
+#   - the SQL reference allocators, driven directly by `macpool bench sql`: netbox (advisory
+#     lock, lowest free), neutron (random MAC, unique constraint, retry), skip-locked, chunks;
+#   - macpool through its HTTP API (durable, authenticated, with history and cooldown): 1 and 2
+#     `macpool serve --database postgres://…` replicas on the same database, driven by
+#     `macpool bench allocate` with the clients spread round-robin over the replicas.
+# Every design does the same number of timed allocations at a given fill, with the same number
+# of concurrent clients, whose connections (to PostgreSQL for the SQL patterns, over HTTP to the
+# replicas for macpool) are open before the clock starts. One table at the end.
+#
+# Usage: scripts/bench-postgres.sh
+# env: DATABASE_URL (postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable: a database to
+#      connect to for CREATE/DROP DATABASE; every design then uses the same URL with the database
+#      replaced, so TLS or not is the same for all), RUNS (1), CLIENTS (64), PER_CLIENT (50:
+#      timed allocations per client), FILLS ("0 90"), PATTERNS ("netbox neutron skip-locked
+#      chunks"), REPLICAS ("1 2"; "" for none), SQL_FLAGS (more flags for `bench sql`, e.g.
+#      --explicit-transactions),
+#      KEEP_DATABASES (unset: drop each fresh database after its run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ADMIN_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
+RUNS=${RUNS:-1}
+CLIENTS=${CLIENTS:-64}
+PER_CLIENT=${PER_CLIENT:-50}
+FILLS=${FILLS:-0 90}
+PATTERNS=${PATTERNS-netbox neutron skip-locked chunks}
+REPLICAS=${REPLICAS-1 2}
+ALLOCATIONS=$((CLIENTS * PER_CLIENT))
+TOKEN="bench-bootstrap-$(od -An -tx8 -N16 /dev/urandom | tr -d ' \n')"
+
+cargo build --release --quiet -p macpool
+BIN=${CARGO_TARGET_DIR:-target}/release/macpool
+
+# The URL of database $1 on the same server as ADMIN_URL (its last path segment replaced).
+db_url() {
+    local base=${ADMIN_URL%%\?*} query=
+    [[ $ADMIN_URL == *\?* ]] && query="?${ADMIN_URL#*\?}"
+    echo "${base%/*}/$1$query"
+}
+psql_admin() { PGOPTIONS='-c client_min_messages=warning' psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qAtX -c "$1"; }
+fresh_db() {
+    psql_admin "DROP DATABASE IF EXISTS $1" >/dev/null
+    psql_admin "CREATE DATABASE $1" >/dev/null
+}
+drop_db() {
+    [[ -n ${KEEP_DATABASES:-} ]] || psql_admin "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null
+}
+
+WORK=$(mktemp -d)
+PIDS=()
+stop_servers() {
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+}
+cleanup() {
+    stop_servers
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Starts one `macpool serve` on database URL $1 and sets SERVER_URL once it listens. Not for
+# $(…): the pid must reach PIDS in this shell.
+start_server() {
+    local log="$WORK/serve-${#PIDS[@]}-$RANDOM"
+    MACPOOL_BOOTSTRAP_TOKEN=$TOKEN "$BIN" serve --database "$1" --listen 127.0.0.1:0 \
+        >"$log.out" 2>"$log.err" &
+    local pid=$!
+    PIDS+=("$pid")
+    SERVER_URL=
+    for _ in $(seq 300); do
+        SERVER_URL=$(sed -n 's/^macpool listening on \([^ ]*\).*/\1/p' "$log.out" 2>/dev/null || true)
+        [[ -n $SERVER_URL ]] && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "macpool serve exited before listening:" >&2
+            cat "$log.err" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "macpool serve did not listen within 30 s" >&2
+    return 1
+}
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+# design fill replicas json-file (and $run)
+record() {
+    jq -r --arg d "$1" --arg f "$2" --arg r "$3" --arg run "$run" \
+        '[$d, $f, $r, $run, .allocations, .errors, .allocations_per_second, .latency_ms.p50, .latency_ms.p99, (.retries // "")] | @tsv' \
+        "$4" >>"$RESULTS"
+}
+
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(uname -r)"
+echo "postgres: $(psql_admin 'SHOW server_version'), synchronous_commit=$(psql_admin 'SHOW synchronous_commit'), fsync=$(psql_admin 'SHOW fsync')"
+echo "each design: $CLIENTS clients, $ALLOCATIONS timed allocations per run, 65,536-address range"
+
+for run in $(seq "$RUNS"); do
+    for fill in $FILLS; do
+        db="macpool_bench_sql_${fill}_$$"
+        fresh_db "$db"
+        for pattern in $PATTERNS; do
+            echo "--- run $run, fill $fill%: SQL pattern $pattern at $(date +%T), load $(cut -d' ' -f1-3 /proc/loadavg)"
+            out="$WORK/sql-$pattern-$fill-$run.json"
+            "$BIN" --json bench sql --database "$(db_url "$db")" --pattern "$pattern" \
+                --clients "$CLIENTS" --allocations "$ALLOCATIONS" --fill "$fill" ${SQL_FLAGS:-} >"$out" ||
+                echo "(bench sql $pattern reported a failure; see the errors column)"
+            jq -c '{allocations_per_second, latency_ms, retries, chunk_claims, errors, first_error}' "$out"
+            record "$pattern" "$fill" "-" "$out"
+        done
+        drop_db "$db"
+
+        for replicas in $REPLICAS; do
+            echo "--- run $run, fill $fill%: macpool, $replicas replica(s) at $(date +%T), load $(cut -d' ' -f1-3 /proc/loadavg)"
+            db="macpool_bench_${replicas}r_${fill}_$$"
+            fresh_db "$db"
+            targets=()
+            # One after the other, so that only the first creates the schema.
+            for _ in $(seq "$replicas"); do
+                start_server "$(db_url "$db")"
+                targets+=(--target "$SERVER_URL")
+            done
+            out="$WORK/macpool-$replicas-$fill-$run.json"
+            "$BIN" --json bench allocate "${targets[@]}" --token "$TOKEN" \
+                --clients "$CLIENTS" --per-client "$PER_CLIENT" --fill "$fill" \
+                --pool-size 65536 --order next-fit --warm-up >"$out" ||
+                echo "(bench allocate reported a failure; see the errors column)"
+            jq -c '{allocations_per_second, latency_ms, commits, allocations_per_fsync, errors, first_error, pool_free_after}' "$out"
+            record "macpool" "$fill" "$replicas" "$out"
+            stop_servers
+            drop_db "$db"
+        done
+    done
+done
+
+echo
+echo "=== $CLIENTS clients, $ALLOCATIONS durable allocations per run, 65,536-address range"
+{
+    printf 'design\tfill\treplicas\trun\tallocations\terrors\tallocations/s\tp50 ms\tp99 ms\tretries\n'
+    sort -t$'\t' -k2,2n -k1,1 -k3,3 -k4,4n "$RESULTS" |
+        awk -F'\t' -v OFS='\t' '{ $7 = sprintf("%.0f", $7); $8 = sprintf("%.2f", $8); $9 = sprintf("%.2f", $9); print }'
+} | column -t -s$'\t'
+
+if [[ $RUNS -gt 1 ]]; then
+    echo
+    echo "=== median of $RUNS runs (each column on its own)"
+    python3 - "$RESULTS" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    d, fill, rep, _run, _n, err, rate, p50, p99, _retries = line.rstrip("\n").split("\t")
+    rows.setdefault((int(fill), d, rep), []).append((float(rate), float(p50), float(p99), int(err)))
+print(f"{'design':12} {'fill':>4} {'replicas':>8} {'allocations/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+for (fill, d, rep), v in sorted(rows.items()):
+    med = [statistics.median(x) for x in zip(*v)]
+    print(f"{d:12} {fill:>4} {rep:>8} {med[0]:>13.0f} {med[1]:>8.2f} {med[2]:>8.2f} {sum(x[3] for x in v):>6}")
+PY
+fi
