@@ -42,12 +42,15 @@ db_url() {
     echo "${base%/*}/$1$query"
 }
 psql_admin() { PGOPTIONS='-c client_min_messages=warning' psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qAtX -c "$1"; }
+CURRENT_DB=
 fresh_db() {
     psql_admin "DROP DATABASE IF EXISTS $1" >/dev/null
     psql_admin "CREATE DATABASE $1" >/dev/null
+    CURRENT_DB=$1
 }
 drop_db() {
     [[ -n ${KEEP_DATABASES:-} ]] || psql_admin "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null
+    CURRENT_DB=
 }
 
 WORK=$(mktemp -d)
@@ -63,6 +66,8 @@ stop_servers() {
 }
 cleanup() {
     stop_servers
+    # A run that stopped half-way leaves no database behind either.
+    [[ -z $CURRENT_DB ]] || drop_db "$CURRENT_DB" || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
