@@ -13,7 +13,8 @@ use macpool_core::pool::PoolSpec;
 use macpool_core::{Mac, MacRange, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::{PgConnection, Row};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, PgConnection, Postgres, Row};
 
 use crate::{Counts, HistoryFilter, PersistedState, Role, Snapshot, TokenRecord};
 
@@ -252,102 +253,180 @@ impl RowWrites {
             hist.2.push(e.vm_id.clone());
             hist.3.push(json(e));
         }
-        // Without an entry, `changes` is still valid JSON: a constant-folded cast must not fail.
-        let log = log.unwrap_or(LogEntry {
-            seq: None,
-            at_ms: 0,
-            replica: String::new(),
-            changes: "null".into(),
-        });
-        sqlx::query(
-            "WITH
-             pools_saved AS (INSERT INTO pools (name, spec, cursor)
-               SELECT n, s::jsonb, c FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(n, s, c)
-               ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, cursor = EXCLUDED.cursor),
-             cursors_moved AS (UPDATE pools SET cursor = u.c
-               FROM UNNEST($4::text[], $5::bigint[]) AS u(n, c) WHERE pools.name = u.n),
-             leases_deleted AS (DELETE FROM leases WHERE owner_key = ANY($6::text[])),
-             leases_saved AS (INSERT INTO leases (owner_key, mac, pool, vm_id, host, duplicate, lease)
-               SELECT k, m, p, v, h, d, l::jsonb FROM UNNEST($7::text[], $8::bigint[], $9::text[],
-                 $10::text[], $11::text[], $12::bool[], $13::text[]) AS u(k, m, p, v, h, d, l)
-               ON CONFLICT (owner_key) DO UPDATE SET mac = EXCLUDED.mac, pool = EXCLUDED.pool,
-                 vm_id = EXCLUDED.vm_id, host = EXCLUDED.host, duplicate = EXCLUDED.duplicate,
-                 lease = EXCLUDED.lease),
-             holds_deleted AS (DELETE FROM holds WHERE hold_key = ANY($14::text[])),
-             holds_saved AS (INSERT INTO holds (hold_key, mac, vm_id, hold)
-               SELECT k, m, v, h::jsonb FROM UNNEST($15::text[], $16::bigint[], $17::text[], $18::text[])
-                 AS u(k, m, v, h)
-               ON CONFLICT (hold_key) DO UPDATE SET hold = EXCLUDED.hold),
-             cooling_cleared AS (DELETE FROM cooling WHERE mac = ANY($19::bigint[])),
-             cooling_started AS (INSERT INTO cooling (mac, until_ms)
-               SELECT * FROM UNNEST($20::bigint[], $21::bigint[])
-               ON CONFLICT (mac) DO UPDATE SET until_ms = EXCLUDED.until_ms),
-             inventories_saved AS (INSERT INTO inventories (host, stored)
-               SELECT h, s::jsonb FROM UNNEST($22::text[], $23::text[]) AS u(h, s)
-               ON CONFLICT (host) DO UPDATE SET stored = EXCLUDED.stored),
-             departed_cleared AS (DELETE FROM departed WHERE mac = ANY($24::bigint[])),
-             departed_saved AS (INSERT INTO departed (mac, lease)
-               SELECT m, l::jsonb FROM UNNEST($25::bigint[], $26::text[]) AS u(m, l)
-               ON CONFLICT (mac) DO UPDATE SET lease = EXCLUDED.lease),
-             blocks_saved AS (INSERT INTO blocks (id, pool, host, state, block)
-               SELECT i, p, h, s, b::jsonb FROM UNNEST($27::bigint[], $28::text[], $29::text[],
-                 $30::text[], $31::text[]) AS u(i, p, h, s, b)
-               ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, block = EXCLUDED.block),
-             history_added AS (INSERT INTO history (at_ms, mac, vm_id, entry)
-               SELECT a, m, v, e::jsonb FROM UNNEST($32::bigint[], $33::bigint[], $34::text[],
-                 $35::text[]) WITH ORDINALITY AS u(a, m, v, e, n) ORDER BY n),
-             logged AS (INSERT INTO change_log (seq, at_ms, replica, changes)
-               SELECT $36, $37, $38, $39::jsonb WHERE $36::bigint IS NOT NULL)
-             UPDATE macpool_head SET seq = $36 WHERE id = 1 AND $36::bigint IS NOT NULL",
-        )
-        .bind(names)
-        .bind(specs)
-        .bind(cursors)
-        .bind(moved)
-        .bind(moved_to)
-        .bind(leases_gone)
-        .bind(l.0)
-        .bind(l.1)
-        .bind(l.2)
-        .bind(l.3)
-        .bind(l.4)
-        .bind(l.5)
-        .bind(l.6)
-        .bind(holds_gone)
-        .bind(h.0)
-        .bind(h.1)
-        .bind(h.2)
-        .bind(h.3)
-        .bind(cooling_gone)
-        .bind(cooling_macs)
-        .bind(cooling_until)
-        .bind(hosts)
-        .bind(stored)
-        .bind(departed_gone)
-        .bind(departed_macs)
-        .bind(departed)
-        .bind(b.0)
-        .bind(b.1)
-        .bind(b.2)
-        .bind(b.3)
-        .bind(b.4)
-        .bind(hist.0)
-        .bind(hist.1)
-        .bind(hist.2)
-        .bind(hist.3)
-        .bind(log.seq)
-        .bind(log.at_ms)
-        .bind(log.replica)
-        .bind(log.changes)
-        .execute(&mut *tx)
-        .await?;
+        let mut st = WriteStatement::default();
+        if !names.is_empty() {
+            let (n, s, c) = (st.bind(names), st.bind(specs), st.bind(cursors));
+            st.part(format!(
+                "INSERT INTO pools (name, spec, cursor)
+                 SELECT n, s::jsonb, c FROM UNNEST({n}::text[], {s}::text[], {c}::bigint[]) AS u(n, s, c)
+                 ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, cursor = EXCLUDED.cursor"
+            ));
+        }
+        if !moved.is_empty() {
+            let (n, c) = (st.bind(moved), st.bind(moved_to));
+            st.part(format!(
+                "UPDATE pools SET cursor = u.c
+                 FROM UNNEST({n}::text[], {c}::bigint[]) AS u(n, c) WHERE pools.name = u.n"
+            ));
+        }
+        if !leases_gone.is_empty() {
+            let k = st.bind(leases_gone);
+            st.part(format!(
+                "DELETE FROM leases WHERE owner_key = ANY({k}::text[])"
+            ));
+        }
+        if !l.0.is_empty() {
+            let (k, m, p, v) = (st.bind(l.0), st.bind(l.1), st.bind(l.2), st.bind(l.3));
+            let (h, d, j) = (st.bind(l.4), st.bind(l.5), st.bind(l.6));
+            st.part(format!(
+                "INSERT INTO leases (owner_key, mac, pool, vm_id, host, duplicate, lease)
+                 SELECT k, m, p, v, h, d, l::jsonb FROM UNNEST({k}::text[], {m}::bigint[],
+                   {p}::text[], {v}::text[], {h}::text[], {d}::bool[], {j}::text[])
+                   AS u(k, m, p, v, h, d, l)
+                 ON CONFLICT (owner_key) DO UPDATE SET mac = EXCLUDED.mac, pool = EXCLUDED.pool,
+                   vm_id = EXCLUDED.vm_id, host = EXCLUDED.host, duplicate = EXCLUDED.duplicate,
+                   lease = EXCLUDED.lease"
+            ));
+        }
+        if !holds_gone.is_empty() {
+            let k = st.bind(holds_gone);
+            st.part(format!(
+                "DELETE FROM holds WHERE hold_key = ANY({k}::text[])"
+            ));
+        }
+        if !h.0.is_empty() {
+            let (k, m, v, j) = (st.bind(h.0), st.bind(h.1), st.bind(h.2), st.bind(h.3));
+            st.part(format!(
+                "INSERT INTO holds (hold_key, mac, vm_id, hold)
+                 SELECT k, m, v, h::jsonb FROM UNNEST({k}::text[], {m}::bigint[], {v}::text[],
+                   {j}::text[]) AS u(k, m, v, h)
+                 ON CONFLICT (hold_key) DO UPDATE SET hold = EXCLUDED.hold"
+            ));
+        }
+        if !cooling_gone.is_empty() {
+            let m = st.bind(cooling_gone);
+            st.part(format!(
+                "DELETE FROM cooling WHERE mac = ANY({m}::bigint[])"
+            ));
+        }
+        if !cooling_macs.is_empty() {
+            let (m, u) = (st.bind(cooling_macs), st.bind(cooling_until));
+            st.part(format!(
+                "INSERT INTO cooling (mac, until_ms) SELECT * FROM UNNEST({m}::bigint[], {u}::bigint[])
+                 ON CONFLICT (mac) DO UPDATE SET until_ms = EXCLUDED.until_ms"
+            ));
+        }
+        if !hosts.is_empty() {
+            let (h, s) = (st.bind(hosts), st.bind(stored));
+            st.part(format!(
+                "INSERT INTO inventories (host, stored)
+                 SELECT h, s::jsonb FROM UNNEST({h}::text[], {s}::text[]) AS u(h, s)
+                 ON CONFLICT (host) DO UPDATE SET stored = EXCLUDED.stored"
+            ));
+        }
+        if !departed_gone.is_empty() {
+            let m = st.bind(departed_gone);
+            st.part(format!(
+                "DELETE FROM departed WHERE mac = ANY({m}::bigint[])"
+            ));
+        }
+        if !departed_macs.is_empty() {
+            let (m, j) = (st.bind(departed_macs), st.bind(departed));
+            st.part(format!(
+                "INSERT INTO departed (mac, lease)
+                 SELECT m, l::jsonb FROM UNNEST({m}::bigint[], {j}::text[]) AS u(m, l)
+                 ON CONFLICT (mac) DO UPDATE SET lease = EXCLUDED.lease"
+            ));
+        }
+        if !b.0.is_empty() {
+            let (i, p, h) = (st.bind(b.0), st.bind(b.1), st.bind(b.2));
+            let (s, j) = (st.bind(b.3), st.bind(b.4));
+            st.part(format!(
+                "INSERT INTO blocks (id, pool, host, state, block)
+                 SELECT i, p, h, s, b::jsonb FROM UNNEST({i}::bigint[], {p}::text[], {h}::text[],
+                   {s}::text[], {j}::text[]) AS u(i, p, h, s, b)
+                 ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, block = EXCLUDED.block"
+            ));
+        }
+        if !hist.0.is_empty() {
+            let (a, m, v, e) = (
+                st.bind(hist.0),
+                st.bind(hist.1),
+                st.bind(hist.2),
+                st.bind(hist.3),
+            );
+            st.part(format!(
+                "INSERT INTO history (at_ms, mac, vm_id, entry)
+                 SELECT a, m, v, e::jsonb FROM UNNEST({a}::bigint[], {m}::bigint[], {v}::text[],
+                   {e}::text[]) WITH ORDINALITY AS u(a, m, v, e, n) ORDER BY n"
+            ));
+        }
+        if let Some(log) = log {
+            let seq = st.bind(log.seq);
+            let (a, r, c) = (
+                st.bind(log.at_ms),
+                st.bind(log.replica),
+                st.bind(log.changes),
+            );
+            st.part(format!(
+                "INSERT INTO change_log (seq, at_ms, replica, changes)
+                 VALUES ({seq}, {a}, {r}, {c}::jsonb)"
+            ));
+            st.part(format!("UPDATE macpool_head SET seq = {seq} WHERE id = 1"));
+        }
+        st.execute(tx).await
+    }
+}
+
+/// One statement of writable CTEs holding only the parts a batch needs: a part with no rows
+/// would still cost a scan of its table whenever the cached plan is generic.
+#[derive(Default)]
+struct WriteStatement {
+    parts: Vec<String>,
+    args: PgArguments,
+    params: usize,
+}
+
+impl WriteStatement {
+    /// Adds a parameter and returns its placeholder.
+    fn bind<'q, T: sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + 'q>(
+        &mut self,
+        value: T,
+    ) -> String {
+        self.args
+            .add(value)
+            .expect("arrays of plain values always encode");
+        self.params += 1;
+        format!("${}", self.params)
+    }
+
+    fn part(&mut self, sql: String) {
+        self.parts.push(sql);
+    }
+
+    async fn execute(self, tx: &mut PgConnection) -> DbResult<()> {
+        let Some((last, first)) = self.parts.split_last() else {
+            return Ok(());
+        };
+        let mut sql = String::new();
+        for (i, part) in first.iter().enumerate() {
+            sql.push_str(if i == 0 { "WITH " } else { ",\n" });
+            sql.push_str(&format!("w{i} AS ({part})"));
+        }
+        sql.push('\n');
+        sql.push_str(last);
+        // Only this file's constant parts and placeholder numbers make up `sql`; every value
+        // travels as a parameter.
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), self.args)
+            .execute(tx)
+            .await?;
         Ok(())
     }
 }
 
 /// The change-log entry a batch adds, and the head it moves to.
 pub struct LogEntry {
-    pub seq: Option<i64>,
+    pub seq: i64,
     pub at_ms: i64,
     pub replica: String,
     pub changes: String,
