@@ -54,7 +54,7 @@ use macpool_core::lease::{Hold, Lease};
 use macpool_core::pool::PoolSpec;
 use macpool_core::{Mac, Timestamp};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -184,26 +184,32 @@ impl Worker {
 
     /// Replays the log entries after `self.seq`, up to the head (read in the same statement, so
     /// both come from one snapshot). Reloads from the tables when the entries needed were
-    /// trimmed. `head`: already known (and locked) by the caller.
-    async fn catch_up(&mut self, conn: &mut PgConnection, head: Option<i64>) -> Result<(), String> {
-        if head == Some(self.seq) {
-            return Ok(());
-        }
+    /// trimmed. Without the head lock: for reads.
+    async fn catch_up(&mut self, conn: &mut PgConnection) -> Result<(), String> {
         let rows: Vec<(i64, Option<i64>, Option<String>)> = sqlx::query_as(
+            // Bounded on both sides, so that even a generic plan (whose estimate for an open
+            // range is a third of the table) walks the index.
             "SELECT h.seq, l.seq, l.changes::text FROM macpool_head h
-             LEFT JOIN change_log l ON l.seq > $1 WHERE h.id = 1 ORDER BY l.seq",
+             LEFT JOIN change_log l ON l.seq > $1 AND l.seq <= h.seq WHERE h.id = 1 ORDER BY l.seq",
         )
         .bind(self.seq)
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| e.to_string())?;
-        let locked = head.is_some();
-        let head = head.unwrap_or_else(|| rows.first().map_or(self.seq, |r| r.0));
-        let entries: Vec<(i64, String)> = rows
+        let head = rows.first().map_or(self.seq, |r| r.0);
+        let entries = rows
             .into_iter()
             .filter_map(|(_, seq, changes)| Some((seq?, changes?)))
-            .filter(|(seq, _)| *seq <= head)
             .collect();
+        if !self.replay(head, entries)? {
+            self.reload().await?;
+        }
+        Ok(())
+    }
+
+    /// Applies log entries read up to `head`; false when some are missing (trimmed from the
+    /// log): then only a reload from the tables brings the state up to date.
+    fn replay(&mut self, head: i64, entries: Vec<(i64, String)>) -> Result<bool, String> {
         let complete = entries.len() as i64 == head - self.seq
             && entries.first().is_none_or(|(s, _)| *s == self.seq + 1);
         if !complete {
@@ -211,12 +217,7 @@ impl Worker {
                 "replica {} fell behind the trimmed change log; reloading from the tables",
                 self.replica
             );
-            // Under the head lock nothing moves, so plain reads are consistent; without it, a
-            // snapshot of its own.
-            return match locked {
-                true => self.reload_in(conn).await,
-                false => self.reload().await,
-            };
+            return Ok(false);
         }
         for (seq, changes) in entries {
             let changes: Vec<Change> = serde_json::from_str(&changes)
@@ -224,7 +225,41 @@ impl Worker {
             self.authority.apply_persisted(&changes);
             self.seq = seq;
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Opens the batch's transaction, takes the head lock and reads the log entries other
+    /// replicas committed since `self.seq`, in one round trip: the statements of one simple
+    /// query run in order, each with a fresh snapshot, so the last one, running once the lock
+    /// is held, sees every entry up to the head. The commit need not wait for its fsync: the
+    /// syncer makes it durable before anyone is answered, and meanwhile the lock is free for
+    /// the next batch. The caller commits, or closes the connection on failure.
+    async fn begin_locked(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<(i64, Vec<(i64, String)>), sqlx::Error> {
+        // `self.seq` is the only value in the text, an integer of our own.
+        let sql = format!(
+            "BEGIN; SET LOCAL synchronous_commit = off;
+             SELECT seq FROM macpool_head WHERE id = 1 FOR UPDATE;
+             SELECT seq, changes::text FROM change_log WHERE seq > {} ORDER BY seq",
+            self.seq
+        );
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut head = None;
+        let mut entries = Vec::new();
+        for row in rows {
+            match row.len() {
+                1 => head = Some(row.try_get::<i64, _>(0)?),
+                _ => entries.push((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?)),
+            }
+        }
+        let head = head.ok_or_else(|| sqlx::Error::RowNotFound)?;
+        // Entries past the head cannot exist while it is locked; keep the rule explicit.
+        entries.retain(|(seq, _)| *seq <= head);
+        Ok((head, entries))
     }
 
     /// A reload on the caller's connection, which may hold the head lock (so nothing moves).
@@ -241,10 +276,14 @@ impl Worker {
 
     /// Runs one batch: under the head lock when any job may write, else after a catch-up.
     /// The replies wait for the syncer: nothing is answered before it is durable.
-    async fn run_batch(&mut self, batch: Vec<Job>) -> Done {
+    async fn run_batch(
+        &mut self,
+        batch: Vec<Job>,
+        queue: &mut mpsc::UnboundedReceiver<Job>,
+    ) -> Done {
         let writes = batch.iter().any(|j| j.writes);
         let (replies, result, mutations) = if writes {
-            self.run_locked(batch).await
+            self.run_locked(batch, queue).await
         } else {
             let (replies, result) = self.run_reads(batch).await;
             (replies, result, 0)
@@ -260,7 +299,7 @@ impl Worker {
     async fn run_reads(&mut self, batch: Vec<Job>) -> (Vec<Reply>, Result<(), String>) {
         let caught_up = async {
             let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
-            self.catch_up(&mut conn, None).await
+            self.catch_up(&mut conn).await
         }
         .await;
         let now = now();
@@ -274,31 +313,35 @@ impl Worker {
         (replies, caught_up)
     }
 
-    async fn run_locked(&mut self, batch: Vec<Job>) -> (Vec<Reply>, Result<(), String>, u64) {
+    /// Runs a batch under the head lock, together with every request that arrived while the
+    /// lock was awaited: when replicas contend, each lock hand-over then carries more requests.
+    async fn run_locked(
+        &mut self,
+        mut batch: Vec<Job>,
+        queue: &mut mpsc::UnboundedReceiver<Job>,
+    ) -> (Vec<Reply>, Result<(), String>, u64) {
         let mut conn = match self.pool.acquire().await {
             Ok(c) => c,
             Err(e) => return (refuse(batch), Err(e.to_string()), 0),
         };
-        let mut tx = match conn.begin().await {
-            Ok(t) => t,
-            Err(e) => return (refuse(batch), Err(e.to_string()), 0),
+        let (head, entries) = match self.begin_locked(&mut conn).await {
+            Ok(read) => read,
+            Err(e) => {
+                conn.close_on_drop();
+                return (refuse(batch), Err(e.to_string()), 0);
+            }
         };
-        // The commit need not wait for its fsync: the syncer makes it durable before anyone
-        // is answered, and meanwhile the head lock is free for the next batch.
-        let head: i64 = match sqlx::query_scalar(
-            "SELECT seq FROM macpool_head, set_config('synchronous_commit', 'off', true)
-             WHERE id = 1 FOR UPDATE OF macpool_head",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        {
-            Ok(h) => h,
-            Err(e) => return (refuse(batch), Err(e.to_string()), 0),
+        let replayed = match self.replay(head, entries) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.reload_in(&mut conn).await,
+            Err(e) => Err(e),
         };
-        if let Err(e) = self.catch_up(&mut tx, Some(head)).await {
+        if let Err(e) = replayed {
             self.stale = true;
+            conn.close_on_drop();
             return (refuse(batch), Err(e), 0);
         }
+        fill_batch(&mut batch, queue);
         let now = now();
         self.authority.expire(now);
         let pool_ranges: HashMap<String, Vec<_>> = self
@@ -325,7 +368,10 @@ impl Worker {
         }
         if writes.is_empty() {
             // Nothing to write after all (refusals, idempotent repeats): release the lock.
-            let done = tx.commit().await.map_err(|e| e.to_string());
+            let done = commit(&mut conn).await.map_err(|e| e.to_string());
+            if done.is_err() {
+                conn.close_on_drop();
+            }
             return (replies, done, 0);
         }
         let committed = async {
@@ -335,19 +381,19 @@ impl Worker {
                 .collect();
             let seq = head + 1;
             let entry = (!logged.is_empty()).then(|| rows::LogEntry {
-                seq: Some(seq),
+                seq,
                 at_ms: now.0 as i64,
                 replica: self.replica.clone(),
                 changes: serde_json::to_string(&logged).expect("changes serialize"),
             });
-            writes.execute(&mut tx, entry).await?;
+            writes.execute(&mut conn, entry).await?;
             if !logged.is_empty() && (self.commits + 1).is_multiple_of(TRIM_EVERY) {
                 sqlx::query("DELETE FROM change_log WHERE seq < $1")
                     .bind(seq - LOG_KEEP)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
             }
-            tx.commit().await?;
+            commit(&mut conn).await?;
             Ok::<bool, sqlx::Error>(!logged.is_empty())
         }
         .await;
@@ -361,11 +407,18 @@ impl Worker {
             }
             Err(e) => {
                 tracing::error!("commit failed, the state will be rebuilt from the database: {e}");
+                // Its transaction may still be open: the connection goes, and with it the lock.
+                conn.close_on_drop();
                 self.stale = true;
                 (replies, Err(format!("commit failed: {e}")), 0)
             }
         }
     }
+}
+
+/// Ends the transaction [`Worker::begin_locked`] opened (and with it the head lock).
+async fn commit(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("COMMIT").execute(conn).await.map(|_| ())
 }
 
 /// Answers a batch that never ran: its jobs are dropped unrun, and each reply is an error.
@@ -397,6 +450,16 @@ struct Done {
     mutations: u64,
 }
 
+/// Adds the requests already queued, up to [`MAX_BATCH`].
+fn fill_batch(batch: &mut Vec<Job>, queue: &mut mpsc::UnboundedReceiver<Job>) {
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
 async fn run_worker(
     mut worker: Worker,
     mut rx: mpsc::UnboundedReceiver<Job>,
@@ -405,12 +468,7 @@ async fn run_worker(
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        fill_batch(&mut batch, &mut rx);
         if lost.swap(false, Ordering::SeqCst) {
             worker.stale = true;
         }
@@ -423,7 +481,7 @@ async fn run_worker(
             }
             continue;
         }
-        let done = worker.run_batch(batch).await;
+        let done = worker.run_batch(batch, &mut rx).await;
         if syncer.send(done).is_err() {
             return;
         }
