@@ -132,17 +132,62 @@ async fn connect_pool(url: &str, max: u32) -> Result<PgPool, String> {
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-/// A request's work: runs on the caught-up authority at `now`, adds its rows and log entries,
-/// and returns how to answer once the batch's fate is known.
-type JobFn =
-    dyn FnOnce(&mut Authority, Timestamp, &mut RowWrites, &mut Vec<Change>) -> Reply + Send;
-
-/// One request for the worker. `writes` says whether it may write, so a batch of reads only
-/// catches up and never takes the head lock.
-struct Job {
-    writes: bool,
-    run: Box<JobFn>,
+/// One request for the worker.
+trait Job: Send {
+    /// Whether it may write: a batch of reads only catches up and never takes the head lock.
+    fn writes(&self) -> bool;
+    /// Runs on the caught-up authority at `now`, adds its rows and log entries, and returns
+    /// how to answer once the batch's fate is known.
+    fn run(
+        self: Box<Self>,
+        authority: &mut Authority,
+        now: Timestamp,
+        rows: &mut RowWrites,
+        log: &mut Vec<Change>,
+    ) -> Reply;
+    /// Answers without running: the batch could not run at all.
+    fn refuse(self: Box<Self>, error: StoreError);
 }
+
+/// A [`Job`] from a closure, answered through a channel.
+struct Call<F, T> {
+    writes: bool,
+    work: F,
+    answer: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<F, T> Job for Call<F, T>
+where
+    F: FnOnce(&mut Authority, Timestamp, &mut RowWrites, &mut Vec<Change>) -> StoreResult<T>
+        + Send
+        + 'static,
+    T: Send + 'static,
+{
+    fn writes(&self) -> bool {
+        self.writes
+    }
+
+    fn run(
+        self: Box<Self>,
+        authority: &mut Authority,
+        now: Timestamp,
+        rows: &mut RowWrites,
+        log: &mut Vec<Change>,
+    ) -> Reply {
+        let result = (self.work)(authority, now, rows, log);
+        let answer = self.answer;
+        Box::new(move |batch: Result<(), StoreError>| {
+            let _ = answer.send(batch.and(result));
+        })
+    }
+
+    fn refuse(self: Box<Self>, error: StoreError) {
+        let _ = self.answer.send(Err(error));
+    }
+}
+
+type Batch = Vec<Box<dyn Job>>;
+type Queue = mpsc::UnboundedReceiver<Box<dyn Job>>;
 
 #[derive(Default)]
 struct Counters {
@@ -155,8 +200,10 @@ struct Worker {
     authority: Authority,
     /// The log position the in-memory state reflects.
     seq: i64,
-    /// The in-memory state may be ahead of the database (a failed commit): reload first.
-    stale: bool,
+    /// The in-memory state may be ahead of the database: a commit failed, or a flush failed
+    /// and the commits it should have covered may be lost. Set by the worker and the syncer;
+    /// the worker reloads before its next batch.
+    stale: Arc<AtomicBool>,
     replica: String,
     commits: u64,
 }
@@ -178,7 +225,6 @@ impl Worker {
         tx.commit().await.map_err(|e| e.to_string())?;
         self.authority = state.into_authority(now())?;
         self.seq = seq;
-        self.stale = false;
         Ok(())
     }
 
@@ -276,12 +322,8 @@ impl Worker {
 
     /// Runs one batch: under the head lock when any job may write, else after a catch-up.
     /// The replies wait for the syncer: nothing is answered before it is durable.
-    async fn run_batch(
-        &mut self,
-        batch: Vec<Job>,
-        queue: &mut mpsc::UnboundedReceiver<Job>,
-    ) -> Done {
-        let writes = batch.iter().any(|j| j.writes);
+    async fn run_batch(&mut self, batch: Batch, queue: &mut Queue) -> Done {
+        let writes = batch.iter().any(|j| j.writes());
         let (replies, result, mutations) = if writes {
             self.run_locked(batch, queue).await
         } else {
@@ -296,39 +338,42 @@ impl Worker {
         }
     }
 
-    async fn run_reads(&mut self, batch: Vec<Job>) -> (Vec<Reply>, Result<(), String>) {
+    async fn run_reads(&mut self, batch: Batch) -> (Vec<Reply>, Result<(), String>) {
         let caught_up = async {
             let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
             self.catch_up(&mut conn).await
         }
         .await;
+        if let Err(e) = caught_up {
+            return (refuse(batch, &e), Err(e));
+        }
         let now = now();
         self.authority.expire(now);
         let mut ignored = RowWrites::default();
         let mut changes = Vec::new();
         let replies = batch
             .into_iter()
-            .map(|j| (j.run)(&mut self.authority, now, &mut ignored, &mut changes))
+            .map(|j| j.run(&mut self.authority, now, &mut ignored, &mut changes))
             .collect();
-        (replies, caught_up)
+        (replies, Ok(()))
     }
 
     /// Runs a batch under the head lock, together with every request that arrived while the
     /// lock was awaited: when replicas contend, each lock hand-over then carries more requests.
     async fn run_locked(
         &mut self,
-        mut batch: Vec<Job>,
-        queue: &mut mpsc::UnboundedReceiver<Job>,
+        mut batch: Batch,
+        queue: &mut Queue,
     ) -> (Vec<Reply>, Result<(), String>, u64) {
         let mut conn = match self.pool.acquire().await {
             Ok(c) => c,
-            Err(e) => return (refuse(batch), Err(e.to_string()), 0),
+            Err(e) => return (refuse(batch, &e), Err(e.to_string()), 0),
         };
         let (head, entries) = match self.begin_locked(&mut conn).await {
             Ok(read) => read,
             Err(e) => {
                 conn.close_on_drop();
-                return (refuse(batch), Err(e.to_string()), 0);
+                return (refuse(batch, &e), Err(e.to_string()), 0);
             }
         };
         let replayed = match self.replay(head, entries) {
@@ -337,9 +382,9 @@ impl Worker {
             Err(e) => Err(e),
         };
         if let Err(e) = replayed {
-            self.stale = true;
+            self.stale.store(true, Ordering::SeqCst);
             conn.close_on_drop();
-            return (refuse(batch), Err(e), 0);
+            return (refuse(batch, &e), Err(e), 0);
         }
         fill_batch(&mut batch, queue);
         let now = now();
@@ -356,12 +401,7 @@ impl Worker {
         let mut replies = Vec::with_capacity(batch.len());
         for job in batch {
             let before = (changes.len(), writes.is_empty());
-            replies.push((job.run)(
-                &mut self.authority,
-                now,
-                &mut writes,
-                &mut changes,
-            ));
+            replies.push(job.run(&mut self.authority, now, &mut writes, &mut changes));
             if changes.len() != before.0 || (before.1 && !writes.is_empty()) {
                 mutations += 1;
             }
@@ -409,7 +449,7 @@ impl Worker {
                 tracing::error!("commit failed, the state will be rebuilt from the database: {e}");
                 // Its transaction may still be open: the connection goes, and with it the lock.
                 conn.close_on_drop();
-                self.stale = true;
+                self.stale.store(true, Ordering::SeqCst);
                 (replies, Err(format!("commit failed: {e}")), 0)
             }
         }
@@ -421,24 +461,13 @@ async fn commit(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::raw_sql("COMMIT").execute(conn).await.map(|_| ())
 }
 
-/// Answers a batch that never ran: its jobs are dropped unrun, and each reply is an error.
-fn refuse(batch: Vec<Job>) -> Vec<Reply> {
-    let mut ignored_auth = Authority::new();
-    let mut ignored_writes = RowWrites::default();
-    let mut ignored_changes = Vec::new();
-    // Running a job on an empty authority gives a reply to send; its result is replaced by
-    // the batch's error, and nothing it did is kept.
-    batch
-        .into_iter()
-        .map(|j| {
-            (j.run)(
-                &mut ignored_auth,
-                Timestamp(0),
-                &mut ignored_writes,
-                &mut ignored_changes,
-            )
-        })
-        .collect()
+/// Answers every request of a batch that could not run with `Unavailable`; returns no
+/// replies (nothing is left to answer after the batch).
+fn refuse(batch: Batch, error: &dyn std::fmt::Display) -> Vec<Reply> {
+    for job in batch {
+        job.refuse(unavailable(error));
+    }
+    Vec::new()
 }
 
 /// A batch that ran, on its way to the syncer.
@@ -451,7 +480,7 @@ struct Done {
 }
 
 /// Adds the requests already queued, up to [`MAX_BATCH`].
-fn fill_batch(batch: &mut Vec<Job>, queue: &mut mpsc::UnboundedReceiver<Job>) {
+fn fill_batch(batch: &mut Batch, queue: &mut Queue) {
     while batch.len() < MAX_BATCH {
         match queue.try_recv() {
             Ok(job) => batch.push(job),
@@ -460,25 +489,16 @@ fn fill_batch(batch: &mut Vec<Job>, queue: &mut mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-async fn run_worker(
-    mut worker: Worker,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    syncer: mpsc::UnboundedSender<Done>,
-    lost: Arc<AtomicBool>,
-) {
+async fn run_worker(mut worker: Worker, mut rx: Queue, syncer: mpsc::UnboundedSender<Done>) {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
+        let mut batch: Batch = vec![first];
         fill_batch(&mut batch, &mut rx);
-        if lost.swap(false, Ordering::SeqCst) {
-            worker.stale = true;
-        }
-        if worker.stale
+        if worker.stale.swap(false, Ordering::SeqCst)
             && let Err(e) = worker.reload().await
         {
+            worker.stale.store(true, Ordering::SeqCst);
             tracing::warn!("database unavailable, refusing requests: {e}");
-            for reply in refuse(batch) {
-                reply(Err(unavailable(&e)));
-            }
+            refuse(batch, &e);
             continue;
         }
         let done = worker.run_batch(batch, &mut rx).await;
@@ -492,12 +512,12 @@ async fn run_worker(
 /// write-ahead log up to its own record, so it covers every commit before it (this replica's
 /// and the others'). Batches whose answers reflect only flushed positions are answered at once.
 /// If a flush fails, the commits it should have covered may be lost with the server: those
-/// requests fail, and `lost` makes the worker reload before it decides anything else.
+/// requests fail, and `stale` makes the worker reload before it decides anything else.
 async fn run_syncer(
     pool: PgPool,
     mut rx: mpsc::UnboundedReceiver<Done>,
     counters: Arc<Counters>,
-    lost: Arc<AtomicBool>,
+    stale: Arc<AtomicBool>,
 ) {
     let mut flushed = i64::MIN;
     while let Some(first) = rx.recv().await {
@@ -523,7 +543,7 @@ async fn run_syncer(
                 }
                 Err(e) => {
                     tracing::error!("flushing the database's log failed: {e}");
-                    lost.store(true, Ordering::SeqCst);
+                    stale.store(true, Ordering::SeqCst);
                     flushed = i64::MIN;
                     Err(format!("cannot make the commit durable: {e}"))
                 }
@@ -551,7 +571,7 @@ async fn flush_wal(pool: &PgPool) -> Result<(), sqlx::Error> {
 
 /// The PostgreSQL store. Several processes may open the same database.
 pub struct PostgresStore {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<Box<dyn Job>>,
     pool: PgPool,
     counters: Arc<Counters>,
 }
@@ -576,7 +596,7 @@ impl PostgresStore {
             pool: pool.clone(),
             authority: Authority::new(),
             seq: 0,
-            stale: true,
+            stale: Arc::new(AtomicBool::new(false)),
             replica,
             commits: 0,
         };
@@ -586,15 +606,17 @@ impl PostgresStore {
             .map_err(|e| format!("cannot load the store from {}: {e}", redact(url)))?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let (to_syncer, done) = mpsc::unbounded_channel();
+        // The worker's and the syncer's connections open now rather than inside the first
+        // requests (with TLS, a handshake is ~100 ms on a busy machine).
+        let _ = tokio::join!(pool.acquire(), pool.acquire());
         let counters = Arc::new(Counters::default());
-        let lost = Arc::new(AtomicBool::new(false));
         tokio::spawn(run_syncer(
             pool.clone(),
             done,
             counters.clone(),
-            lost.clone(),
+            worker.stale.clone(),
         ));
-        tokio::spawn(run_worker(worker, rx, to_syncer, lost));
+        tokio::spawn(run_worker(worker, rx, to_syncer));
         Ok(PostgresStore {
             jobs,
             pool,
@@ -610,18 +632,14 @@ impl PostgresStore {
         + Send
         + 'static,
     ) -> StoreResult<T> {
-        let (tx, rx) = oneshot::channel();
-        let job = Job {
+        let (answer, rx) = oneshot::channel();
+        let job = Call {
             writes,
-            run: Box::new(move |a, now, w, c| {
-                let result = f(a, now, w, c);
-                Box::new(move |batch: Result<(), StoreError>| {
-                    let _ = tx.send(batch.and(result));
-                })
-            }),
+            work: f,
+            answer,
         };
         self.jobs
-            .send(job)
+            .send(Box::new(job))
             .map_err(|_| StoreError::Unavailable("the store is shut down".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("the store worker stopped".into()))?
