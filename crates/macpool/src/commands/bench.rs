@@ -84,7 +84,7 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
             "first_error": report.first_error,
             "seconds": report.elapsed.as_secs_f64(),
             "allocations_per_second": report.ok as f64 / report.elapsed.as_secs_f64(),
-            "latency_ms": {"p50": report.p(50.0), "p90": report.p(90.0), "p99": report.p(99.0), "max": report.p(100.0)},
+            "latency_ms": latency_json(&report.latencies_us),
             "commits": commits,
             "allocations_per_fsync": per_fsync,
             "distinct_macs": report.distinct,
@@ -121,16 +121,7 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
                     report.ok as f64 / report.elapsed.as_secs_f64()
                 ),
             ),
-            (
-                "latency",
-                format!(
-                    "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                    report.p(50.0),
-                    report.p(90.0),
-                    report.p(99.0),
-                    report.p(100.0)
-                ),
-            ),
+            ("latency", latency_line(&report.latencies_us)),
             (
                 "commits",
                 format!("{commits} fsyncs, {per_fsync:.1} allocations per fsync"),
@@ -158,11 +149,25 @@ struct Report {
     first_error: Option<String>,
 }
 
-impl Report {
-    /// The `q`-th percentile latency in milliseconds.
-    fn p(&self, q: f64) -> f64 {
-        percentile_ms(&self.latencies_us, q)
-    }
+/// p50, p90, p99 and max of sorted microsecond samples, in milliseconds, for `--json`.
+pub(crate) fn latency_json(sorted_us: &[u64]) -> serde_json::Value {
+    serde_json::json!({
+        "p50": percentile_ms(sorted_us, 50.0),
+        "p90": percentile_ms(sorted_us, 90.0),
+        "p99": percentile_ms(sorted_us, 99.0),
+        "max": percentile_ms(sorted_us, 100.0),
+    })
+}
+
+/// The same percentiles as [`latency_json`], as one line for people.
+pub(crate) fn latency_line(sorted_us: &[u64]) -> String {
+    format!(
+        "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile_ms(sorted_us, 50.0),
+        percentile_ms(sorted_us, 90.0),
+        percentile_ms(sorted_us, 99.0),
+        percentile_ms(sorted_us, 100.0)
+    )
 }
 
 /// The `q`-th percentile (0..=100) of sorted microsecond samples, in milliseconds.

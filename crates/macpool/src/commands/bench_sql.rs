@@ -29,7 +29,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres};
 
-use super::bench::percentile_ms;
+use super::bench::{latency_json, latency_line};
 use crate::cli::BenchSqlArgs;
 use crate::exit::{CmdResult, Failure, OK, UNREACHABLE};
 use crate::output::{Output, fields};
@@ -153,7 +153,7 @@ pub async fn run(out: Output, args: BenchSqlArgs) -> CmdResult {
             "chunk_claims": report.claims,
             "seconds": report.elapsed.as_secs_f64(),
             "allocations_per_second": throughput,
-            "latency_ms": {"p50": report.p(50.0), "p90": report.p(90.0), "p99": report.p(99.0), "max": report.p(100.0)},
+            "latency_ms": latency_json(&report.latencies_us),
             "rows_after": report.rows_after,
             "server_version": report.server_version,
         }));
@@ -200,16 +200,7 @@ pub async fn run(out: Output, args: BenchSqlArgs) -> CmdResult {
         lines.extend([
             ("elapsed", format!("{:.2} s", report.elapsed.as_secs_f64())),
             ("throughput", format!("{throughput:.0} allocations/s")),
-            (
-                "latency",
-                format!(
-                    "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                    report.p(50.0),
-                    report.p(90.0),
-                    report.p(99.0),
-                    report.p(100.0)
-                ),
-            ),
+            ("latency", latency_line(&report.latencies_us)),
             (
                 "rows after",
                 format!(
@@ -240,12 +231,6 @@ struct Report {
     elapsed: Duration,
     latencies_us: Vec<u64>,
     rows_after: u64,
-}
-
-impl Report {
-    fn p(&self, q: f64) -> f64 {
-        percentile_ms(&self.latencies_us, q)
-    }
 }
 
 /// Runs setup and clients on their own single-threaded runtime and OS thread (the database
