@@ -13,8 +13,9 @@
 //! - **Constraints as a second line.** `leases` refuses two unflagged leases of one MAC at commit
 //!   (a deferred exclusion constraint), whatever the in-memory state believed.
 //! - **Group commit.** The lock is taken once per batch, not per request: under load a batch
-//!   carries every request queued while the previous one committed, so the serialization point
-//!   costs one round of statements per batch. (BENCHMARKS.md measures this against per-request
+//!   carries every request queued while the previous one committed (and while the lock was
+//!   awaited), so the serialization point costs three round trips per batch: lock and log read
+//!   together, all writes in one statement, commit. (BENCHMARKS.md measures this against per-request
 //!   designs: row locks with `SKIP LOCKED`, per-replica chunks, NetBox's advisory lock and
 //!   Neutron's retry loop.)
 //! - **Reads** first replay whatever the log gained (no lock), so a reply never reflects less
@@ -120,6 +121,7 @@ async fn connect_pool(url: &str, max: u32) -> Result<PgPool, String> {
     let port = options.get_port();
     Ok(PgPoolOptions::new()
         .max_connections(max)
+        .min_connections(max.min(4))
         .acquire_timeout(Duration::from_secs(5))
         .after_connect(move |_, _| {
             Box::pin(async move {
@@ -606,9 +608,16 @@ impl PostgresStore {
             .map_err(|e| format!("cannot load the store from {}: {e}", redact(url)))?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let (to_syncer, done) = mpsc::unbounded_channel();
-        // The worker's and the syncer's connections open now rather than inside the first
-        // requests (with TLS, a handshake is ~100 ms on a busy machine).
-        let _ = tokio::join!(pool.acquire(), pool.acquire());
+        // The connections a replica uses at once (worker, syncer, token and history reads)
+        // open now and stay open, rather than inside requests: a new TLS connection took ~90 ms
+        // here (its handshake runs before `nodelay` can set TCP_NODELAY), a stall in the p99
+        // of every benchmark run.
+        let _ = tokio::join!(
+            pool.acquire(),
+            pool.acquire(),
+            pool.acquire(),
+            pool.acquire()
+        );
         let counters = Arc::new(Counters::default());
         tokio::spawn(run_syncer(
             pool.clone(),
