@@ -186,7 +186,11 @@ impl RowWrites {
         for t in &self.tokens_saved {
             save_token(tx, t).await?;
         }
+        self.statement(log).execute(tx).await
+    }
 
+    /// The batch's one statement (everything but deleted pools and imported tokens).
+    fn statement(&self, log: Option<LogEntry>) -> WriteStatement {
         let (mut names, mut specs, mut cursors) = (vec![], vec![], vec![]);
         let (mut moved, mut moved_to) = (vec![], vec![]);
         for (name, row) in &self.pools {
@@ -374,7 +378,7 @@ impl RowWrites {
             ));
             st.part(format!("UPDATE macpool_head SET seq = {seq} WHERE id = 1"));
         }
-        st.execute(tx).await
+        st
     }
 }
 
@@ -404,10 +408,10 @@ impl WriteStatement {
         self.parts.push(sql);
     }
 
-    async fn execute(self, tx: &mut PgConnection) -> DbResult<()> {
-        let Some((last, first)) = self.parts.split_last() else {
-            return Ok(());
-        };
+    /// The statement's text: every part but the last as a CTE, the last as the main statement;
+    /// `None` when there is nothing to write.
+    fn sql(&self) -> Option<String> {
+        let (last, first) = self.parts.split_last()?;
         let mut sql = String::new();
         for (i, part) in first.iter().enumerate() {
             sql.push_str(if i == 0 { "WITH " } else { ",\n" });
@@ -415,6 +419,13 @@ impl WriteStatement {
         }
         sql.push('\n');
         sql.push_str(last);
+        Some(sql)
+    }
+
+    async fn execute(self, tx: &mut PgConnection) -> DbResult<()> {
+        let Some(sql) = self.sql() else {
+            return Ok(());
+        };
         // Only this file's constant parts and placeholder numbers make up `sql`; every value
         // travels as a parameter.
         sqlx::query_with(sqlx::AssertSqlSafe(sql), self.args)
@@ -667,4 +678,129 @@ pub async fn import(tx: &mut PgConnection, s: &Snapshot) -> DbResult<()> {
         insert_history(tx, chunk).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use macpool_core::authority::{Actor, AllocateRequest, Authority, Context, ReleaseSelector};
+    use macpool_core::lease::Owner;
+    use macpool_core::pool::{PoolName, PoolPolicy};
+
+    use super::*;
+
+    const PARTS: [&str; 13] = [
+        "INSERT INTO pools",
+        "UPDATE pools",
+        "DELETE FROM leases",
+        "INSERT INTO leases",
+        "DELETE FROM holds",
+        "INSERT INTO holds",
+        "DELETE FROM cooling",
+        "INSERT INTO cooling",
+        "INSERT INTO inventories",
+        "DELETE FROM departed",
+        "INSERT INTO departed",
+        "INSERT INTO blocks",
+        "INSERT INTO history",
+    ];
+
+    fn ctx() -> Context {
+        Context {
+            now: Timestamp(1_000),
+            actor: Actor::admin("test"),
+        }
+    }
+
+    fn statement_of(changes: &[Change], log: bool) -> WriteStatement {
+        let mut writes = RowWrites::default();
+        for c in changes {
+            writes.add(c);
+        }
+        let log = log.then(|| LogEntry {
+            seq: 7,
+            at_ms: 1_000,
+            replica: "r".into(),
+            changes: "[]".into(),
+        });
+        writes.statement(log)
+    }
+
+    /// The parts of [`PARTS`] the statement holds.
+    fn parts_in(st: &WriteStatement) -> Vec<&'static str> {
+        let sql = st.sql().unwrap_or_default();
+        PARTS.into_iter().filter(|p| sql.contains(p)).collect()
+    }
+
+    fn authority_with_pool() -> Authority {
+        let mut a = Authority::new();
+        let spec = PoolSpec {
+            name: PoolName::new("p").unwrap(),
+            ranges: vec![MacRange::parse("00155D000000-00155D0000FF").unwrap()],
+            policy: PoolPolicy::default(),
+        };
+        a.create_pool(&ctx(), spec, 0).unwrap();
+        a
+    }
+
+    fn request(vm: &str) -> AllocateRequest {
+        AllocateRequest {
+            pool: "p".into(),
+            owner: Owner {
+                vm_id: vm.into(),
+                ..Owner::default()
+            },
+            mac: None,
+            count: 1,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn an_allocation_writes_its_lease_and_history_and_touches_no_other_table() {
+        let mut a = authority_with_pool();
+        let mut changes = Vec::new();
+        for vm in ["vm-1", "vm-2"] {
+            changes.extend(a.allocate(&ctx(), request(vm)).unwrap().1);
+        }
+        let st = statement_of(&changes, true);
+        let parts = parts_in(&st);
+        assert!(parts.contains(&"INSERT INTO leases"), "{parts:?}");
+        assert!(parts.contains(&"INSERT INTO history"), "{parts:?}");
+        // An empty part would still scan its table under a generic plan.
+        assert!(!parts.iter().any(|p| p.starts_with("DELETE")), "{parts:?}");
+        for table in ["holds", "cooling", "inventories", "departed", "blocks"] {
+            assert!(!parts.iter().any(|p| p.ends_with(table)), "{parts:?}");
+        }
+        let sql = st.sql().unwrap();
+        assert!(sql.contains("INSERT INTO change_log"));
+        assert!(sql.contains("UPDATE macpool_head SET seq"));
+    }
+
+    #[test]
+    fn a_release_deletes_the_lease_and_starts_its_cooldown() {
+        let mut a = authority_with_pool();
+        a.allocate(&ctx(), request("vm-1")).unwrap();
+        let selector = ReleaseSelector::Vm {
+            vm_id: "vm-1".into(),
+            adapter_id: None,
+        };
+        let (_, changes) = a.release(&ctx(), selector).unwrap();
+        let parts = parts_in(&statement_of(&changes, true));
+        assert!(parts.contains(&"DELETE FROM leases"), "{parts:?}");
+        assert!(parts.contains(&"INSERT INTO cooling"), "{parts:?}");
+        assert!(!parts.contains(&"INSERT INTO leases"), "{parts:?}");
+    }
+
+    #[test]
+    fn placeholders_are_numbered_as_bound_and_nothing_means_no_statement() {
+        let mut a = authority_with_pool();
+        let (_, changes) = a.allocate(&ctx(), request("vm-1")).unwrap();
+        let st = statement_of(&changes, true);
+        let sql = st.sql().unwrap();
+        for n in 1..=st.params {
+            assert!(sql.contains(&format!("${n}")), "${n} missing from {sql}");
+        }
+        assert!(!sql.contains(&format!("${}", st.params + 1)));
+        assert!(statement_of(&[], false).sql().is_none());
+    }
 }
