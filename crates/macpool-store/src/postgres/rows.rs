@@ -683,7 +683,6 @@ pub async fn import(tx: &mut PgConnection, s: &Snapshot) -> DbResult<()> {
 #[cfg(test)]
 mod tests {
     use macpool_core::authority::{Actor, AllocateRequest, Authority, Context, ReleaseSelector};
-    use macpool_core::lease::Owner;
     use macpool_core::pool::{PoolName, PoolPolicy};
 
     use super::*;
@@ -743,16 +742,7 @@ mod tests {
     }
 
     fn request(vm: &str) -> AllocateRequest {
-        AllocateRequest {
-            pool: "p".into(),
-            owner: Owner {
-                vm_id: vm.into(),
-                ..Owner::default()
-            },
-            mac: None,
-            count: 1,
-            reason: None,
-        }
+        crate::conformance::request("p", vm)
     }
 
     #[test]
