@@ -1,6 +1,6 @@
 //! Persistence for the authority. One async trait, [`Store`], with one method per use case,
 //! domain types in and out; the server is generic over it. Back ends: [`sqlite`] (embedded,
-//! default). Contract for every mutating method: when it returns `Ok`, the change is durable
+//! default) and [`postgres`] (shared by several replicas). Contract for every mutating method: when it returns `Ok`, the change is durable
 //! (fsync'd); when it returns `Err`, nothing changed.
 
 use std::future::Future;
@@ -10,8 +10,8 @@ use macpool_core::Mac;
 use macpool_core::Timestamp;
 use macpool_core::authority::{
     Actor, AllocateRequest, Allocation, Authority, AuthorityError, Available, BlockClaim,
-    BlockFilter, HoldRequest, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolView,
-    ReleaseSelector, Released, StoredInventory, UnholdRequest,
+    BlockFilter, Change, Context, HoldRequest, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit,
+    PoolView, ReleaseSelector, Released, StoredInventory, UnholdRequest,
 };
 use macpool_core::block::Block;
 use macpool_core::conflict::Conflict;
@@ -194,56 +194,114 @@ impl Counts {
     }
 }
 
-/// The authority's storage, one method per use case.
-pub trait Store: Send + Sync + 'static {
+/// How a back end runs work on its in-memory authority: all that [`Store`]'s use-case methods
+/// need, so they are written once, below, for every back end. Sealed (a public trait in a
+/// private module): callers use the use-case methods and never reach the authority directly.
+mod sealed {
+    use super::*;
+
+    pub trait Run {
+        /// Runs `f` as one mutation. `Ok` means its changes are durable; on `Err` nothing
+        /// changed.
+        fn mutate<T: Send + 'static>(
+            &self,
+            actor: Actor,
+            f: impl FnOnce(&mut Authority, &Context) -> Result<(T, Vec<Change>), AuthorityError>
+            + Send
+            + 'static,
+        ) -> impl Future<Output = StoreResult<T>> + Send;
+
+        /// Runs `f` on the current state (expired holds and cooldowns already dropped), which
+        /// reflects at least every mutation acknowledged before the call.
+        fn read<T: Send + 'static>(
+            &self,
+            f: impl FnOnce(&Authority) -> StoreResult<T> + Send + 'static,
+        ) -> impl Future<Output = StoreResult<T>> + Send;
+    }
+}
+
+/// The authority's storage, one method per use case. A back end implements how it runs work on
+/// the authority (`sealed::Run`) and what lives outside it (history, tokens, counters); the use
+/// cases are the same for all.
+pub trait Store: sealed::Run + Send + Sync + 'static {
     fn create_pool(
         &self,
         actor: Actor,
         spec: PoolSpec,
-    ) -> impl Future<Output = StoreResult<PoolView>> + Send;
+    ) -> impl Future<Output = StoreResult<PoolView>> + Send {
+        let random: u64 = rand::random();
+        self.mutate(actor, move |a, ctx| a.create_pool(ctx, spec, random))
+    }
     fn edit_pool(
         &self,
         actor: Actor,
         name: String,
         edit: PoolEdit,
-    ) -> impl Future<Output = StoreResult<PoolView>> + Send;
+    ) -> impl Future<Output = StoreResult<PoolView>> + Send {
+        self.mutate(actor, move |a, ctx| a.edit_pool(ctx, &name, edit))
+    }
     fn delete_pool(
         &self,
         actor: Actor,
         name: String,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
-    fn pools(&self) -> impl Future<Output = StoreResult<Vec<PoolView>>> + Send;
-    fn pool(&self, name: String) -> impl Future<Output = StoreResult<PoolView>> + Send;
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.mutate(actor, move |a, ctx| {
+            a.delete_pool(ctx, &name).map(|c| ((), c))
+        })
+    }
+    fn pools(&self) -> impl Future<Output = StoreResult<Vec<PoolView>>> + Send {
+        self.read(|a| Ok(a.pools()))
+    }
+    fn pool(&self, name: String) -> impl Future<Output = StoreResult<PoolView>> + Send {
+        self.read(move |a| Ok(a.pool(&name)?))
+    }
     /// Free runs of a pool, at most `limit` addresses' worth.
     fn available(
         &self,
         name: String,
         limit: u64,
-    ) -> impl Future<Output = StoreResult<Available>> + Send;
+    ) -> impl Future<Output = StoreResult<Available>> + Send {
+        self.read(move |a| Ok(a.available(&name, limit)?))
+    }
 
     fn allocate(
         &self,
         actor: Actor,
         req: AllocateRequest,
-    ) -> impl Future<Output = StoreResult<Vec<Allocation>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<Allocation>>> + Send {
+        self.mutate(actor, move |a, ctx| a.allocate(ctx, req))
+    }
     fn release(
         &self,
         actor: Actor,
         selector: ReleaseSelector,
-    ) -> impl Future<Output = StoreResult<Vec<Released>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<Released>>> + Send {
+        self.mutate(actor, move |a, ctx| a.release(ctx, selector))
+    }
     fn hold(
         &self,
         actor: Actor,
         req: HoldRequest,
-    ) -> impl Future<Output = StoreResult<Hold>> + Send;
+    ) -> impl Future<Output = StoreResult<Hold>> + Send {
+        self.mutate(actor, move |a, ctx| a.hold(ctx, req))
+    }
     fn unhold(
         &self,
         actor: Actor,
         req: UnholdRequest,
-    ) -> impl Future<Output = StoreResult<Vec<Hold>>> + Send;
-    fn leases(&self, filter: LeaseFilter) -> impl Future<Output = StoreResult<Vec<Lease>>> + Send;
-    fn holds(&self, vm_id: Option<String>) -> impl Future<Output = StoreResult<Vec<Hold>>> + Send;
-    fn mac_status(&self, mac: Mac) -> impl Future<Output = StoreResult<MacStatus>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<Hold>>> + Send {
+        self.mutate(actor, move |a, ctx| a.unhold(ctx, req))
+    }
+    fn leases(&self, filter: LeaseFilter) -> impl Future<Output = StoreResult<Vec<Lease>>> + Send {
+        self.read(move |a| Ok(a.leases(&filter)))
+    }
+    fn holds(&self, vm_id: Option<String>) -> impl Future<Output = StoreResult<Vec<Hold>>> + Send {
+        self.read(move |a| Ok(a.holds(vm_id.as_deref())))
+    }
+    fn mac_status(&self, mac: Mac) -> impl Future<Output = StoreResult<MacStatus>> + Send {
+        self.read(move |a| Ok(a.mac_status(mac)))
+    }
+    /// History, newest first; kept by the back end beside the authority.
     fn history(
         &self,
         filter: HistoryFilter,
@@ -256,34 +314,53 @@ pub trait Store: Send + Sync + 'static {
         actor: Actor,
         inventory: HostInventory,
         generation: u64,
-    ) -> impl Future<Output = StoreResult<InventoryOutcome>> + Send;
+    ) -> impl Future<Output = StoreResult<InventoryOutcome>> + Send {
+        self.mutate(actor, move |a, ctx| {
+            a.apply_inventory(ctx, inventory, generation)
+        })
+    }
     /// The latest inventory of `host` (a domain `not-found` when there is none).
-    fn inventory(&self, host: String) -> impl Future<Output = StoreResult<StoredInventory>> + Send;
+    fn inventory(&self, host: String) -> impl Future<Output = StoreResult<StoredInventory>> + Send {
+        self.read(move |a| Ok(a.inventory(&host)?))
+    }
     /// Every conflict across the latest inventories, pools, leases and holds; derived on each call.
-    fn conflicts(&self) -> impl Future<Output = StoreResult<Vec<Conflict>>> + Send;
+    fn conflicts(&self) -> impl Future<Output = StoreResult<Vec<Conflict>>> + Send {
+        self.read(|a| Ok(a.conflicts()))
+    }
 
     /// Claims a block for a host, or returns its pending one (`true`); see `Authority::claim_block`.
     fn claim_block(
         &self,
         actor: Actor,
         claim: BlockClaim,
-    ) -> impl Future<Output = StoreResult<(Block, bool)>> + Send;
+    ) -> impl Future<Output = StoreResult<(Block, bool)>> + Send {
+        self.mutate(actor, move |a, ctx| {
+            a.claim_block(ctx, claim)
+                .map(|(b, existing, ch)| ((b, existing), ch))
+        })
+    }
     /// The host applied the block: active; its previous active block drains.
     fn activate_block(
         &self,
         actor: Actor,
         host: String,
         id: u64,
-    ) -> impl Future<Output = StoreResult<Block>> + Send;
+    ) -> impl Future<Output = StoreResult<Block>> + Send {
+        self.mutate(actor, move |a, ctx| a.activate_block(ctx, &host, id))
+    }
     /// Stops delegating the block; it is freed once unused and cooled down.
     fn drain_block(
         &self,
         actor: Actor,
         host: String,
         id: u64,
-    ) -> impl Future<Output = StoreResult<Block>> + Send;
+    ) -> impl Future<Output = StoreResult<Block>> + Send {
+        self.mutate(actor, move |a, ctx| a.drain_block(ctx, &host, id))
+    }
     /// Blocks that are not free yet.
-    fn blocks(&self, filter: BlockFilter) -> impl Future<Output = StoreResult<Vec<Block>>> + Send;
+    fn blocks(&self, filter: BlockFilter) -> impl Future<Output = StoreResult<Vec<Block>>> + Send {
+        self.read(move |a| Ok(a.blocks(&filter)))
+    }
 
     fn save_token(&self, token: TokenRecord) -> impl Future<Output = StoreResult<()>> + Send;
     fn revoke_token(&self, id: String) -> impl Future<Output = StoreResult<TokenRecord>> + Send;
@@ -368,74 +445,27 @@ impl AnyStore {
     }
 }
 
-impl Store for AnyStore {
-    async fn create_pool(&self, actor: Actor, spec: PoolSpec) -> StoreResult<PoolView> {
-        dispatch!(self, s => s.create_pool(actor, spec).await)
-    }
-    async fn edit_pool(&self, actor: Actor, name: String, edit: PoolEdit) -> StoreResult<PoolView> {
-        dispatch!(self, s => s.edit_pool(actor, name, edit).await)
-    }
-    async fn delete_pool(&self, actor: Actor, name: String) -> StoreResult<()> {
-        dispatch!(self, s => s.delete_pool(actor, name).await)
-    }
-    async fn pools(&self) -> StoreResult<Vec<PoolView>> {
-        dispatch!(self, s => s.pools().await)
-    }
-    async fn pool(&self, name: String) -> StoreResult<PoolView> {
-        dispatch!(self, s => s.pool(name).await)
-    }
-    async fn available(&self, name: String, limit: u64) -> StoreResult<Available> {
-        dispatch!(self, s => s.available(name, limit).await)
-    }
-    async fn allocate(&self, actor: Actor, req: AllocateRequest) -> StoreResult<Vec<Allocation>> {
-        dispatch!(self, s => s.allocate(actor, req).await)
-    }
-    async fn release(&self, actor: Actor, selector: ReleaseSelector) -> StoreResult<Vec<Released>> {
-        dispatch!(self, s => s.release(actor, selector).await)
-    }
-    async fn hold(&self, actor: Actor, req: HoldRequest) -> StoreResult<Hold> {
-        dispatch!(self, s => s.hold(actor, req).await)
-    }
-    async fn unhold(&self, actor: Actor, req: UnholdRequest) -> StoreResult<Vec<Hold>> {
-        dispatch!(self, s => s.unhold(actor, req).await)
-    }
-    async fn leases(&self, filter: LeaseFilter) -> StoreResult<Vec<Lease>> {
-        dispatch!(self, s => s.leases(filter).await)
-    }
-    async fn holds(&self, vm_id: Option<String>) -> StoreResult<Vec<Hold>> {
-        dispatch!(self, s => s.holds(vm_id).await)
-    }
-    async fn mac_status(&self, mac: Mac) -> StoreResult<MacStatus> {
-        dispatch!(self, s => s.mac_status(mac).await)
-    }
-    async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {
-        dispatch!(self, s => s.history(filter).await)
-    }
-    async fn put_inventory(
+impl sealed::Run for AnyStore {
+    async fn mutate<T: Send + 'static>(
         &self,
         actor: Actor,
-        inventory: HostInventory,
-        generation: u64,
-    ) -> StoreResult<InventoryOutcome> {
-        dispatch!(self, s => s.put_inventory(actor, inventory, generation).await)
+        f: impl FnOnce(&mut Authority, &Context) -> Result<(T, Vec<Change>), AuthorityError>
+        + Send
+        + 'static,
+    ) -> StoreResult<T> {
+        dispatch!(self, s => s.mutate(actor, f).await)
     }
-    async fn inventory(&self, host: String) -> StoreResult<StoredInventory> {
-        dispatch!(self, s => s.inventory(host).await)
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Authority) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        dispatch!(self, s => s.read(f).await)
     }
-    async fn conflicts(&self) -> StoreResult<Vec<Conflict>> {
-        dispatch!(self, s => s.conflicts().await)
-    }
-    async fn claim_block(&self, actor: Actor, claim: BlockClaim) -> StoreResult<(Block, bool)> {
-        dispatch!(self, s => s.claim_block(actor, claim).await)
-    }
-    async fn activate_block(&self, actor: Actor, host: String, id: u64) -> StoreResult<Block> {
-        dispatch!(self, s => s.activate_block(actor, host, id).await)
-    }
-    async fn drain_block(&self, actor: Actor, host: String, id: u64) -> StoreResult<Block> {
-        dispatch!(self, s => s.drain_block(actor, host, id).await)
-    }
-    async fn blocks(&self, filter: BlockFilter) -> StoreResult<Vec<Block>> {
-        dispatch!(self, s => s.blocks(filter).await)
+}
+
+impl Store for AnyStore {
+    async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {
+        dispatch!(self, s => s.history(filter).await)
     }
     async fn save_token(&self, token: TokenRecord) -> StoreResult<()> {
         dispatch!(self, s => s.save_token(token).await)

@@ -42,18 +42,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use macpool_core::authority::{
-    Actor, AllocateRequest, Allocation, Authority, AuthorityError, Available, BlockClaim,
-    BlockFilter, Change, Context, HoldRequest, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit,
-    PoolView, ReleaseSelector, Released, StoredInventory, UnholdRequest,
-};
-use macpool_core::block::Block;
-use macpool_core::conflict::Conflict;
+use macpool_core::Timestamp;
+use macpool_core::authority::{Actor, Authority, AuthorityError, Change, Context};
 use macpool_core::history::HistoryEntry;
-use macpool_core::inventory::HostInventory;
-use macpool_core::lease::{Hold, Lease};
-use macpool_core::pool::PoolSpec;
-use macpool_core::{Mac, Timestamp};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -654,32 +645,6 @@ impl PostgresStore {
             .map_err(|_| StoreError::Unavailable("the store worker stopped".into()))?
     }
 
-    async fn mutate<T: Send + 'static>(
-        &self,
-        actor: Actor,
-        f: impl FnOnce(&mut Authority, &Context) -> Result<(T, Vec<Change>), AuthorityError>
-        + Send
-        + 'static,
-    ) -> StoreResult<T> {
-        self.call(true, move |a, now, writes, log| {
-            let ctx = Context { now, actor };
-            let (value, changes) = f(a, &ctx)?;
-            for c in &changes {
-                writes.add(c);
-            }
-            log.extend(changes);
-            Ok(value)
-        })
-        .await
-    }
-
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Authority) -> StoreResult<T> + Send + 'static,
-    ) -> StoreResult<T> {
-        self.call(false, move |a, _, _, _| f(a)).await
-    }
-
     async fn conn(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
         self.pool.acquire().await.map_err(unavailable)
     }
@@ -800,112 +765,39 @@ fn replace_database(base_url: &str, db: &str) -> String {
     format!("{}/{db}{query}", &head[..path_at])
 }
 
-impl Store for PostgresStore {
-    async fn create_pool(&self, actor: Actor, spec: PoolSpec) -> StoreResult<PoolView> {
-        let random: u64 = rand::random();
-        self.mutate(actor, move |a, ctx| a.create_pool(ctx, spec, random))
-            .await
-    }
-
-    async fn edit_pool(&self, actor: Actor, name: String, edit: PoolEdit) -> StoreResult<PoolView> {
-        self.mutate(actor, move |a, ctx| a.edit_pool(ctx, &name, edit))
-            .await
-    }
-
-    async fn delete_pool(&self, actor: Actor, name: String) -> StoreResult<()> {
-        self.mutate(actor, move |a, ctx| {
-            a.delete_pool(ctx, &name).map(|c| ((), c))
+impl crate::sealed::Run for PostgresStore {
+    async fn mutate<T: Send + 'static>(
+        &self,
+        actor: Actor,
+        f: impl FnOnce(&mut Authority, &Context) -> Result<(T, Vec<Change>), AuthorityError>
+        + Send
+        + 'static,
+    ) -> StoreResult<T> {
+        self.call(true, move |a, now, writes, log| {
+            let ctx = Context { now, actor };
+            let (value, changes) = f(a, &ctx)?;
+            for c in &changes {
+                writes.add(c);
+            }
+            log.extend(changes);
+            Ok(value)
         })
         .await
     }
 
-    async fn pools(&self) -> StoreResult<Vec<PoolView>> {
-        self.read(|a| Ok(a.pools())).await
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Authority) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.call(false, move |a, _, _, _| f(a)).await
     }
+}
 
-    async fn pool(&self, name: String) -> StoreResult<PoolView> {
-        self.read(move |a| Ok(a.pool(&name)?)).await
-    }
-
-    async fn available(&self, name: String, limit: u64) -> StoreResult<Available> {
-        self.read(move |a| Ok(a.available(&name, limit)?)).await
-    }
-
-    async fn allocate(&self, actor: Actor, req: AllocateRequest) -> StoreResult<Vec<Allocation>> {
-        self.mutate(actor, move |a, ctx| a.allocate(ctx, req)).await
-    }
-
-    async fn release(&self, actor: Actor, selector: ReleaseSelector) -> StoreResult<Vec<Released>> {
-        self.mutate(actor, move |a, ctx| a.release(ctx, selector))
-            .await
-    }
-
-    async fn hold(&self, actor: Actor, req: HoldRequest) -> StoreResult<Hold> {
-        self.mutate(actor, move |a, ctx| a.hold(ctx, req)).await
-    }
-
-    async fn unhold(&self, actor: Actor, req: UnholdRequest) -> StoreResult<Vec<Hold>> {
-        self.mutate(actor, move |a, ctx| a.unhold(ctx, req)).await
-    }
-
-    async fn leases(&self, filter: LeaseFilter) -> StoreResult<Vec<Lease>> {
-        self.read(move |a| Ok(a.leases(&filter))).await
-    }
-
-    async fn holds(&self, vm_id: Option<String>) -> StoreResult<Vec<Hold>> {
-        self.read(move |a| Ok(a.holds(vm_id.as_deref()))).await
-    }
-
-    async fn mac_status(&self, mac: Mac) -> StoreResult<MacStatus> {
-        self.read(move |a| Ok(a.mac_status(mac))).await
-    }
-
+impl Store for PostgresStore {
     async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {
         rows::history(&mut *self.conn().await?, &filter)
             .await
             .map_err(unavailable)
-    }
-
-    async fn put_inventory(
-        &self,
-        actor: Actor,
-        inventory: HostInventory,
-        generation: u64,
-    ) -> StoreResult<InventoryOutcome> {
-        self.mutate(actor, move |a, ctx| {
-            a.apply_inventory(ctx, inventory, generation)
-        })
-        .await
-    }
-
-    async fn inventory(&self, host: String) -> StoreResult<StoredInventory> {
-        self.read(move |a| Ok(a.inventory(&host)?)).await
-    }
-
-    async fn conflicts(&self) -> StoreResult<Vec<Conflict>> {
-        self.read(|a| Ok(a.conflicts())).await
-    }
-
-    async fn claim_block(&self, actor: Actor, claim: BlockClaim) -> StoreResult<(Block, bool)> {
-        self.mutate(actor, move |a, ctx| {
-            a.claim_block(ctx, claim)
-                .map(|(b, existing, ch)| ((b, existing), ch))
-        })
-        .await
-    }
-
-    async fn activate_block(&self, actor: Actor, host: String, id: u64) -> StoreResult<Block> {
-        self.mutate(actor, move |a, ctx| a.activate_block(ctx, &host, id))
-            .await
-    }
-
-    async fn drain_block(&self, actor: Actor, host: String, id: u64) -> StoreResult<Block> {
-        self.mutate(actor, move |a, ctx| a.drain_block(ctx, &host, id))
-            .await
-    }
-
-    async fn blocks(&self, filter: BlockFilter) -> StoreResult<Vec<Block>> {
-        self.read(move |a| Ok(a.blocks(&filter))).await
     }
 
     async fn save_token(&self, token: TokenRecord) -> StoreResult<()> {

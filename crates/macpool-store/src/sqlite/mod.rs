@@ -29,18 +29,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use macpool_core::authority::{
-    Actor, AllocateRequest, Allocation, Authority, Available, BlockClaim, BlockFilter, Change,
-    Context, HoldRequest, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolView,
-    ReleaseSelector, Released, StoredInventory, UnholdRequest,
-};
-use macpool_core::block::Block;
-use macpool_core::conflict::Conflict;
+use macpool_core::Timestamp;
+use macpool_core::authority::{Actor, Authority, Change, Context};
 use macpool_core::history::HistoryEntry;
-use macpool_core::inventory::HostInventory;
-use macpool_core::lease::{Hold, Lease};
-use macpool_core::pool::PoolSpec;
-use macpool_core::{Mac, Timestamp};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -243,41 +234,6 @@ impl SqliteStore {
         rx.await
             .map_err(|_| StoreError::Unavailable("the store worker stopped".into()))?
     }
-
-    /// A domain mutation: runs on the authority, persists its changes.
-    async fn mutate<T: Send + 'static>(
-        &self,
-        actor: Actor,
-        f: impl FnOnce(
-            &mut Authority,
-            &Context,
-        ) -> Result<(T, Vec<Change>), macpool_core::authority::AuthorityError>
-        + Send
-        + 'static,
-    ) -> StoreResult<T> {
-        self.call(move |w, now| {
-            let ctx = Context { now, actor };
-            match f(&mut w.authority, &ctx) {
-                Ok((value, changes)) => {
-                    (Ok(value), changes.into_iter().map(Write::Domain).collect())
-                }
-                Err(e) => (Err(e.into()), Vec::new()),
-            }
-        })
-        .await
-    }
-
-    /// A read of the in-memory authority (served after the current batch is durable).
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Authority, Timestamp) -> StoreResult<T> + Send + 'static,
-    ) -> StoreResult<T> {
-        self.call(move |w, now| {
-            w.authority.expire(now);
-            (f(&mut w.authority, now), Vec::new())
-        })
-        .await
-    }
 }
 
 impl Drop for SqliteStore {
@@ -444,108 +400,43 @@ fn run_worker(
     }
 }
 
-impl Store for SqliteStore {
-    async fn create_pool(&self, actor: Actor, spec: PoolSpec) -> StoreResult<PoolView> {
-        let random: u64 = rand::random();
-        self.mutate(actor, move |a, ctx| a.create_pool(ctx, spec, random))
-            .await
-    }
-
-    async fn edit_pool(&self, actor: Actor, name: String, edit: PoolEdit) -> StoreResult<PoolView> {
-        self.mutate(actor, move |a, ctx| a.edit_pool(ctx, &name, edit))
-            .await
-    }
-
-    async fn delete_pool(&self, actor: Actor, name: String) -> StoreResult<()> {
-        self.mutate(actor, move |a, ctx| {
-            a.delete_pool(ctx, &name).map(|c| ((), c))
-        })
-        .await
-    }
-
-    async fn pools(&self) -> StoreResult<Vec<PoolView>> {
-        self.read(|a, _| Ok(a.pools())).await
-    }
-
-    async fn pool(&self, name: String) -> StoreResult<PoolView> {
-        self.read(move |a, _| Ok(a.pool(&name)?)).await
-    }
-
-    async fn available(&self, name: String, limit: u64) -> StoreResult<Available> {
-        self.read(move |a, _| Ok(a.available(&name, limit)?)).await
-    }
-
-    async fn allocate(&self, actor: Actor, req: AllocateRequest) -> StoreResult<Vec<Allocation>> {
-        self.mutate(actor, move |a, ctx| a.allocate(ctx, req)).await
-    }
-
-    async fn release(&self, actor: Actor, selector: ReleaseSelector) -> StoreResult<Vec<Released>> {
-        self.mutate(actor, move |a, ctx| a.release(ctx, selector))
-            .await
-    }
-
-    async fn hold(&self, actor: Actor, req: HoldRequest) -> StoreResult<Hold> {
-        self.mutate(actor, move |a, ctx| a.hold(ctx, req)).await
-    }
-
-    async fn unhold(&self, actor: Actor, req: UnholdRequest) -> StoreResult<Vec<Hold>> {
-        self.mutate(actor, move |a, ctx| a.unhold(ctx, req)).await
-    }
-
-    async fn leases(&self, filter: LeaseFilter) -> StoreResult<Vec<Lease>> {
-        self.read(move |a, _| Ok(a.leases(&filter))).await
-    }
-
-    async fn holds(&self, vm_id: Option<String>) -> StoreResult<Vec<Hold>> {
-        self.read(move |a, _| Ok(a.holds(vm_id.as_deref()))).await
-    }
-
-    async fn mac_status(&self, mac: Mac) -> StoreResult<MacStatus> {
-        self.read(move |a, _| Ok(a.mac_status(mac))).await
-    }
-
-    async fn put_inventory(
+impl crate::sealed::Run for SqliteStore {
+    async fn mutate<T: Send + 'static>(
         &self,
         actor: Actor,
-        inventory: HostInventory,
-        generation: u64,
-    ) -> StoreResult<InventoryOutcome> {
-        self.mutate(actor, move |a, ctx| {
-            a.apply_inventory(ctx, inventory, generation)
+        f: impl FnOnce(
+            &mut Authority,
+            &Context,
+        ) -> Result<(T, Vec<Change>), macpool_core::authority::AuthorityError>
+        + Send
+        + 'static,
+    ) -> StoreResult<T> {
+        self.call(move |w, now| {
+            let ctx = Context { now, actor };
+            match f(&mut w.authority, &ctx) {
+                Ok((value, changes)) => {
+                    (Ok(value), changes.into_iter().map(Write::Domain).collect())
+                }
+                Err(e) => (Err(e.into()), Vec::new()),
+            }
         })
         .await
     }
 
-    async fn inventory(&self, host: String) -> StoreResult<StoredInventory> {
-        self.read(move |a, _| Ok(a.inventory(&host)?)).await
-    }
-
-    async fn conflicts(&self) -> StoreResult<Vec<Conflict>> {
-        self.read(|a, _| Ok(a.conflicts())).await
-    }
-
-    async fn claim_block(&self, actor: Actor, claim: BlockClaim) -> StoreResult<(Block, bool)> {
-        self.mutate(actor, move |a, ctx| {
-            a.claim_block(ctx, claim)
-                .map(|(b, existing, ch)| ((b, existing), ch))
+    /// A read of the in-memory authority (served after the current batch is durable).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Authority) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.call(move |w, now| {
+            w.authority.expire(now);
+            (f(&w.authority), Vec::new())
         })
         .await
     }
+}
 
-    async fn activate_block(&self, actor: Actor, host: String, id: u64) -> StoreResult<Block> {
-        self.mutate(actor, move |a, ctx| a.activate_block(ctx, &host, id))
-            .await
-    }
-
-    async fn drain_block(&self, actor: Actor, host: String, id: u64) -> StoreResult<Block> {
-        self.mutate(actor, move |a, ctx| a.drain_block(ctx, &host, id))
-            .await
-    }
-
-    async fn blocks(&self, filter: BlockFilter) -> StoreResult<Vec<Block>> {
-        self.read(move |a, _| Ok(a.blocks(&filter))).await
-    }
-
+impl Store for SqliteStore {
     async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {
         self.call(move |w, _| {
             let r =
