@@ -136,8 +136,10 @@ pub fn mac_status(s: &MacStatus) -> MacInfo {
     }
 }
 
-pub fn history(h: &HistoryEntry) -> HistoryInfo {
+/// A history entry and the id its store gave it.
+pub fn history(id: u64, h: &HistoryEntry) -> HistoryInfo {
     HistoryInfo {
+        id,
         at: time(h.at),
         actor: h.actor.clone(),
         action: h.action.name().into(),

@@ -260,6 +260,8 @@ pub struct SeenInfo {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HistoryInfo {
+    /// Increases with every entry; pass the last one of a page as `before` for the next page.
+    pub id: u64,
     pub at: String,
     pub actor: String,
     pub action: String,
@@ -279,6 +281,8 @@ pub struct HistoryQuery {
     pub vm: Option<String>,
     /// Most rows (default 100, at most 10000), newest first.
     pub limit: Option<u32>,
+    /// Only entries older than this id (the last `id` of the previous page).
+    pub before: Option<u64>,
 }
 
 /// `POST /tokens`

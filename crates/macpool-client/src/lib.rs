@@ -266,6 +266,9 @@ impl Client {
         if let Some(l) = q.limit {
             query.push(("limit", l.to_string()));
         }
+        if let Some(b) = q.before {
+            query.push(("before", b.to_string()));
+        }
         self.get("/history", &query).await
     }
 

@@ -247,6 +247,27 @@ async fn allocate_see_free_release_and_history() {
         .map(|h| h["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["released", "allocated"]);
+    // One row per page: the second page starts before the first page's id.
+    let newest = hist[0]["id"].as_u64().unwrap();
+    let (_, page) = api
+        .admin(
+            "GET",
+            &format!("/api/v1/history?mac={mac}&limit=1&before={newest}"),
+            None,
+        )
+        .await;
+    assert_eq!(page.as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page[0]["action"], "allocated");
+    assert_eq!(page[0]["id"], hist[1]["id"]);
+    let oldest = hist[1]["id"].as_u64().unwrap();
+    let (_, rest) = api
+        .admin(
+            "GET",
+            &format!("/api/v1/history?mac={mac}&before={oldest}"),
+            None,
+        )
+        .await;
+    assert_eq!(rest, json!([]), "nothing before the first entry");
 }
 
 #[tokio::test]
@@ -446,6 +467,15 @@ async fn bad_input_gets_a_precise_problem_and_changes_nothing() {
             400,
             "invalid-input",
             "limit",
+        ),
+        (
+            "GET",
+            "/api/v1/history?before=-1",
+            Some(ADMIN),
+            None,
+            400,
+            "invalid-input",
+            "before",
         ),
     ];
     for (method, path, tok, body, status, want_slug, detail) in cases {

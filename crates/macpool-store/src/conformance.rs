@@ -123,23 +123,60 @@ async fn acknowledged_changes_survive_and_history_is_kept<S: Store>(store: &S) {
     let h = store
         .history(HistoryFilter {
             mac: Some(mac),
-            vm_id: None,
             limit: 10,
+            ..HistoryFilter::default()
         })
         .await
         .unwrap();
-    let actions: Vec<&str> = h.iter().map(|e| e.action.name()).collect();
+    let actions: Vec<&str> = h.iter().map(|r| r.entry.action.name()).collect();
     assert_eq!(actions, ["released", "held", "allocated"], "newest first");
-    assert_eq!(h[0].actor, "bob");
+    assert_eq!(h[0].entry.actor, "bob");
     let by_vm = store
         .history(HistoryFilter {
-            mac: None,
             vm_id: Some("vm-1".into()),
             limit: 10,
+            ..HistoryFilter::default()
         })
         .await
         .unwrap();
     assert_eq!(by_vm.len(), 3);
+    history_pages_cover_everything_once(store, HistoryFilter::default()).await;
+    let of_mac = HistoryFilter {
+        mac: Some(mac),
+        ..HistoryFilter::default()
+    };
+    history_pages_cover_everything_once(store, of_mac).await;
+}
+
+/// Paging through `filter` two rows at a time, each page starting before the last id of the
+/// one before, gives exactly the rows of one large request, in the same order.
+async fn history_pages_cover_everything_once<S: Store>(store: &S, filter: HistoryFilter) {
+    let all = store
+        .history(HistoryFilter {
+            limit: 10_000,
+            ..filter.clone()
+        })
+        .await
+        .unwrap();
+    assert!(all.len() >= 3, "too little history to page: {}", all.len());
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .history(HistoryFilter {
+                limit: 2,
+                before,
+                ..filter.clone()
+            })
+            .await
+            .unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
 }
 
 async fn refused_requests_change_nothing<S: Store>(store: &S) {

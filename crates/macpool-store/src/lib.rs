@@ -105,6 +105,16 @@ pub struct HistoryFilter {
     pub mac: Option<Mac>,
     pub vm_id: Option<String>,
     pub limit: u32,
+    /// Only rows older than this id: the last id of one page asks for the next.
+    pub before: Option<u64>,
+}
+
+/// A history entry with the id the store gave it (increasing in the order entries were
+/// written); the cursor for paging through [`Store::history`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryRecord {
+    pub id: u64,
+    pub entry: HistoryEntry,
 }
 
 /// Counters a store keeps about its own work, for /metrics and the benchmark.
@@ -305,7 +315,7 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
     fn history(
         &self,
         filter: HistoryFilter,
-    ) -> impl Future<Output = StoreResult<Vec<HistoryEntry>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<HistoryRecord>>> + Send;
 
     /// Takes a host's whole inventory at `generation` and diffs it into leases and holds, in one
     /// transaction (see `Authority::apply_inventory`).
@@ -464,7 +474,7 @@ impl sealed::Run for AnyStore {
 }
 
 impl Store for AnyStore {
-    async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {
+    async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryRecord>> {
         dispatch!(self, s => s.history(filter).await)
     }
     async fn save_token(&self, token: TokenRecord) -> StoreResult<()> {

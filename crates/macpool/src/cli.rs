@@ -387,6 +387,9 @@ pub struct HistoryArgs {
     pub vm_id: Option<String>,
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
+    /// Only entries older than this ID (the last ID of the previous page).
+    #[arg(long)]
+    pub before: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

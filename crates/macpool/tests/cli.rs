@@ -141,6 +141,13 @@ fn walkthrough_with_exit_codes() {
         .map(|h| h["action"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(actions, ["released", "allocated"]);
+    let newest = json(&out.stdout)[0]["id"].as_u64().unwrap().to_string();
+    s.cli()
+        .args(["history", &mac, "--before", &newest])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("allocated"))
+        .stdout(predicate::str::contains("released").not());
     s.cli()
         .args(["lease", "show", "--vm", "vm-1"])
         .assert()

@@ -179,7 +179,7 @@ pub async fn remove_hold(
     Ok(Json(removed.iter().map(convert::hold).collect()))
 }
 
-/// The history of a MAC or a VM (or everything), newest first.
+/// The history of a MAC or a VM (or everything), newest first; page with `before`.
 #[utoipa::path(get, path = "/history", tag = "history", params(HistoryQuery), responses((status = 200, body = [HistoryInfo])))]
 pub async fn history(
     State(st): State<Arc<AppState>>,
@@ -190,13 +190,14 @@ pub async fn history(
         mac: q.mac.as_deref().map(|m| input::mac("mac", m)).transpose()?,
         vm_id: q.vm,
         limit: q.limit.unwrap_or(100).clamp(1, MAX_HISTORY),
+        before: q.before,
     };
     Ok(Json(
         st.store
             .history(filter)
             .await?
             .iter()
-            .map(convert::history)
+            .map(|r| convert::history(r.id, &r.entry))
             .collect(),
     ))
 }

@@ -44,13 +44,13 @@ use std::time::Duration;
 
 use macpool_core::Timestamp;
 use macpool_core::authority::{Actor, Authority, AuthorityError, Change, Context};
-use macpool_core::history::HistoryEntry;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    Counts, HistoryFilter, Snapshot, Store, StoreError, StoreResult, StoreStats, TokenRecord, now,
+    Counts, HistoryFilter, HistoryRecord, Snapshot, Store, StoreError, StoreResult, StoreStats,
+    TokenRecord, now,
 };
 use rows::RowWrites;
 
@@ -794,7 +794,7 @@ impl crate::sealed::Run for PostgresStore {
 }
 
 impl Store for PostgresStore {
-    async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {
+    async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryRecord>> {
         rows::history(&mut *self.conn().await?, &filter)
             .await
             .map_err(unavailable)

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, PgConnection, Postgres, Row};
 
-use crate::{Counts, HistoryFilter, PersistedState, Role, Snapshot, TokenRecord};
+use crate::{Counts, HistoryFilter, HistoryRecord, PersistedState, Role, Snapshot, TokenRecord};
 
 pub type DbResult<T> = Result<T, sqlx::Error>;
 
@@ -546,49 +546,67 @@ pub async fn load(tx: &mut PgConnection) -> DbResult<PersistedState> {
     })
 }
 
-/// History, newest first, as `HistoryFilter` asks. One statement per filter shape, so that each
-/// keeps its index under a generic plan: a single `($1 IS NULL OR mac = $1)` form, once
-/// PostgreSQL planned it generically, walked the whole table backwards (100 ms at 200,000 rows).
-pub async fn history(conn: &mut PgConnection, f: &HistoryFilter) -> DbResult<Vec<HistoryEntry>> {
+/// History, newest first, as `HistoryFilter` asks (older than `f.before` when given). One
+/// statement per filter shape, so that each keeps its index under a generic plan: a single
+/// `($1 IS NULL OR mac = $1)` form, once PostgreSQL planned it generically, walked the whole
+/// table backwards (100 ms at 200,000 rows). `history_mac` and `history_vm` end in `id`, so the
+/// cursor is part of the index range.
+pub async fn history(conn: &mut PgConnection, f: &HistoryFilter) -> DbResult<Vec<HistoryRecord>> {
     let limit = i64::from(f.limit.max(1));
-    let rows: Vec<String> = match (f.mac.map(mac_i64), f.vm_id.as_deref()) {
+    let before = f.before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
+    let rows: Vec<(i64, String)> = match (f.mac.map(mac_i64), f.vm_id.as_deref()) {
         (Some(mac), Some(vm)) => {
-            sqlx::query_scalar(
-                "SELECT entry::text FROM history WHERE mac = $1 AND vm_id = $2
-                 ORDER BY id DESC LIMIT $3",
+            sqlx::query_as(
+                "SELECT id, entry::text FROM history WHERE mac = $1 AND vm_id = $2 AND id < $3
+                 ORDER BY id DESC LIMIT $4",
             )
             .bind(mac)
             .bind(vm)
+            .bind(before)
             .bind(limit)
             .fetch_all(&mut *conn)
             .await?
         }
         (Some(mac), None) => {
-            sqlx::query_scalar(
-                "SELECT entry::text FROM history WHERE mac = $1 ORDER BY id DESC LIMIT $2",
+            sqlx::query_as(
+                "SELECT id, entry::text FROM history WHERE mac = $1 AND id < $2
+                 ORDER BY id DESC LIMIT $3",
             )
             .bind(mac)
+            .bind(before)
             .bind(limit)
             .fetch_all(&mut *conn)
             .await?
         }
         (None, Some(vm)) => {
-            sqlx::query_scalar(
-                "SELECT entry::text FROM history WHERE vm_id = $1 ORDER BY id DESC LIMIT $2",
+            sqlx::query_as(
+                "SELECT id, entry::text FROM history WHERE vm_id = $1 AND id < $2
+                 ORDER BY id DESC LIMIT $3",
             )
             .bind(vm)
+            .bind(before)
             .bind(limit)
             .fetch_all(&mut *conn)
             .await?
         }
         (None, None) => {
-            sqlx::query_scalar("SELECT entry::text FROM history ORDER BY id DESC LIMIT $1")
-                .bind(limit)
-                .fetch_all(&mut *conn)
-                .await?
+            sqlx::query_as(
+                "SELECT id, entry::text FROM history WHERE id < $1 ORDER BY id DESC LIMIT $2",
+            )
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?
         }
     };
-    rows.iter().map(|s| parse("history entry", s)).collect()
+    rows.iter()
+        .map(|(id, s)| {
+            Ok(HistoryRecord {
+                id: *id as u64,
+                entry: parse("history entry", s)?,
+            })
+        })
+        .collect()
 }
 
 /// Every history entry, oldest first (for `store migrate`).

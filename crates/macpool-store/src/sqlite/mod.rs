@@ -31,12 +31,12 @@ use std::thread::JoinHandle;
 
 use macpool_core::Timestamp;
 use macpool_core::authority::{Actor, Authority, Change, Context};
-use macpool_core::history::HistoryEntry;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    HistoryFilter, Snapshot, Store, StoreError, StoreResult, StoreStats, TokenRecord, now,
+    HistoryFilter, HistoryRecord, Snapshot, Store, StoreError, StoreResult, StoreStats,
+    TokenRecord, now,
 };
 
 /// Most requests one commit carries; bounds the latency of the last one in a batch.
@@ -437,7 +437,7 @@ impl crate::sealed::Run for SqliteStore {
 }
 
 impl Store for SqliteStore {
-    async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryEntry>> {
+    async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryRecord>> {
         self.call(move |w, _| {
             let r =
                 rows::history(&w.conn, &filter).map_err(|e| StoreError::Unavailable(e.to_string()));

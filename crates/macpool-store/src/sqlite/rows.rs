@@ -15,7 +15,7 @@ use macpool_core::pool::{
 use macpool_core::{Mac, MacFormat, MacRange, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::{HistoryFilter, PersistedState, Role, TokenRecord};
+use crate::{HistoryFilter, HistoryRecord, PersistedState, Role, TokenRecord};
 
 type SqlResult<T> = rusqlite::Result<T>;
 
@@ -453,41 +453,48 @@ fn history_row(r: &Row) -> SqlResult<HistoryEntry> {
     })
 }
 
-/// History rows, newest first.
-pub fn history(conn: &Connection, f: &HistoryFilter) -> SqlResult<Vec<HistoryEntry>> {
-    let cols = "at_ms, actor, action, mac, pool, vm_id, vm_name, adapter_id, host, reason";
+/// History rows, newest first, older than `f.before` when given. One statement per filter
+/// shape, each on its index (`history_mac` and `history_vm` end in `id`, so the cursor is part of
+/// the index range).
+pub fn history(conn: &Connection, f: &HistoryFilter) -> SqlResult<Vec<HistoryRecord>> {
+    let cols = "at_ms, actor, action, mac, pool, vm_id, vm_name, adapter_id, host, reason, id";
     let limit = i64::from(f.limit.max(1));
+    let before = f.before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
     let mut out = Vec::new();
     let mut push = |mut rows: rusqlite::Rows| -> SqlResult<()> {
         while let Some(r) = rows.next()? {
-            out.push(history_row(r)?);
+            out.push(HistoryRecord {
+                entry: history_row(r)?,
+                id: r.get::<_, i64>(10)? as u64,
+            });
         }
         Ok(())
     };
     match (&f.mac, &f.vm_id) {
         (Some(mac), Some(vm)) => {
             let mut s = conn.prepare_cached(&format!(
-                "SELECT {cols} FROM history WHERE mac = ?1 AND vm_id = ?2 ORDER BY id DESC LIMIT ?3"
+                "SELECT {cols} FROM history WHERE mac = ?1 AND vm_id = ?2 AND id < ?3
+                 ORDER BY id DESC LIMIT ?4"
             ))?;
-            push(s.query(params![mac.to_u64() as i64, vm, limit])?)?;
+            push(s.query(params![mac.to_u64() as i64, vm, before, limit])?)?;
         }
         (Some(mac), None) => {
             let mut s = conn.prepare_cached(&format!(
-                "SELECT {cols} FROM history WHERE mac = ?1 ORDER BY id DESC LIMIT ?2"
+                "SELECT {cols} FROM history WHERE mac = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
             ))?;
-            push(s.query(params![mac.to_u64() as i64, limit])?)?;
+            push(s.query(params![mac.to_u64() as i64, before, limit])?)?;
         }
         (None, Some(vm)) => {
             let mut s = conn.prepare_cached(&format!(
-                "SELECT {cols} FROM history WHERE vm_id = ?1 ORDER BY id DESC LIMIT ?2"
+                "SELECT {cols} FROM history WHERE vm_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
             ))?;
-            push(s.query(params![vm, limit])?)?;
+            push(s.query(params![vm, before, limit])?)?;
         }
         (None, None) => {
             let mut s = conn.prepare_cached(&format!(
-                "SELECT {cols} FROM history ORDER BY id DESC LIMIT ?1"
+                "SELECT {cols} FROM history WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
             ))?;
-            push(s.query(params![limit])?)?;
+            push(s.query(params![before, limit])?)?;
         }
     }
     Ok(out)

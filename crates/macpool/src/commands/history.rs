@@ -10,6 +10,7 @@ pub async fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
         mac: args.mac,
         vm: args.vm_id,
         limit: Some(args.limit),
+        before: args.before,
     };
     let rows = ctx.client.history(&q).await?;
     if ctx.out.json {
@@ -20,6 +21,7 @@ pub async fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
         .iter()
         .map(|h| {
             vec![
+                h.id.to_string(),
                 h.at.clone(),
                 h.actor.clone(),
                 h.action.clone(),
@@ -35,7 +37,7 @@ pub async fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
         "{}",
         table(
             &[
-                "TIME", "ACTOR", "ACTION", "MAC", "POOL", "VM", "HOST", "WHY"
+                "ID", "TIME", "ACTOR", "ACTION", "MAC", "POOL", "VM", "HOST", "WHY"
             ],
             &cells
         )
