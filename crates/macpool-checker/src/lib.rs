@@ -414,59 +414,46 @@ async fn check(
 
 type PerMac = BTreeMap<Mac, Vec<HistoryRow>>;
 
-/// The whole history of the pool's MACs, oldest first per MAC. One request when it fits in
-/// `GET /history`'s limit (10,000 rows, newest first, no paging); otherwise one request per MAC
-/// of the pool, 8 at a time.
+/// The whole history of the pool's MACs, oldest first per MAC: `GET /history` page by page,
+/// each page starting before the last id of the one before.
 async fn fetch_history(client: &Client, size: u64) -> anyhow::Result<(PerMac, &'static str, u64)> {
-    let everything = HistoryQuery {
-        limit: Some(HISTORY_LIMIT),
-        ..HistoryQuery::default()
-    };
-    let all = read("the history", || client.history(&everything)).await?;
-    if all.len() < HISTORY_LIMIT as usize {
-        let mut out = PerMac::new();
-        for h in all.iter().rev() {
-            if let Some((mac, row)) = history_row(h, size)? {
-                out.entry(mac).or_default().push(row);
-            }
+    let mut newest_first = Vec::new();
+    let mut before = None;
+    let mut requests = 0;
+    loop {
+        let q = HistoryQuery {
+            limit: Some(HISTORY_LIMIT),
+            before,
+            ..HistoryQuery::default()
+        };
+        let page = read("the history", || client.history(&q)).await?;
+        requests += 1;
+        let full = page.len() == HISTORY_LIMIT as usize;
+        if let Some(last) = page.last() {
+            anyhow::ensure!(
+                before.is_none_or(|b| last.id < b),
+                "GET /history returned id {} on the page before {before:?}",
+                last.id
+            );
+            before = Some(last.id);
         }
-        return Ok((out, "one request", 1));
-    }
-    let lanes = 8;
-    let mut set = tokio::task::JoinSet::new();
-    for lane in 0..lanes {
-        let client = client.clone();
-        set.spawn(async move {
-            let mut out = PerMac::new();
-            let mut i = lane;
-            while i < size {
-                let mac = Mac::from_u64(POOL_FIRST + i).unwrap();
-                let q = HistoryQuery {
-                    mac: Some(mac.to_string()),
-                    limit: Some(HISTORY_LIMIT),
-                    ..HistoryQuery::default()
-                };
-                let rows = read(&format!("the history of {mac}"), || client.history(&q)).await?;
-                if rows.len() >= HISTORY_LIMIT as usize {
-                    anyhow::bail!(
-                        "{mac} has {HISTORY_LIMIT} or more history rows: cannot read them all"
-                    );
-                }
-                for h in rows.iter().rev() {
-                    if let Some((m, row)) = history_row(h, size)? {
-                        out.entry(m).or_default().push(row);
-                    }
-                }
-                i += lanes;
-            }
-            Ok(out)
-        });
+        newest_first.extend(page);
+        if !full {
+            break;
+        }
     }
     let mut out = PerMac::new();
-    while let Some(r) = set.join_next().await {
-        out.extend(r.context("history reader")??);
+    for h in newest_first.iter().rev() {
+        if let Some((mac, row)) = history_row(h, size)? {
+            out.entry(mac).or_default().push(row);
+        }
     }
-    Ok((out, "one request per MAC", 1 + size))
+    let how = if requests == 1 {
+        "one request"
+    } else {
+        "pages of 10,000 rows"
+    };
+    Ok((out, how, requests))
 }
 
 fn history_row(h: &HistoryInfo, size: u64) -> anyhow::Result<Option<(Mac, HistoryRow)>> {
