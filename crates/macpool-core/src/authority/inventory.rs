@@ -154,40 +154,9 @@ impl Authority {
     /// Adds (or removes) every adapter of `inv` to the who-has-which-MAC index, and its
     /// checkpoints to the reference counts of the holds they ask for; returns those holds.
     pub(super) fn index_seen(&mut self, inv: &HostInventory, add: bool) -> BTreeSet<HoldKey> {
-        let keys = Self::checkpoint_keys(inv);
-        for key in &keys {
-            if add {
-                *self.checkpoint_refs.entry(key.clone()).or_insert(0) += 1;
-            } else if let Some(n) = self.checkpoint_refs.get_mut(key) {
-                *n -= 1;
-                if *n == 0 {
-                    self.checkpoint_refs.remove(key);
-                }
-            }
-        }
+        let mut keys = BTreeSet::new();
         for vm in inv.vms() {
-            for a in &vm.adapters {
-                let seen = Seen {
-                    host: inv.host().to_string(),
-                    vm_id: vm.id().to_string(),
-                    vm_name: vm.name.clone(),
-                    checkpoint: match &a.location {
-                        AdapterLocation::Live => None,
-                        AdapterLocation::Checkpoint(c) => Some(c.name.clone()),
-                    },
-                };
-                let list = self.seen.entry(a.mac).or_default();
-                match (add, list.binary_search(&seen)) {
-                    (true, Err(at)) => list.insert(at, seen),
-                    (false, Ok(at)) => {
-                        list.remove(at);
-                    }
-                    _ => {}
-                }
-                if list.is_empty() {
-                    self.seen.remove(&a.mac);
-                }
-            }
+            self.index_vm(inv.host(), vm, add, &mut keys);
         }
         keys
     }
@@ -247,26 +216,6 @@ impl Authority {
         })
     }
 
-    /// The checkpoint holds one inventory asks for (blocks aside: see `hold_wanted`).
-    fn checkpoint_keys(inv: &HostInventory) -> BTreeSet<HoldKey> {
-        let mut out = BTreeSet::new();
-        for vm in inv.vms() {
-            for a in &vm.adapters {
-                if let AdapterLocation::Checkpoint(c) = &a.location
-                    && a.mac.invalid_reason().is_none()
-                {
-                    out.insert(HoldKey {
-                        mac: a.mac,
-                        vm_id: vm.id().to_string(),
-                        reason: HoldReason::Checkpoint,
-                        reference: c.id.clone(),
-                    });
-                }
-            }
-        }
-        out
-    }
-
     /// Whether some host's latest inventory asks for this checkpoint hold. MACs inside a block
     /// are the block's: never held.
     fn hold_wanted(&self, key: &HoldKey) -> bool {
@@ -274,9 +223,9 @@ impl Authority {
     }
 
     /// Adds (or removes) one VM's adapters to the who-has-which-MAC index and its checkpoints to
-    /// the reference counts; returns the checkpoint holds it asks for. Per VM, what
-    /// [`Authority::index_seen`] does per inventory: a host's VM ids are unique, so no two VMs
-    /// of one inventory share an entry of either index.
+    /// the reference counts; adds the checkpoint holds it asks for to `keys`. A host's VM ids are
+    /// unique, so no two VMs of one inventory share an entry of either index: an inventory is
+    /// indexed VM by VM ([`Authority::index_seen`]), and a changed VM alone.
     fn index_vm(
         &mut self,
         host: &str,
