@@ -273,12 +273,7 @@ impl RowWrites {
                  FROM UNNEST({n}::text[], {c}::bigint[]) AS u(n, c) WHERE pools.name = u.n"
             ));
         }
-        if !leases_gone.is_empty() {
-            let k = st.bind(leases_gone);
-            st.part(format!(
-                "DELETE FROM leases WHERE owner_key = ANY({k}::text[])"
-            ));
-        }
+        st.delete_rows("leases", "owner_key", "text", leases_gone);
         if !l.0.is_empty() {
             let (k, m, p, v) = (st.bind(l.0), st.bind(l.1), st.bind(l.2), st.bind(l.3));
             let (h, d, j) = (st.bind(l.4), st.bind(l.5), st.bind(l.6));
@@ -292,12 +287,7 @@ impl RowWrites {
                    lease = EXCLUDED.lease"
             ));
         }
-        if !holds_gone.is_empty() {
-            let k = st.bind(holds_gone);
-            st.part(format!(
-                "DELETE FROM holds WHERE hold_key = ANY({k}::text[])"
-            ));
-        }
+        st.delete_rows("holds", "hold_key", "text", holds_gone);
         if !h.0.is_empty() {
             let (k, m, v, j) = (st.bind(h.0), st.bind(h.1), st.bind(h.2), st.bind(h.3));
             st.part(format!(
@@ -307,12 +297,7 @@ impl RowWrites {
                  ON CONFLICT (hold_key) DO UPDATE SET hold = EXCLUDED.hold"
             ));
         }
-        if !cooling_gone.is_empty() {
-            let m = st.bind(cooling_gone);
-            st.part(format!(
-                "DELETE FROM cooling WHERE mac = ANY({m}::bigint[])"
-            ));
-        }
+        st.delete_rows("cooling", "mac", "bigint", cooling_gone);
         if !cooling_macs.is_empty() {
             let (m, u) = (st.bind(cooling_macs), st.bind(cooling_until));
             st.part(format!(
@@ -328,12 +313,7 @@ impl RowWrites {
                  ON CONFLICT (host) DO UPDATE SET stored = EXCLUDED.stored"
             ));
         }
-        if !departed_gone.is_empty() {
-            let m = st.bind(departed_gone);
-            st.part(format!(
-                "DELETE FROM departed WHERE mac = ANY({m}::bigint[])"
-            ));
-        }
+        st.delete_rows("departed", "mac", "bigint", departed_gone);
         if !departed_macs.is_empty() {
             let (m, j) = (st.bind(departed_macs), st.bind(departed));
             st.part(format!(
@@ -406,6 +386,21 @@ impl WriteStatement {
 
     fn part(&mut self, sql: String) {
         self.parts.push(sql);
+    }
+
+    /// A part deleting the rows of `table` whose `column` (of SQL type `sql_type`) is one of
+    /// `keys`; none when there are no keys. Names are this file's constants, never input.
+    fn delete_rows<T>(&mut self, table: &str, column: &str, sql_type: &str, keys: Vec<T>)
+    where
+        Vec<T>: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + 'static,
+    {
+        if keys.is_empty() {
+            return;
+        }
+        let k = self.bind(keys);
+        self.part(format!(
+            "DELETE FROM {table} WHERE {column} = ANY({k}::{sql_type}[])"
+        ));
     }
 
     /// The statement's text: every part but the last as a CTE, the last as the main statement;
