@@ -58,6 +58,9 @@ use rows::RowWrites;
 const MAX_BATCH: usize = 1024;
 /// Log entries kept behind the head; a replica further behind reloads from the tables.
 const LOG_KEEP: i64 = 100_000;
+/// Database connections a replica opens at start and keeps open: worker, syncer, token and
+/// history reads.
+const KEPT_OPEN: u32 = 4;
 /// How often (in commits) a replica trims the log.
 const TRIM_EVERY: u64 = 1_000;
 
@@ -112,7 +115,7 @@ async fn connect_pool(url: &str, max: u32) -> Result<PgPool, String> {
     let port = options.get_port();
     Ok(PgPoolOptions::new()
         .max_connections(max)
-        .min_connections(max.min(4))
+        .min_connections(max.min(KEPT_OPEN))
         .acquire_timeout(Duration::from_secs(5))
         .after_connect(move |_, _| {
             Box::pin(async move {
@@ -210,15 +213,8 @@ impl Worker {
             .execute(&mut *tx)
             .await
             .map_err(|e| e.to_string())?;
-        let seq: i64 = sqlx::query_scalar("SELECT seq FROM macpool_head WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| e.to_string())?;
-        let state = rows::load(&mut tx).await.map_err(|e| e.to_string())?;
-        tx.commit().await.map_err(|e| e.to_string())?;
-        self.authority = state.into_authority(now())?;
-        self.seq = seq;
-        Ok(())
+        self.reload_in(&mut tx).await?;
+        tx.commit().await.map_err(|e| e.to_string())
     }
 
     /// Replays the log entries after `self.seq`, up to the head (read in the same statement, so
@@ -296,12 +292,11 @@ impl Worker {
             }
         }
         let head = head.ok_or_else(|| sqlx::Error::RowNotFound)?;
-        // Entries past the head cannot exist while it is locked; keep the rule explicit.
-        entries.retain(|(seq, _)| *seq <= head);
         Ok((head, entries))
     }
 
-    /// A reload on the caller's connection, which may hold the head lock (so nothing moves).
+    /// A reload on the caller's connection, where nothing moves meanwhile: it holds the head
+    /// lock, or reads one `REPEATABLE READ` snapshot ([`Worker::reload`]).
     async fn reload_in(&mut self, conn: &mut PgConnection) -> Result<(), String> {
         let seq: i64 = sqlx::query_scalar("SELECT seq FROM macpool_head WHERE id = 1")
             .fetch_one(&mut *conn)
@@ -603,12 +598,12 @@ impl PostgresStore {
         // open now and stay open, rather than inside requests: a new TLS connection took ~90 ms
         // here (its handshake runs before `nodelay` can set TCP_NODELAY), a stall in the p99
         // of every benchmark run.
-        let _ = tokio::join!(
-            pool.acquire(),
-            pool.acquire(),
-            pool.acquire(),
-            pool.acquire()
-        );
+        let mut opening = tokio::task::JoinSet::new();
+        for _ in 0..KEPT_OPEN {
+            let pool = pool.clone();
+            opening.spawn(async move { pool.acquire().await });
+        }
+        drop(opening.join_all().await);
         let counters = Arc::new(Counters::default());
         tokio::spawn(run_syncer(
             pool.clone(),
