@@ -895,6 +895,7 @@ impl Authority {
             self.macs.entry(mac).or_default().leases.push(o.key());
             self.leases.insert(o.key(), lease.clone());
             self.reclassify(mac, before);
+            self.forget_departed_unless(mac, &o.vm_id, &mut changes);
             let action = if duplicate {
                 HistoryAction::AllocatedDuplicate
             } else {
@@ -1134,6 +1135,7 @@ impl Authority {
             .holds
             .push(hold.clone());
         self.reclassify(req.mac, before);
+        self.forget_departed_unless(req.mac, &req.vm_id, &mut changes);
         changes.push(Change::HoldSaved(hold.clone()));
         changes.push(history(
             ctx,

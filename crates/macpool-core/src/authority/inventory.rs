@@ -185,6 +185,24 @@ impl Authority {
             .then_some(l)
     }
 
+    /// `mac` now goes to `vm_id`: a departed lease of another VM is forgotten, so that VM cannot
+    /// take the MAC back later, once this one is gone again (inside its cooldown).
+    pub(super) fn forget_departed_unless(
+        &mut self,
+        mac: Mac,
+        vm_id: &str,
+        changes: &mut Vec<Change>,
+    ) {
+        if self
+            .departed
+            .get(&mac)
+            .is_some_and(|l| !same_vm(&l.owner.vm_id, vm_id))
+        {
+            self.departed.remove(&mac);
+            changes.push(Change::DepartedCleared { mac });
+        }
+    }
+
     /// Every conflict across all hosts' latest inventories, the pools and the lease/hold set.
     pub fn conflicts(&self) -> Vec<Conflict> {
         let mut sightings = Vec::new();

@@ -866,6 +866,42 @@ fn migration_reported_by_the_old_host_first_restores_the_lease_on_the_new_host()
 }
 
 #[test]
+fn a_departed_vm_does_not_take_back_a_mac_reissued_meanwhile() {
+    // vm1 leaves host A: its lease is released into cooldown and remembered as departed.
+    let (mut a, m) = leased_to("vm1");
+    push(
+        &mut a,
+        1,
+        host_inv("A", vec![vm("vm1", &["00155D000000"], &[])]),
+        1,
+    );
+    push(&mut a, 2, host_inv("A", vec![]), 2);
+    // After the cooldown the MAC goes to vm2, which releases it again.
+    let later = 2 + 3_600_000 + 1;
+    let req = AllocateRequest {
+        mac: Some(m),
+        ..req("p", "vm2")
+    };
+    a.allocate(&admin(later), req).unwrap();
+    assert!(!a.departed.contains_key(&m), "the MAC was reissued");
+    let selector = ReleaseSelector::Vm {
+        vm_id: "vm2".into(),
+        adapter_id: None,
+    };
+    a.release(&admin(later + 1), selector).unwrap();
+    // A stale report of vm1 with that MAC, inside vm2's cooldown, restores nothing.
+    let out = push(
+        &mut a,
+        later + 2,
+        host_inv("B", vec![vm("vm1", &["00155D000000"], &[])]),
+        1,
+    );
+    assert!(out.bound.is_empty(), "{out:?}");
+    assert!(a.mac_status(m).leases.is_empty());
+    assert!(a.mac_status(m).cooling_until.is_some());
+}
+
+#[test]
 fn a_released_mac_taken_by_another_vm_is_not_given_back() {
     let (mut a, m) = leased_to("vm1");
     push(
