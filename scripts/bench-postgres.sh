@@ -6,17 +6,23 @@
 #     lock, lowest free), neutron (random MAC, unique constraint, retry), skip-locked, chunks;
 #   - macpool through its HTTP API (durable, authenticated, with history and cooldown): 1 and 2
 #     `macpool serve --database postgres://…` replicas on the same database, driven by
-#     `macpool bench allocate` with the clients spread round-robin over the replicas.
+#     `macpool bench allocate` with the clients spread round-robin over the replicas;
+#   - the ceiling for any replica design on this machine ("2s"): 2 separate stores sharing
+#     nothing but the PostgreSQL server and the CPUs (each `serve` on its own database, its own
+#     65,536-address range under the same pool name), driven exactly like 2 replicas. No
+#     coordination can cost less than none, so 2 replicas cannot beat this.
 # Every design does the same number of timed allocations at a given fill, with the same number
 # of concurrent clients, whose connections (to PostgreSQL for the SQL patterns, over HTTP to the
-# replicas for macpool) are open before the clock starts. One table at the end.
+# replicas for macpool) are open before the clock starts. One table at the end; its CPU column is
+# the whole machine's busy CPU time (every process: clients, servers, PostgreSQL) per allocation,
+# which scatters far less from run to run than throughput.
 #
 # Usage: scripts/bench-postgres.sh
 # env: DATABASE_URL (postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable: a database to
 #      connect to for CREATE/DROP DATABASE; every design then uses the same URL with the database
 #      replaced, so TLS or not is the same for all), RUNS (1), CLIENTS (64), PER_CLIENT (50:
 #      timed allocations per client), FILLS ("0 90"), PATTERNS ("netbox neutron skip-locked
-#      chunks"), REPLICAS ("1 2"; "" for none), SQL_FLAGS (more flags for `bench sql`, e.g.
+#      chunks"), REPLICAS ("1 2 2s"; "" for none), SQL_FLAGS (more flags for `bench sql`, e.g.
 #      --explicit-transactions),
 #      KEEP_DATABASES (unset: drop each fresh database after its run)
 set -euo pipefail
@@ -28,7 +34,7 @@ CLIENTS=${CLIENTS:-64}
 PER_CLIENT=${PER_CLIENT:-50}
 FILLS=${FILLS:-0 90}
 PATTERNS=${PATTERNS-netbox neutron skip-locked chunks}
-REPLICAS=${REPLICAS-1 2}
+REPLICAS=${REPLICAS-1 2 2s}
 ALLOCATIONS=$((CLIENTS * PER_CLIENT))
 TOKEN="bench-bootstrap-$(od -An -tx8 -N16 /dev/urandom | tr -d ' \n')"
 
@@ -42,15 +48,18 @@ db_url() {
     echo "${base%/*}/$1$query"
 }
 psql_admin() { PGOPTIONS='-c client_min_messages=warning' psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qAtX -c "$1"; }
-CURRENT_DB=
+CURRENT_DBS=()
 fresh_db() {
     psql_admin "DROP DATABASE IF EXISTS $1" >/dev/null
     psql_admin "CREATE DATABASE $1" >/dev/null
-    CURRENT_DB=$1
+    CURRENT_DBS+=("$1")
 }
-drop_db() {
-    [[ -n ${KEEP_DATABASES:-} ]] || psql_admin "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null
-    CURRENT_DB=
+# Drops every database fresh_db made since the last call.
+drop_dbs() {
+    for db in "${CURRENT_DBS[@]}"; do
+        [[ -n ${KEEP_DATABASES:-} ]] || psql_admin "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+    done
+    CURRENT_DBS=()
 }
 
 WORK=$(mktemp -d)
@@ -67,7 +76,7 @@ stop_servers() {
 cleanup() {
     stop_servers
     # A run that stopped half-way leaves no database behind either.
-    [[ -z $CURRENT_DB ]] || drop_db "$CURRENT_DB" || true
+    drop_dbs || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -100,7 +109,7 @@ RESULTS="$WORK/results.tsv"
 # design fill replicas json-file (and $run)
 record() {
     jq -r --arg d "$1" --arg f "$2" --arg r "$3" --arg run "$run" \
-        '[$d, $f, $r, $run, .allocations, .errors, .allocations_per_second, .latency_ms.p50, .latency_ms.p99, (.retries // "")] | @tsv' \
+        '[$d, $f, $r, $run, .allocations, .errors, .allocations_per_second, .latency_ms.p50, .latency_ms.p99, (.machine_cpu.us_per_allocation // 0), (.retries // "")] | @tsv' \
         "$4" >>"$RESULTS"
 }
 
@@ -121,18 +130,32 @@ for run in $(seq "$RUNS"); do
             jq -c '{allocations_per_second, latency_ms, retries, chunk_claims, errors, first_error}' "$out"
             record "$pattern" "$fill" "-" "$out"
         done
-        drop_db "$db"
+        drop_dbs
 
         for replicas in $REPLICAS; do
-            echo "--- run $run, fill $fill%: macpool, $replicas replica(s) at $(date +%T), load $(cut -d' ' -f1-3 /proc/loadavg)"
-            db="macpool_bench_${replicas}r_${fill}_$$"
-            fresh_db "$db"
             targets=()
-            # One after the other, so that only the first creates the schema.
-            for _ in $(seq "$replicas"); do
-                start_server "$(db_url "$db")"
-                targets+=(--target "$SERVER_URL")
-            done
+            if [[ $replicas == *s ]]; then
+                echo "--- run $run, fill $fill%: ${replicas%s} separate stores at $(date +%T), load $(cut -d' ' -f1-3 /proc/loadavg)"
+                for i in $(seq "${replicas%s}"); do
+                    db="macpool_bench_${replicas}${i}_${fill}_$$"
+                    fresh_db "$db"
+                    start_server "$(db_url "$db")"
+                    first=$((0x00155D000000 + i * 0x100000))
+                    "$BIN" pool create bench --server "$SERVER_URL" --token "$TOKEN" --order next-fit \
+                        --range "$(printf '%012X-%012X' "$first" $((first + 65535)))" >/dev/null
+                    targets+=(--target "$SERVER_URL")
+                done
+                targets+=(--pool bench)
+            else
+                echo "--- run $run, fill $fill%: macpool, $replicas replica(s) at $(date +%T), load $(cut -d' ' -f1-3 /proc/loadavg)"
+                db="macpool_bench_${replicas}r_${fill}_$$"
+                fresh_db "$db"
+                # One after the other, so that only the first creates the schema.
+                for _ in $(seq "$replicas"); do
+                    start_server "$(db_url "$db")"
+                    targets+=(--target "$SERVER_URL")
+                done
+            fi
             out="$WORK/macpool-$replicas-$fill-$run.json"
             "$BIN" --json bench allocate "${targets[@]}" --token "$TOKEN" \
                 --clients "$CLIENTS" --per-client "$PER_CLIENT" --fill "$fill" \
@@ -141,7 +164,7 @@ for run in $(seq "$RUNS"); do
             jq -c '{allocations_per_second, latency_ms, commits, allocations_per_fsync, errors, first_error, pool_free_after}' "$out"
             record "macpool" "$fill" "$replicas" "$out"
             stop_servers
-            drop_db "$db"
+            drop_dbs
         done
     done
 done
@@ -149,9 +172,9 @@ done
 echo
 echo "=== $CLIENTS clients, $ALLOCATIONS durable allocations per run, 65,536-address range"
 {
-    printf 'design\tfill\treplicas\trun\tallocations\terrors\tallocations/s\tp50 ms\tp99 ms\tretries\n'
+    printf 'design\tfill\treplicas\trun\tallocations\terrors\tallocations/s\tp50 ms\tp99 ms\tCPU us/alloc\tretries\n'
     sort -t$'\t' -k2,2n -k1,1 -k3,3 -k4,4n "$RESULTS" |
-        awk -F'\t' -v OFS='\t' '{ $7 = sprintf("%.0f", $7); $8 = sprintf("%.2f", $8); $9 = sprintf("%.2f", $9); print }'
+        awk -F'\t' -v OFS='\t' '{ $7 = sprintf("%.0f", $7); $8 = sprintf("%.2f", $8); $9 = sprintf("%.2f", $9); $10 = sprintf("%.0f", $10); print }'
 } | column -t -s$'\t'
 
 if [[ $RUNS -gt 1 ]]; then
@@ -161,11 +184,11 @@ if [[ $RUNS -gt 1 ]]; then
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    d, fill, rep, _run, _n, err, rate, p50, p99, _retries = line.rstrip("\n").split("\t")
-    rows.setdefault((int(fill), d, rep), []).append((float(rate), float(p50), float(p99), int(err)))
-print(f"{'design':12} {'fill':>4} {'replicas':>8} {'allocations/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    d, fill, rep, _run, _n, err, rate, p50, p99, cpu, _retries = line.rstrip("\n").split("\t")
+    rows.setdefault((int(fill), d, rep), []).append((float(rate), float(p50), float(p99), float(cpu), int(err)))
+print(f"{'design':12} {'fill':>4} {'replicas':>8} {'allocations/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/alloc':>12} {'errors':>6}")
 for (fill, d, rep), v in sorted(rows.items()):
     med = [statistics.median(x) for x in zip(*v)]
-    print(f"{d:12} {fill:>4} {rep:>8} {med[0]:>13.0f} {med[1]:>8.2f} {med[2]:>8.2f} {sum(x[3] for x in v):>6}")
+    print(f"{d:12} {fill:>4} {rep:>8} {med[0]:>13.0f} {med[1]:>8.2f} {med[2]:>8.2f} {med[3]:>12.0f} {sum(x[4] for x in v):>6}")
 PY
 fi

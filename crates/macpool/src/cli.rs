@@ -492,7 +492,8 @@ pub struct BenchAllocateArgs {
     #[arg(long)]
     pub order: Option<String>,
     /// Before timing, allocate (untimed, in large requests) until this percent of the pool is
-    /// in use.
+    /// in use, through each target in turn: replicas of one store find it filled already,
+    /// separate stores (`--pool` on each) are each filled.
     #[arg(long, default_value_t = 0.0)]
     pub fill: f64,
     /// Before timing, let every client open its connection with one untimed request.

@@ -244,3 +244,66 @@ fn mac_explain_needs_no_server() {
         .code(2)
         .stderr(predicate::str::contains("wrong length"));
 }
+
+/// `bench allocate` against two separate stores (the ceiling `scripts/bench-postgres.sh`
+/// compares replicas with): the pre-fill goes through every target, the clients alternate, and
+/// the report carries the whole machine's CPU per allocation.
+#[test]
+fn bench_allocate_fills_every_target_and_reports_cpu() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let servers: Vec<Server> = dirs.iter().map(|d| Server::start(d.path())).collect();
+    for (i, s) in servers.iter().enumerate() {
+        let range = format!("00-15-5D-E{i}-00-00-00-15-5D-E{i}-00-3F");
+        s.cli()
+            .args(["pool", "create", "bench", "--range", &range])
+            .assert()
+            .success();
+    }
+    let out = assert_cmd::Command::new(exe())
+        .args([
+            "--json",
+            "bench",
+            "allocate",
+            "--target",
+            &servers[0].url,
+            "--target",
+            &servers[1].url,
+            "--token",
+            common::TOKEN,
+            "--pool",
+            "bench",
+            "--clients",
+            "4",
+            "--per-client",
+            "5",
+            "--fill",
+            "50",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report = json(&out);
+    assert_eq!(report["prefilled"], 64, "32 of 64 in each store: {report}");
+    assert_eq!(report["allocations"], 20);
+    assert_eq!(report["errors"], 0);
+    assert_eq!(report["distinct_macs"], 20);
+    if cfg!(target_os = "linux") {
+        let cpu = report["machine_cpu"]["us_per_allocation"].as_f64().unwrap();
+        assert!(cpu > 0.0, "{report}");
+    }
+    for s in &servers {
+        let pool = s
+            .cli()
+            .args(["--json", "pool", "show", "bench"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let pool = json(&pool);
+        // 32 pre-filled and 10 timed (clients 0 and 2, or 1 and 3, 5 each) in each store.
+        assert_eq!(pool["free"], 64 - 32 - 10, "{pool}");
+    }
+}

@@ -59,7 +59,10 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
     };
     // VM ids of this run, so that a rerun on the same server or pool never meets its own.
     let run_id = format!("{:08x}", random_u64() as u32);
-    let filled = fill(server, &pool, &run_id, args.fill).await?;
+    let mut filled = 0;
+    for target in &servers {
+        filled += fill(target, &pool, &run_id, args.fill).await?;
+    }
     let before = store_counters(&servers).await?;
     let report = drive(&servers, &pool, &run_id, &args).await?;
     let after = store_counters(&servers).await?;
@@ -82,9 +85,10 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
             "allocations": report.ok,
             "errors": report.errors,
             "first_error": report.first_error,
-            "seconds": report.elapsed.as_secs_f64(),
-            "allocations_per_second": report.ok as f64 / report.elapsed.as_secs_f64(),
+            "seconds": report.timed.elapsed.as_secs_f64(),
+            "allocations_per_second": report.ok as f64 / report.timed.elapsed.as_secs_f64(),
             "latency_ms": latency_json(&report.latencies_us),
+            "machine_cpu": report.timed.cpu_json(report.ok),
             "commits": commits,
             "allocations_per_fsync": per_fsync,
             "distinct_macs": report.distinct,
@@ -113,15 +117,19 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
             lines.push(("first error", e.clone()));
         }
         lines.extend([
-            ("elapsed", format!("{:.2} s", report.elapsed.as_secs_f64())),
+            (
+                "elapsed",
+                format!("{:.2} s", report.timed.elapsed.as_secs_f64()),
+            ),
             (
                 "throughput",
                 format!(
                     "{:.0} allocations/s",
-                    report.ok as f64 / report.elapsed.as_secs_f64()
+                    report.ok as f64 / report.timed.elapsed.as_secs_f64()
                 ),
             ),
             ("latency", latency_line(&report.latencies_us)),
+            ("machine CPU", report.timed.cpu_line(report.ok)),
             (
                 "commits",
                 format!("{commits} fsyncs, {per_fsync:.1} allocations per fsync"),
@@ -144,7 +152,7 @@ struct Report {
     ok: u64,
     errors: u64,
     distinct: u64,
-    elapsed: Duration,
+    timed: Measured,
     latencies_us: Vec<u64>,
     first_error: Option<String>,
 }
@@ -177,6 +185,106 @@ pub(crate) fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
     }
     let idx = ((q / 100.0) * (sorted_us.len() - 1) as f64).round() as usize;
     sorted_us[idx] as f64 / 1000.0
+}
+
+/// The timed part of a benchmark: wall time and, on Linux, the whole machine's CPU time. Where
+/// the clients, the servers and PostgreSQL share a few cores, CPU time per allocation is the
+/// cost figure: it scatters far less from run to run than throughput does.
+pub(crate) struct Stopwatch {
+    started: Instant,
+    cpu: Option<CpuTicks>,
+}
+
+/// What a [`Stopwatch`] measured.
+#[derive(Default)]
+pub(crate) struct Measured {
+    pub elapsed: Duration,
+    /// Busy CPU seconds of the whole machine (all cores, every process), if readable.
+    pub machine_cpu_seconds: Option<f64>,
+}
+
+/// `/proc/stat`'s first line: ticks (USER_HZ, 100 per second) spent busy, and in all.
+#[derive(Clone, Copy)]
+struct CpuTicks {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTicks {
+    fn read() -> Option<CpuTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        Self::parse(stat.lines().next()?)
+    }
+
+    /// `cpu user nice system idle iowait irq softirq steal …`: idle and iowait are not busy.
+    fn parse(line: &str) -> Option<CpuTicks> {
+        let mut fields = line.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let ticks: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+        if ticks.len() < 5 {
+            return None;
+        }
+        let total: u64 = ticks.iter().take(8).sum();
+        Some(CpuTicks {
+            busy: total - ticks[3] - ticks[4],
+            total,
+        })
+    }
+}
+
+impl Stopwatch {
+    pub fn start() -> Stopwatch {
+        Stopwatch {
+            started: Instant::now(),
+            cpu: CpuTicks::read(),
+        }
+    }
+
+    pub fn stop(&self) -> Measured {
+        let elapsed = self.started.elapsed();
+        let busy = match (self.cpu, CpuTicks::read()) {
+            (Some(a), Some(b)) if b.total > a.total => Some((b.busy - a.busy) as f64 / 100.0),
+            _ => None,
+        };
+        Measured {
+            elapsed,
+            machine_cpu_seconds: busy,
+        }
+    }
+}
+
+impl Measured {
+    /// Machine CPU per allocation, in microseconds.
+    pub fn cpu_us_per(&self, allocations: u64) -> Option<f64> {
+        let busy = self.machine_cpu_seconds?;
+        (allocations > 0).then(|| busy * 1e6 / allocations as f64)
+    }
+
+    /// For `--json`: busy CPU seconds, the share of all cores that is, and per allocation.
+    pub fn cpu_json(&self, allocations: u64) -> serde_json::Value {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        match self.machine_cpu_seconds {
+            Some(busy) => serde_json::json!({
+                "busy_seconds": busy,
+                "busy_percent": 100.0 * busy / (self.elapsed.as_secs_f64() * cores),
+                "us_per_allocation": self.cpu_us_per(allocations),
+            }),
+            None => serde_json::Value::Null,
+        }
+    }
+
+    /// The same as [`Measured::cpu_json`], as one line for people.
+    pub fn cpu_line(&self, allocations: u64) -> String {
+        match self.cpu_us_per(allocations) {
+            Some(us) => format!(
+                "{us:.0} µs per allocation ({:.1} busy CPU seconds, all processes)",
+                self.machine_cpu_seconds.unwrap_or_default()
+            ),
+            None => "not measured (no /proc/stat)".into(),
+        }
+    }
 }
 
 /// Allocates (untimed, up to the API's maximum per request) until `percent` of the pool is in
@@ -264,7 +372,7 @@ async fn load(
             let _ = p.await;
         }
     }
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let server = servers[c % servers.len()].clone();
@@ -314,13 +422,13 @@ async fn load(
             first_error = first;
         }
     }
-    let elapsed = started.elapsed();
+    let timed = stopwatch.stop();
     latencies_us.sort_unstable();
     Report {
         ok,
         errors,
         distinct: macs.len() as u64,
-        elapsed,
+        timed,
         latencies_us,
         first_error,
     }
@@ -416,4 +524,34 @@ fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(std::process::id().into());
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_count_idle_and_iowait_as_not_busy() {
+        let t = CpuTicks::parse("cpu  100 5 50 1000 20 3 2 7 0 0").unwrap();
+        assert_eq!(t.total, 1187);
+        assert_eq!(t.busy, 1187 - 1000 - 20);
+    }
+
+    #[test]
+    fn cpu_ticks_refuse_other_lines_and_short_or_bad_ones() {
+        assert!(CpuTicks::parse("cpu0 1 2 3 4 5 6 7 8").is_none());
+        assert!(CpuTicks::parse("cpu 1 2 3").is_none());
+        assert!(CpuTicks::parse("cpu 1 2 x 4 5").is_none());
+    }
+
+    #[test]
+    fn cpu_per_allocation_is_busy_time_over_allocations() {
+        let m = Measured {
+            elapsed: Duration::from_secs(2),
+            machine_cpu_seconds: Some(3.0),
+        };
+        assert_eq!(m.cpu_us_per(30_000), Some(100.0));
+        assert_eq!(m.cpu_us_per(0), None);
+        assert!(Measured::default().cpu_us_per(10).is_none());
+    }
 }

@@ -29,7 +29,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres};
 
-use super::bench::{latency_json, latency_line};
+use super::bench::{Measured, Stopwatch, latency_json, latency_line};
 use crate::cli::BenchSqlArgs;
 use crate::exit::{CmdResult, Failure, OK, UNREACHABLE};
 use crate::output::{Output, fields};
@@ -138,7 +138,7 @@ pub async fn run(out: Output, args: BenchSqlArgs) -> CmdResult {
         ));
     }
     let report = drive(pattern, args.clone()).await?;
-    let throughput = report.ok as f64 / report.elapsed.as_secs_f64();
+    let throughput = report.ok as f64 / report.timed.elapsed.as_secs_f64();
     if out.json {
         out.print_json(&serde_json::json!({
             "pattern": pattern.name(),
@@ -151,9 +151,10 @@ pub async fn run(out: Output, args: BenchSqlArgs) -> CmdResult {
             "first_error": report.first_error,
             "retries": report.retries,
             "chunk_claims": report.claims,
-            "seconds": report.elapsed.as_secs_f64(),
+            "seconds": report.timed.elapsed.as_secs_f64(),
             "allocations_per_second": throughput,
             "latency_ms": latency_json(&report.latencies_us),
+            "machine_cpu": report.timed.cpu_json(report.ok),
             "rows_after": report.rows_after,
             "server_version": report.server_version,
         }));
@@ -198,9 +199,13 @@ pub async fn run(out: Output, args: BenchSqlArgs) -> CmdResult {
             Pattern::Netbox => {}
         }
         lines.extend([
-            ("elapsed", format!("{:.2} s", report.elapsed.as_secs_f64())),
+            (
+                "elapsed",
+                format!("{:.2} s", report.timed.elapsed.as_secs_f64()),
+            ),
             ("throughput", format!("{throughput:.0} allocations/s")),
             ("latency", latency_line(&report.latencies_us)),
+            ("machine CPU", report.timed.cpu_line(report.ok)),
             (
                 "rows after",
                 format!(
@@ -228,7 +233,7 @@ struct Report {
     first_error: Option<String>,
     retries: u64,
     claims: u64,
-    elapsed: Duration,
+    timed: Measured,
     latencies_us: Vec<u64>,
     rows_after: u64,
 }
@@ -284,7 +289,7 @@ async fn bench(pattern: Pattern, args: &BenchSqlArgs) -> Result<Report, Failure>
     // Each client's generator seeded from a master one: SplitMix64 states that differ by a
     // multiple of its increment would replay each other's sequences.
     let mut seeds = Rng::new(args.seed ^ 0x5EED);
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut tasks = Vec::with_capacity(args.clients);
     for (c, conn) in conns.into_iter().enumerate() {
         let next = next.clone();
@@ -306,7 +311,7 @@ async fn bench(pattern: Pattern, args: &BenchSqlArgs) -> Result<Report, Failure>
         first_error: None,
         retries: 0,
         claims: 0,
-        elapsed: Duration::ZERO,
+        timed: Measured::default(),
         latencies_us: Vec::with_capacity(total),
         rows_after: 0,
     };
@@ -328,7 +333,7 @@ async fn bench(pattern: Pattern, args: &BenchSqlArgs) -> Result<Report, Failure>
             }
         }
     }
-    r.elapsed = started.elapsed();
+    r.timed = stopwatch.stop();
     r.latencies_us.sort_unstable();
     let rows: i64 = sqlx::query_scalar(pattern.count_allocated())
         .fetch_one(&pool)
