@@ -15,7 +15,7 @@
 # of concurrent clients, whose connections (to PostgreSQL for the SQL patterns, over HTTP to the
 # replicas for macpool) are open before the clock starts. One table at the end; its CPU column is
 # the whole machine's busy CPU time (every process: clients, servers, PostgreSQL) per allocation,
-# which scatters far less from run to run than throughput.
+# which scatters far less from run to run than throughput, and how busy the cores were.
 #
 # Usage: scripts/bench-postgres.sh
 # env: DATABASE_URL (postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable: a database to
@@ -109,7 +109,7 @@ RESULTS="$WORK/results.tsv"
 # design fill replicas json-file (and $run)
 record() {
     jq -r --arg d "$1" --arg f "$2" --arg r "$3" --arg run "$run" \
-        '[$d, $f, $r, $run, .allocations, .errors, .allocations_per_second, .latency_ms.p50, .latency_ms.p99, (.machine_cpu.us_per_allocation // 0), (.retries // "")] | @tsv' \
+        '[$d, $f, $r, $run, .allocations, .errors, .allocations_per_second, .latency_ms.p50, .latency_ms.p99, (.machine_cpu.us_per_allocation // 0), (.machine_cpu.busy_percent // 0), (.retries // "")] | @tsv' \
         "$4" >>"$RESULTS"
 }
 
@@ -127,7 +127,7 @@ for run in $(seq "$RUNS"); do
             "$BIN" --json bench sql --database "$(db_url "$db")" --pattern "$pattern" \
                 --clients "$CLIENTS" --allocations "$ALLOCATIONS" --fill "$fill" ${SQL_FLAGS:-} >"$out" ||
                 echo "(bench sql $pattern reported a failure; see the errors column)"
-            jq -c '{allocations_per_second, latency_ms, retries, chunk_claims, errors, first_error}' "$out"
+            jq -c '{allocations_per_second, latency_ms, machine_cpu, retries, chunk_claims, errors, first_error}' "$out"
             record "$pattern" "$fill" "-" "$out"
         done
         drop_dbs
@@ -161,7 +161,7 @@ for run in $(seq "$RUNS"); do
                 --clients "$CLIENTS" --per-client "$PER_CLIENT" --fill "$fill" \
                 --pool-size 65536 --order next-fit --warm-up >"$out" ||
                 echo "(bench allocate reported a failure; see the errors column)"
-            jq -c '{allocations_per_second, latency_ms, commits, allocations_per_fsync, errors, first_error, pool_free_after}' "$out"
+            jq -c '{allocations_per_second, latency_ms, machine_cpu, commits, allocations_per_fsync, errors, first_error, pool_free_after}' "$out"
             record "macpool" "$fill" "$replicas" "$out"
             stop_servers
             drop_dbs
@@ -172,9 +172,9 @@ done
 echo
 echo "=== $CLIENTS clients, $ALLOCATIONS durable allocations per run, 65,536-address range"
 {
-    printf 'design\tfill\treplicas\trun\tallocations\terrors\tallocations/s\tp50 ms\tp99 ms\tCPU us/alloc\tretries\n'
+    printf 'design\tfill\treplicas\trun\tallocations\terrors\tallocations/s\tp50 ms\tp99 ms\tCPU us/alloc\tCPU busy %%\tretries\n'
     sort -t$'\t' -k2,2n -k1,1 -k3,3 -k4,4n "$RESULTS" |
-        awk -F'\t' -v OFS='\t' '{ $7 = sprintf("%.0f", $7); $8 = sprintf("%.2f", $8); $9 = sprintf("%.2f", $9); $10 = sprintf("%.0f", $10); print }'
+        awk -F'\t' -v OFS='\t' '{ $7 = sprintf("%.0f", $7); $8 = sprintf("%.2f", $8); $9 = sprintf("%.2f", $9); $10 = sprintf("%.0f", $10); $11 = sprintf("%.0f", $11); print }'
 } | column -t -s$'\t'
 
 if [[ $RUNS -gt 1 ]]; then
@@ -184,11 +184,11 @@ if [[ $RUNS -gt 1 ]]; then
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    d, fill, rep, _run, _n, err, rate, p50, p99, cpu, _retries = line.rstrip("\n").split("\t")
-    rows.setdefault((int(fill), d, rep), []).append((float(rate), float(p50), float(p99), float(cpu), int(err)))
-print(f"{'design':12} {'fill':>4} {'replicas':>8} {'allocations/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/alloc':>12} {'errors':>6}")
+    d, fill, rep, _run, _n, err, rate, p50, p99, cpu, busy, _retries = line.rstrip("\n").split("\t")
+    rows.setdefault((int(fill), d, rep), []).append((float(rate), float(p50), float(p99), float(cpu), float(busy), int(err)))
+print(f"{'design':12} {'fill':>4} {'replicas':>8} {'allocations/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/alloc':>12} {'CPU busy %':>10} {'errors':>6}")
 for (fill, d, rep), v in sorted(rows.items()):
     med = [statistics.median(x) for x in zip(*v)]
-    print(f"{d:12} {fill:>4} {rep:>8} {med[0]:>13.0f} {med[1]:>8.2f} {med[2]:>8.2f} {med[3]:>12.0f} {sum(x[4] for x in v):>6}")
+    print(f"{d:12} {fill:>4} {rep:>8} {med[0]:>13.0f} {med[1]:>8.2f} {med[2]:>8.2f} {med[3]:>12.0f} {med[4]:>10.0f} {sum(x[5] for x in v):>6}")
 PY
 fi
