@@ -143,6 +143,46 @@ async fn a_schema_from_a_newer_macpool_is_refused() {
     assert!(err.contains("newer than this macpool"), "{err}");
 }
 
+/// A database written by schema version 1 (with the `leases_vm` index) is upgraded in place when
+/// a newer replica opens it, and keeps its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
+async fn a_version_1_schema_is_upgraded_in_place() {
+    let url = scratch("upgrade_v1").await;
+    let store = PostgresStore::open(&url).await.unwrap();
+    conformance::create_pool(&store, "u", "00155D0E0000-00155D0E00FF").await;
+    store
+        .allocate(Actor::admin("t"), request("u", "vm-kept"))
+        .await
+        .unwrap();
+    drop(store);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    // Back to what version 1 left.
+    sqlx::raw_sql(
+        "CREATE INDEX leases_vm ON leases (vm_id);
+         UPDATE macpool_meta SET value = 1 WHERE key = 'schema_version'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let store = PostgresStore::open(&url).await.unwrap();
+    assert_eq!(store.leases(LeaseFilter::default()).await.unwrap().len(), 1);
+    let version: i64 =
+        sqlx::query_scalar("SELECT value FROM macpool_meta WHERE key = 'schema_version'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(version, postgres::schema::VERSION);
+    assert_eq!(version, 2);
+    let index: Option<String> = sqlx::query_scalar("SELECT to_regclass('leases_vm')::text")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(index, None, "version 2 drops the index no query reads");
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_error() {
     // Port 1 on loopback: nothing listens there.
