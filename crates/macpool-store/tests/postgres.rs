@@ -143,8 +143,8 @@ async fn a_schema_from_a_newer_macpool_is_refused() {
     assert!(err.contains("newer than this macpool"), "{err}");
 }
 
-/// A database written by schema version 1 (with the `leases_vm` index) is upgraded in place when
-/// a newer replica opens it, and keeps its data.
+/// A database written by schema version 1 (with the `leases_vm` index and the database's
+/// collation on text keys) is upgraded in place when a newer replica opens it, and keeps its data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
 async fn a_version_1_schema_is_upgraded_in_place() {
@@ -162,6 +162,9 @@ async fn a_version_1_schema_is_upgraded_in_place() {
     // Back to what version 1 left.
     sqlx::raw_sql(
         "CREATE INDEX leases_vm ON leases (vm_id);
+         ALTER TABLE leases ALTER COLUMN owner_key TYPE TEXT COLLATE \"default\";
+         ALTER TABLE holds ALTER COLUMN hold_key TYPE TEXT COLLATE \"default\";
+         ALTER TABLE history ALTER COLUMN vm_id TYPE TEXT COLLATE \"default\";
          UPDATE macpool_meta SET value = 1 WHERE key = 'schema_version'",
     )
     .execute(&mut conn)
@@ -181,6 +184,26 @@ async fn a_version_1_schema_is_upgraded_in_place() {
         .await
         .unwrap();
     assert_eq!(index, None, "version 2 drops the index no query reads");
+    let collations: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT c.relname || '.' || a.attname, co.collname::text FROM pg_attribute a
+         JOIN pg_class c ON c.oid = a.attrelid
+         LEFT JOIN pg_collation co ON co.oid = a.attcollation
+         WHERE (c.relname, a.attname) IN (('leases', 'owner_key'), ('holds', 'hold_key'),
+                                          ('history', 'vm_id'))
+         ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let c = Some("C".to_string());
+    assert_eq!(
+        collations,
+        vec![
+            ("history.vm_id".into(), c.clone()),
+            ("holds.hold_key".into(), c.clone()),
+            ("leases.owner_key".into(), c),
+        ]
+    );
 }
 
 #[tokio::test]

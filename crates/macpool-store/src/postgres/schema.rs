@@ -89,9 +89,17 @@ const MIGRATIONS: &[&str] = &[
     );
     "#,
     r#"
-    -- Every lease lookup runs in memory, and no query reads leases by VM: the index only made
-    -- each allocation's insert dearer, inside the serial section every replica waits on.
+    -- Cheaper inserts inside the serial section every replica waits on
+    -- (scripts/bench-lease-insert.sh measures each):
+    -- every lease lookup runs in memory and no query reads leases by VM, so this index only
+    -- made each allocation's insert dearer;
     DROP INDEX IF EXISTS leases_vm;
+    -- and the text keys that allocations index compare bytewise: a database collation such as
+    -- C.UTF-8 or en_US costs a locale comparison per index step, and nothing here sorts text
+    -- for people (the replicas order everything in memory).
+    ALTER TABLE leases ALTER COLUMN owner_key TYPE TEXT COLLATE "C";
+    ALTER TABLE holds ALTER COLUMN hold_key TYPE TEXT COLLATE "C";
+    ALTER TABLE history ALTER COLUMN vm_id TYPE TEXT COLLATE "C";
     "#,
 ];
 
