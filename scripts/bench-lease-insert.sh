@@ -6,6 +6,7 @@
 #   upsert        the store's table (schema 2) and statement: INSERT … ON CONFLICT (owner_key)
 #                 DO UPDATE
 #   plain         INSERT without ON CONFLICT
+#   merge         MERGE … WHEN MATCHED THEN UPDATE WHEN NOT MATCHED THEN INSERT (PostgreSQL 15+)
 #   text          the lease document as text instead of jsonb
 #   unique        a unique partial index on mac instead of the deferred exclusion constraint
 #   db-collation  owner_key in the database's collation (C.UTF-8 here), as schema 1 had it
@@ -25,7 +26,7 @@ SECONDS_EACH=${SECONDS_EACH:-5}
 DB="macpool_bench_lease_insert_$$"
 base=${ADMIN_URL%%\?*}
 URL="${base%/*}/$DB"
-VARIANTS=(upsert plain text unique db-collation vm-index)
+VARIANTS=(upsert plain merge text unique db-collation vm-index)
 
 psql_admin() { PGOPTIONS='-c client_min_messages=warning' psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qAtX -c "$1"; }
 WORK=$(mktemp -d)
@@ -66,6 +67,20 @@ for v in "${VARIANTS[@]}"; do
     cast=::jsonb
     [[ $v == text ]] && cast=
     # 30 new leases per transaction: keys and MACs never repeat (a sequence numbers the batches).
+    if [[ $v == merge ]]; then
+        cat >"$WORK/$v.sql" <<EOF
+MERGE INTO l_$name USING (
+    SELECT '{"vm_id":"bench-' || b || '-' || g || '","adapter_id":""}' AS k, b * 64 + g AS m,
+           'bench' AS p, 'bench-' || b || '-' || g AS v, NULL::text AS h, false AS d,
+           '$LEASE'::jsonb AS l
+    FROM (SELECT nextval('batches') AS b) s, generate_series(1, 30) g) u ON owner_key = u.k
+WHEN MATCHED THEN UPDATE SET mac = u.m, pool = u.p, vm_id = u.v, host = u.h, duplicate = u.d,
+    lease = u.l
+WHEN NOT MATCHED THEN INSERT (owner_key, mac, pool, vm_id, host, duplicate, lease)
+    VALUES (u.k, u.m, u.p, u.v, u.h, u.d, u.l);
+EOF
+        continue
+    fi
     cat >"$WORK/$v.sql" <<EOF
 WITH s AS (SELECT nextval('batches') AS b)
 INSERT INTO l_$name (owner_key, mac, pool, vm_id, host, duplicate, lease)
