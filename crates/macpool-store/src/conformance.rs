@@ -140,6 +140,15 @@ async fn acknowledged_changes_survive_and_history_is_kept<S: Store>(store: &S) {
         .await
         .unwrap();
     assert_eq!(by_vm.len(), 3);
+    for (vm, rows) in [("vm-1", 3), ("vm-2", 0)] {
+        let both = HistoryFilter {
+            mac: Some(mac),
+            vm_id: Some(vm.into()),
+            limit: 10,
+            ..HistoryFilter::default()
+        };
+        assert_eq!(store.history(both).await.unwrap().len(), rows, "{vm}");
+    }
     history_pages_cover_everything_once(store, HistoryFilter::default()).await;
     let of_mac = HistoryFilter {
         mac: Some(mac),

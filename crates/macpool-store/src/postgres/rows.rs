@@ -362,13 +362,28 @@ impl RowWrites {
     }
 }
 
+/// The values of a statement built from parts, each bound as its placeholder is written, so
+/// that the SQL text holds only constant parts and `$n`.
+#[derive(Default)]
+struct Params(PgArguments);
+
+impl Params {
+    /// Adds a parameter and returns its placeholder.
+    fn bind<'q, T: sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + 'q>(
+        &mut self,
+        value: T,
+    ) -> String {
+        self.0.add(value).expect("plain values always encode");
+        format!("${}", self.0.len())
+    }
+}
+
 /// One statement of writable CTEs holding only the parts a batch needs: a part with no rows
 /// would still cost a scan of its table whenever the cached plan is generic.
 #[derive(Default)]
 struct WriteStatement {
     parts: Vec<String>,
-    args: PgArguments,
-    params: usize,
+    params: Params,
 }
 
 impl WriteStatement {
@@ -377,11 +392,7 @@ impl WriteStatement {
         &mut self,
         value: T,
     ) -> String {
-        self.args
-            .add(value)
-            .expect("arrays of plain values always encode");
-        self.params += 1;
-        format!("${}", self.params)
+        self.params.bind(value)
     }
 
     fn part(&mut self, sql: String) {
@@ -423,7 +434,7 @@ impl WriteStatement {
         };
         // Only this file's constant parts and placeholder numbers make up `sql`; every value
         // travels as a parameter.
-        sqlx::query_with(sqlx::AssertSqlSafe(sql), self.args)
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), self.params.0)
             .execute(tx)
             .await?;
         Ok(())
@@ -541,59 +552,28 @@ pub async fn load(tx: &mut PgConnection) -> DbResult<PersistedState> {
     })
 }
 
-/// History, newest first, as `HistoryFilter` asks (older than `f.before` when given). One
-/// statement per filter shape, so that each keeps its index under a generic plan: a single
+/// History, newest first, as `HistoryFilter` asks (older than `f.before` when given). The
+/// statement holds only the conditions given, so each filter shape is a statement of its own
+/// and keeps its index under a generic plan: a single
 /// `($1 IS NULL OR mac = $1)` form, once PostgreSQL planned it generically, walked the whole
 /// table backwards (100 ms at 200,000 rows). `history_mac` and `history_vm` end in `id`, so the
 /// cursor is part of the index range.
 pub async fn history(conn: &mut PgConnection, f: &HistoryFilter) -> DbResult<Vec<HistoryRecord>> {
-    let limit = i64::from(f.limit.max(1));
-    let before = f.before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
-    let rows: Vec<(i64, String)> = match (f.mac.map(mac_i64), f.vm_id.as_deref()) {
-        (Some(mac), Some(vm)) => {
-            sqlx::query_as(
-                "SELECT id, entry::text FROM history WHERE mac = $1 AND vm_id = $2 AND id < $3
-                 ORDER BY id DESC LIMIT $4",
-            )
-            .bind(mac)
-            .bind(vm)
-            .bind(before)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?
-        }
-        (Some(mac), None) => {
-            sqlx::query_as(
-                "SELECT id, entry::text FROM history WHERE mac = $1 AND id < $2
-                 ORDER BY id DESC LIMIT $3",
-            )
-            .bind(mac)
-            .bind(before)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?
-        }
-        (None, Some(vm)) => {
-            sqlx::query_as(
-                "SELECT id, entry::text FROM history WHERE vm_id = $1 AND id < $2
-                 ORDER BY id DESC LIMIT $3",
-            )
-            .bind(vm)
-            .bind(before)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?
-        }
-        (None, None) => {
-            sqlx::query_as(
-                "SELECT id, entry::text FROM history WHERE id < $1 ORDER BY id DESC LIMIT $2",
-            )
-            .bind(before)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?
-        }
-    };
+    let mut params = Params::default();
+    let mut sql = String::from("SELECT id, entry::text FROM history WHERE ");
+    if let Some(mac) = f.mac {
+        sql += &format!("mac = {} AND ", params.bind(mac_i64(mac)));
+    }
+    if let Some(vm) = &f.vm_id {
+        sql += &format!("vm_id = {} AND ", params.bind(vm.as_str()));
+    }
+    let before = params.bind(f.before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64));
+    let limit = params.bind(i64::from(f.limit.max(1)));
+    sql += &format!("id < {before} ORDER BY id DESC LIMIT {limit}");
+    // Constant text and placeholder numbers only; the values travel as parameters.
+    let rows: Vec<(i64, String)> = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params.0)
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter()
         .map(|(id, s)| {
             Ok(HistoryRecord {
@@ -829,10 +809,10 @@ mod tests {
         let (_, changes) = a.allocate(&ctx(), request("vm-1")).unwrap();
         let st = statement_of(&changes, true);
         let sql = st.sql().unwrap();
-        for n in 1..=st.params {
+        for n in 1..=st.params.0.len() {
             assert!(sql.contains(&format!("${n}")), "${n} missing from {sql}");
         }
-        assert!(!sql.contains(&format!("${}", st.params + 1)));
+        assert!(!sql.contains(&format!("${}", st.params.0.len() + 1)));
         assert!(statement_of(&[], false).sql().is_none());
     }
 }
