@@ -199,12 +199,13 @@ pub(crate) struct Stopwatch {
 #[derive(Default)]
 pub(crate) struct Measured {
     pub elapsed: Duration,
-    /// Busy CPU seconds of the whole machine (all cores, every process), if readable.
-    pub machine_cpu_seconds: Option<f64>,
+    /// The whole machine's CPU ticks (all cores, every process) over the window, if readable.
+    machine_cpu: Option<CpuTicks>,
 }
 
-/// `/proc/stat`'s first line: ticks (USER_HZ, 100 per second) spent busy, and in all.
-#[derive(Clone, Copy)]
+/// `/proc/stat`'s first line, or the difference of two: ticks (USER_HZ, 100 per second)
+/// spent busy, and in all (summed over the cores).
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct CpuTicks {
     busy: u64,
     total: u64,
@@ -244,31 +245,39 @@ impl Stopwatch {
 
     pub fn stop(&self) -> Measured {
         let elapsed = self.started.elapsed();
-        let busy = match (self.cpu, CpuTicks::read()) {
-            (Some(a), Some(b)) if b.total > a.total => Some((b.busy - a.busy) as f64 / 100.0),
+        let machine_cpu = match (self.cpu, CpuTicks::read()) {
+            (Some(a), Some(b)) if b.total > a.total => Some(CpuTicks {
+                busy: b.busy - a.busy,
+                total: b.total - a.total,
+            }),
             _ => None,
         };
         Measured {
             elapsed,
-            machine_cpu_seconds: busy,
+            machine_cpu,
         }
     }
 }
 
 impl Measured {
+    /// Busy CPU seconds of the whole machine over the window.
+    fn busy_seconds(&self) -> Option<f64> {
+        Some(self.machine_cpu?.busy as f64 / 100.0)
+    }
+
     /// Machine CPU per allocation, in microseconds.
     pub fn cpu_us_per(&self, allocations: u64) -> Option<f64> {
-        let busy = self.machine_cpu_seconds?;
+        let busy = self.busy_seconds()?;
         (allocations > 0).then(|| busy * 1e6 / allocations as f64)
     }
 
-    /// For `--json`: busy CPU seconds, the share of all cores that is, and per allocation.
+    /// For `--json`: busy CPU seconds, the share of all cores that was busy (from the same
+    /// ticks, so never above 100), and CPU per allocation.
     pub fn cpu_json(&self, allocations: u64) -> serde_json::Value {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        match self.machine_cpu_seconds {
-            Some(busy) => serde_json::json!({
-                "busy_seconds": busy,
-                "busy_percent": 100.0 * busy / (self.elapsed.as_secs_f64() * cores),
+        match self.machine_cpu {
+            Some(t) => serde_json::json!({
+                "busy_seconds": self.busy_seconds(),
+                "busy_percent": 100.0 * t.busy as f64 / t.total as f64,
                 "us_per_allocation": self.cpu_us_per(allocations),
             }),
             None => serde_json::Value::Null,
@@ -277,12 +286,11 @@ impl Measured {
 
     /// The same as [`Measured::cpu_json`], as one line for people.
     pub fn cpu_line(&self, allocations: u64) -> String {
-        match self.cpu_us_per(allocations) {
-            Some(us) => format!(
-                "{us:.0} µs per allocation ({:.1} busy CPU seconds, all processes)",
-                self.machine_cpu_seconds.unwrap_or_default()
-            ),
-            None => "not measured (no /proc/stat)".into(),
+        match (self.cpu_us_per(allocations), self.busy_seconds()) {
+            (Some(us), Some(busy)) => {
+                format!("{us:.0} µs per allocation ({busy:.1} busy CPU seconds, all processes)")
+            }
+            _ => "not measured (no /proc/stat)".into(),
         }
     }
 }
@@ -548,10 +556,14 @@ mod tests {
     fn cpu_per_allocation_is_busy_time_over_allocations() {
         let m = Measured {
             elapsed: Duration::from_secs(2),
-            machine_cpu_seconds: Some(3.0),
+            machine_cpu: Some(CpuTicks {
+                busy: 300,
+                total: 400,
+            }),
         };
         assert_eq!(m.cpu_us_per(30_000), Some(100.0));
         assert_eq!(m.cpu_us_per(0), None);
         assert!(Measured::default().cpu_us_per(10).is_none());
+        assert_eq!(m.cpu_json(30_000)["busy_percent"], 75.0);
     }
 }
