@@ -39,7 +39,7 @@ pub struct ChecksInfo {
     pub acknowledged_leases: u64,
     pub replicas_read: usize,
     pub history_entries: u64,
-    /// `one request` or `one request per MAC`.
+    /// `one request`, or `pages of 10,000 rows` when the history is longer.
     pub history_source: String,
     pub history_requests: u64,
     pub history: ReplayStats,
