@@ -67,27 +67,27 @@ for v in "${VARIANTS[@]}"; do
     cast=::jsonb
     [[ $v == text ]] && cast=
     # 30 new leases per transaction: keys and MACs never repeat (a sequence numbers the batches).
+    rows=$(cat <<EOF
+SELECT '{"vm_id":"bench-' || b || '-' || g || '","adapter_id":""}' AS k, b * 64 + g AS m,
+       'bench' AS p, 'bench-' || b || '-' || g AS v, NULL::text AS h, false AS d,
+       '$LEASE'$cast AS l
+FROM (SELECT nextval('batches') AS b) s, generate_series(1, 30) g
+EOF
+)
     if [[ $v == merge ]]; then
         cat >"$WORK/$v.sql" <<EOF
-MERGE INTO l_$name USING (
-    SELECT '{"vm_id":"bench-' || b || '-' || g || '","adapter_id":""}' AS k, b * 64 + g AS m,
-           'bench' AS p, 'bench-' || b || '-' || g AS v, NULL::text AS h, false AS d,
-           '$LEASE'::jsonb AS l
-    FROM (SELECT nextval('batches') AS b) s, generate_series(1, 30) g) u ON owner_key = u.k
+MERGE INTO l_$name USING ($rows) u ON owner_key = u.k
 WHEN MATCHED THEN UPDATE SET mac = u.m, pool = u.p, vm_id = u.v, host = u.h, duplicate = u.d,
     lease = u.l
 WHEN NOT MATCHED THEN INSERT (owner_key, mac, pool, vm_id, host, duplicate, lease)
     VALUES (u.k, u.m, u.p, u.v, u.h, u.d, u.l);
 EOF
-        continue
-    fi
-    cat >"$WORK/$v.sql" <<EOF
-WITH s AS (SELECT nextval('batches') AS b)
+    else
+        cat >"$WORK/$v.sql" <<EOF
 INSERT INTO l_$name (owner_key, mac, pool, vm_id, host, duplicate, lease)
-SELECT '{"vm_id":"bench-' || b || '-' || g || '","adapter_id":""}', b * 64 + g, 'bench',
-       'bench-' || b || '-' || g, NULL, false, '$LEASE'$cast
-FROM s, generate_series(1, 30) g $conflict;
+SELECT * FROM ($rows) u $conflict;
 EOF
+    fi
 done
 
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); postgres $(psql_admin 'SHOW server_version')"
