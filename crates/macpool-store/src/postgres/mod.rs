@@ -58,9 +58,11 @@ use rows::RowWrites;
 const MAX_BATCH: usize = 1024;
 /// Log entries kept behind the head; a replica further behind reloads from the tables.
 const LOG_KEEP: i64 = 100_000;
-/// Database connections a replica opens at start and keeps open: worker, syncer, token and
-/// history reads.
-const KEPT_OPEN: u32 = 4;
+/// Pooled connections a replica opens at start and keeps open, for token and history reads (the
+/// worker and the syncer have connections of their own).
+const KEPT_OPEN: u32 = 2;
+/// How long opening a database connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often (in commits) a replica trims the log.
 const TRIM_EVERY: u64 = 1_000;
 
@@ -92,11 +94,15 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-async fn connect_pool(url: &str, max: u32) -> Result<PgPool, String> {
+fn connect_options(url: &str) -> Result<PgConnectOptions, String> {
     let options: PgConnectOptions = url
         .parse()
         .map_err(|e| format!("invalid database URL {}: {e}", redact(url)))?;
-    let options = options.application_name("macpool");
+    Ok(options.application_name("macpool"))
+}
+
+async fn connect_pool(url: &str, max: u32) -> Result<PgPool, String> {
+    let options = connect_options(url)?;
     // One direct connection first: its error says why (refused, auth, no such database),
     // where a pool would only say that it timed out.
     let probe = tokio::time::timeout(
@@ -116,7 +122,7 @@ async fn connect_pool(url: &str, max: u32) -> Result<PgPool, String> {
     Ok(PgPoolOptions::new()
         .max_connections(max)
         .min_connections(max.min(KEPT_OPEN))
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(CONNECT_TIMEOUT)
         .after_connect(move |_, _| {
             Box::pin(async move {
                 nodelay::set_on_connections_to(port);
@@ -124,6 +130,47 @@ async fn connect_pool(url: &str, max: u32) -> Result<PgPool, String> {
             })
         })
         .connect_lazy_with(options))
+}
+
+/// The connection of a task on the hot path (the worker, the syncer), opened when first needed
+/// and again after a failure. A pooled one would cost two more round trips per use: sqlx pings a
+/// connection when it is acquired and again when it is released. Measured here, the acquire
+/// alone took ~130 µs of a ~1.8 ms batch.
+struct OwnConnection {
+    options: PgConnectOptions,
+    conn: Option<PgConnection>,
+}
+
+impl OwnConnection {
+    fn new(options: PgConnectOptions) -> OwnConnection {
+        OwnConnection {
+            options,
+            conn: None,
+        }
+    }
+
+    /// The connection, taken out for one use: [`OwnConnection::put_back`] it after success;
+    /// after a failure drop it (it may be broken, or inside a transaction), and the next use
+    /// opens a new one.
+    async fn take(&mut self) -> Result<PgConnection, sqlx::Error> {
+        if let Some(conn) = self.conn.take() {
+            return Ok(conn);
+        }
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options))
+            .await
+            .map_err(|_| {
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
+                ))
+            })??;
+        nodelay::set_on_connections_to(self.options.get_port());
+        Ok(conn)
+    }
+
+    fn put_back(&mut self, conn: PgConnection) {
+        self.conn = Some(conn);
+    }
 }
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -192,7 +239,7 @@ struct Counters {
 }
 
 struct Worker {
-    pool: PgPool,
+    conn: OwnConnection,
     authority: Authority,
     /// The log position the in-memory state reflects.
     seq: i64,
@@ -207,14 +254,16 @@ struct Worker {
 impl Worker {
     /// Rebuilds the state from the tables, in one snapshot with the head it belongs to.
     async fn reload(&mut self) -> Result<(), String> {
-        let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
+        let mut conn = self.conn.take().await.map_err(|e| e.to_string())?;
         let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await
             .map_err(|e| e.to_string())?;
         self.reload_in(&mut tx).await?;
-        tx.commit().await.map_err(|e| e.to_string())
+        tx.commit().await.map_err(|e| e.to_string())?;
+        self.conn.put_back(conn);
+        Ok(())
     }
 
     /// Replays the log entries after `self.seq`, up to the head (read in the same statement, so
@@ -328,8 +377,10 @@ impl Worker {
 
     async fn run_reads(&mut self, batch: Batch) -> (Vec<Reply>, Result<(), String>) {
         let caught_up = async {
-            let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
-            self.catch_up(&mut conn).await
+            let mut conn = self.conn.take().await.map_err(|e| e.to_string())?;
+            self.catch_up(&mut conn).await?;
+            self.conn.put_back(conn);
+            Ok::<(), String>(())
         }
         .await;
         if let Err(e) = caught_up {
@@ -353,16 +404,13 @@ impl Worker {
         mut batch: Batch,
         queue: &mut Queue,
     ) -> (Vec<Reply>, Result<(), String>, u64) {
-        let mut conn = match self.pool.acquire().await {
+        let mut conn = match self.conn.take().await {
             Ok(c) => c,
             Err(e) => return (refuse(batch, &e), Err(e.to_string()), 0),
         };
         let (head, entries) = match self.begin_locked(&mut conn).await {
             Ok(read) => read,
-            Err(e) => {
-                conn.close_on_drop();
-                return (refuse(batch, &e), Err(e.to_string()), 0);
-            }
+            Err(e) => return (refuse(batch, &e), Err(e.to_string()), 0),
         };
         let replayed = match self.replay(head, entries) {
             Ok(true) => Ok(()),
@@ -371,7 +419,6 @@ impl Worker {
         };
         if let Err(e) = replayed {
             self.stale.store(true, Ordering::SeqCst);
-            conn.close_on_drop();
             return (refuse(batch, &e), Err(e), 0);
         }
         fill_batch(&mut batch, queue);
@@ -397,8 +444,8 @@ impl Worker {
         if writes.is_empty() {
             // Nothing to write after all (refusals, idempotent repeats): release the lock.
             let done = commit(&mut conn).await.map_err(|e| e.to_string());
-            if done.is_err() {
-                conn.close_on_drop();
+            if done.is_ok() {
+                self.conn.put_back(conn);
             }
             return (replies, done, 0);
         }
@@ -418,7 +465,7 @@ impl Worker {
             if !logged.is_empty() && (self.commits + 1).is_multiple_of(TRIM_EVERY) {
                 sqlx::query("DELETE FROM change_log WHERE seq < $1")
                     .bind(seq - LOG_KEEP)
-                    .execute(&mut *conn)
+                    .execute(&mut conn)
                     .await?;
             }
             commit(&mut conn).await?;
@@ -427,6 +474,7 @@ impl Worker {
         .await;
         match committed {
             Ok(logged) => {
+                self.conn.put_back(conn);
                 if logged {
                     self.seq = head + 1;
                 }
@@ -435,8 +483,8 @@ impl Worker {
             }
             Err(e) => {
                 tracing::error!("commit failed, the state will be rebuilt from the database: {e}");
-                // Its transaction may still be open: the connection goes, and with it the lock.
-                conn.close_on_drop();
+                // Its transaction may still be open: the connection goes (dropped, not put
+                // back), and with it the lock.
                 self.stale.store(true, Ordering::SeqCst);
                 (replies, Err(format!("commit failed: {e}")), 0)
             }
@@ -502,7 +550,7 @@ async fn run_worker(mut worker: Worker, mut rx: Queue, syncer: mpsc::UnboundedSe
 /// If a flush fails, the commits it should have covered may be lost with the server: those
 /// requests fail, and `stale` makes the worker reload before it decides anything else.
 async fn run_syncer(
-    pool: PgPool,
+    mut conn: OwnConnection,
     mut rx: mpsc::UnboundedReceiver<Done>,
     counters: Arc<Counters>,
     stale: Arc<AtomicBool>,
@@ -519,7 +567,7 @@ async fn run_syncer(
             .map(|d| d.seq)
             .max();
         let flush = match needed {
-            Some(seq) if seq > flushed => match flush_wal(&pool).await {
+            Some(seq) if seq > flushed => match flush_wal(&mut conn).await {
                 Ok(()) => {
                     flushed = seq;
                     let mutations: u64 = group.iter().map(|d| d.mutations).sum();
@@ -549,11 +597,12 @@ async fn run_syncer(
 
 /// A synchronous commit of a transaction with an id: PostgreSQL flushes (and, with synchronous
 /// standbys, replicates) the log up to its commit record before it returns.
-async fn flush_wal(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
+async fn flush_wal(own: &mut OwnConnection) -> Result<(), sqlx::Error> {
+    let mut conn = own.take().await?;
     sqlx::raw_sql("BEGIN; SELECT txid_current(); COMMIT;")
-        .execute(&mut *conn)
+        .execute(&mut conn)
         .await?;
+    own.put_back(conn);
     Ok(())
 }
 
@@ -568,6 +617,7 @@ impl PostgresStore {
     /// Connects, migrates the schema (refusing a newer one) and loads the authority.
     pub async fn open(url: &str) -> Result<PostgresStore, String> {
         let pool = connect_pool(url, 8).await?;
+        let options = connect_options(url)?;
         {
             let mut conn = pool
                 .acquire()
@@ -581,7 +631,7 @@ impl PostgresStore {
             std::process::id()
         );
         let mut worker = Worker {
-            pool: pool.clone(),
+            conn: OwnConnection::new(options.clone()),
             authority: Authority::new(),
             seq: 0,
             stale: Arc::new(AtomicBool::new(false)),
@@ -594,10 +644,16 @@ impl PostgresStore {
             .map_err(|e| format!("cannot load the store from {}: {e}", redact(url)))?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let (to_syncer, done) = mpsc::unbounded_channel();
-        // The connections a replica uses at once (worker, syncer, token and history reads)
-        // open now and stay open, rather than inside requests: a new TLS connection took ~90 ms
-        // here (its handshake runs before `nodelay` can set TCP_NODELAY), a stall in the p99
-        // of every benchmark run.
+        // The connections a replica uses at once (the worker's, opened by the load above, the
+        // syncer's, and the pool's for token and history reads) open now and stay open, rather
+        // than inside requests: a new TLS connection took ~90 ms here (its handshake runs
+        // before `nodelay` can set TCP_NODELAY), a stall in the p99 of every benchmark run.
+        let mut syncer_conn = OwnConnection::new(options);
+        let opened = syncer_conn
+            .take()
+            .await
+            .map_err(|e| format!("cannot connect to database {}: {e}", redact(url)))?;
+        syncer_conn.put_back(opened);
         let mut opening = tokio::task::JoinSet::new();
         for _ in 0..KEPT_OPEN {
             let pool = pool.clone();
@@ -606,7 +662,7 @@ impl PostgresStore {
         drop(opening.join_all().await);
         let counters = Arc::new(Counters::default());
         tokio::spawn(run_syncer(
-            pool.clone(),
+            syncer_conn,
             done,
             counters.clone(),
             worker.stale.clone(),
