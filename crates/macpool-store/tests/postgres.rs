@@ -143,8 +143,9 @@ async fn a_schema_from_a_newer_macpool_is_refused() {
     assert!(err.contains("newer than this macpool"), "{err}");
 }
 
-/// A database written by schema version 1 (with the `leases_vm` index and the database's
-/// collation on text keys) is upgraded in place when a newer replica opens it, and keeps its data.
+/// A database written by schema version 1 (with the `leases_vm` index, the database's collation
+/// on text keys and the change log as `jsonb`) is upgraded in place when a newer replica opens
+/// it, and keeps its data and its log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
 async fn a_version_1_schema_is_upgraded_in_place() {
@@ -165,6 +166,7 @@ async fn a_version_1_schema_is_upgraded_in_place() {
          ALTER TABLE leases ALTER COLUMN owner_key TYPE TEXT COLLATE \"default\";
          ALTER TABLE holds ALTER COLUMN hold_key TYPE TEXT COLLATE \"default\";
          ALTER TABLE history ALTER COLUMN vm_id TYPE TEXT COLLATE \"default\";
+         ALTER TABLE change_log ALTER COLUMN changes TYPE JSONB USING changes::jsonb;
          UPDATE macpool_meta SET value = 1 WHERE key = 'schema_version'",
     )
     .execute(&mut conn)
@@ -178,7 +180,7 @@ async fn a_version_1_schema_is_upgraded_in_place() {
             .await
             .unwrap();
     assert_eq!(version, postgres::schema::VERSION);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let index: Option<String> = sqlx::query_scalar("SELECT to_regclass('leases_vm')::text")
         .fetch_one(&mut conn)
         .await
@@ -204,6 +206,25 @@ async fn a_version_1_schema_is_upgraded_in_place() {
             ("leases.owner_key".into(), c),
         ]
     );
+    let log_type: String = sqlx::query_scalar(
+        "SELECT data_type::text FROM information_schema.columns
+         WHERE table_name = 'change_log' AND column_name = 'changes'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(log_type, "text", "version 3 keeps the change log as text");
+    // The entries written before the upgrade still replay: a second replica loads through them.
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM change_log")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(entries >= 2, "pool and lease entries: {entries}");
+    store
+        .allocate(Actor::admin("t"), request("u", "vm-after"))
+        .await
+        .unwrap();
+    assert_eq!(store.leases(LeaseFilter::default()).await.unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -273,7 +273,7 @@ impl Worker {
         let rows: Vec<(i64, Option<i64>, Option<String>)> = sqlx::query_as(
             // Bounded on both sides, so that even a generic plan (whose estimate for an open
             // range is a third of the table) walks the index.
-            "SELECT h.seq, l.seq, l.changes::text FROM macpool_head h
+            "SELECT h.seq, l.seq, l.changes FROM macpool_head h
              LEFT JOIN change_log l ON l.seq > $1 AND l.seq <= h.seq WHERE h.id = 1 ORDER BY l.seq",
         )
         .bind(self.seq)
@@ -326,7 +326,7 @@ impl Worker {
         let sql = format!(
             "BEGIN; SET LOCAL synchronous_commit = off;
              SELECT seq FROM macpool_head WHERE id = 1 FOR UPDATE;
-             SELECT seq, changes::text FROM change_log WHERE seq > {} ORDER BY seq",
+             SELECT seq, changes FROM change_log WHERE seq > {} ORDER BY seq",
             self.seq
         );
         let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))

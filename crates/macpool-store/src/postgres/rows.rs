@@ -354,7 +354,7 @@ impl RowWrites {
             );
             st.part(format!(
                 "INSERT INTO change_log (seq, at_ms, replica, changes)
-                 VALUES ({seq}, {a}, {r}, {c}::jsonb)"
+                 VALUES ({seq}, {a}, {r}, {c})"
             ));
             st.part(format!("UPDATE macpool_head SET seq = {seq} WHERE id = 1"));
         }
