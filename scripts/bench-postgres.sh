@@ -7,10 +7,10 @@
 #   - macpool through its HTTP API (durable, authenticated, with history and cooldown): 1 and 2
 #     `macpool serve --database postgres://…` replicas on the same database, driven by
 #     `macpool bench allocate` with the clients spread round-robin over the replicas;
-#   - the ceiling for any replica design on this machine ("2s"): 2 separate stores sharing
-#     nothing but the PostgreSQL server and the CPUs (each `serve` on its own database, its own
-#     65,536-address range under the same pool name), driven exactly like 2 replicas. No
-#     coordination can cost less than none, so 2 replicas cannot beat this.
+#   - 2 uncoordinated writers ("2s"): 2 separate stores sharing nothing but the PostgreSQL
+#     server and the CPUs (each `serve` on its own database, its own 65,536-address range under
+#     the same pool name), driven exactly like 2 replicas: what coordination through the head
+#     lock costs or saves (it is not a ceiling: waiting for the lock enlarges batches).
 # Every design does the same number of timed allocations at a given fill, with the same number
 # of concurrent clients, whose connections (to PostgreSQL for the SQL patterns, over HTTP to the
 # replicas for macpool) are open before the clock starts. One table at the end; its CPU column is

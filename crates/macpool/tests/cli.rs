@@ -245,8 +245,8 @@ fn mac_explain_needs_no_server() {
         .stderr(predicate::str::contains("wrong length"));
 }
 
-/// `bench allocate` against two separate stores (the ceiling `scripts/bench-postgres.sh`
-/// compares replicas with): the pre-fill goes through every target, the clients alternate, and
+/// `bench allocate` against two separate stores (the uncoordinated writers
+/// `scripts/bench-postgres.sh` compares replicas with): the pre-fill goes through every target, the clients alternate, and
 /// the report carries the whole machine's CPU per allocation.
 #[test]
 fn bench_allocate_fills_every_target_and_reports_cpu() {
