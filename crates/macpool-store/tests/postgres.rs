@@ -354,3 +354,38 @@ async fn a_lost_database_fails_requests_and_the_replica_recovers() {
         "nothing half-written: {vms:?}"
     );
 }
+
+/// A replica whose database connections were closed while it sat idle (a database restart, an
+/// idle timeout, an admin's `pg_terminate_backend`) answers the next request without a 503: the
+/// worker and the syncer check a connection that sat idle for a second before using it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
+async fn connections_closed_while_idle_are_replaced_without_failing_a_request() {
+    let url = scratch("closed_while_idle").await;
+    let store = PostgresStore::open(&url).await.unwrap();
+    conformance::create_pool(&store, "i", "00155D0D0000-00155D0D00FF").await;
+    store
+        .allocate(Actor::admin("t"), request("i", "before"))
+        .await
+        .unwrap();
+    // Idle for longer than the store's check threshold (1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let closed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity, pg_terminate_backend(pid)
+         WHERE datname = current_database() AND pid <> pg_backend_pid()
+           AND application_name = 'macpool'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(closed >= 2, "the worker's and the syncer's: {closed}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store
+        .allocate(Actor::admin("t"), request("i", "after"))
+        .await
+        .expect("the first request after the connections closed");
+    assert_eq!(store.leases(LeaseFilter::default()).await.unwrap().len(), 2);
+}

@@ -40,7 +40,7 @@ pub mod schema;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use macpool_core::Timestamp;
 use macpool_core::authority::{Actor, Authority, AuthorityError, Change, Context};
@@ -135,11 +135,19 @@ async fn connect_pool(url: &str, max: u32) -> Result<PgPool, String> {
 /// The connection of a task on the hot path (the worker, the syncer), opened when first needed
 /// and again after a failure. A pooled one would cost two more round trips per use: sqlx pings a
 /// connection when it is acquired and again when it is released. Measured here, the acquire
-/// alone took ~130 µs of a ~1.8 ms batch.
+/// alone took ~130 µs of a ~1.8 ms batch. Only a connection that sat idle is pinged
+/// ([`IDLE_CHECK_AFTER`]).
 struct OwnConnection {
     options: PgConnectOptions,
-    conn: Option<PgConnection>,
+    /// The open connection and when it was last put back.
+    conn: Option<(PgConnection, Instant)>,
 }
+
+/// A connection idle for this long is pinged before its next use: the database may have closed
+/// it meanwhile (a restart, an idle timeout, `pg_terminate_backend`), and the request that
+/// finds out should not be the one to fail. Under load connections are never this idle, so
+/// the hot path pays nothing.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 impl OwnConnection {
     fn new(options: PgConnectOptions) -> OwnConnection {
@@ -153,8 +161,16 @@ impl OwnConnection {
     /// after a failure drop it (it may be broken, or inside a transaction), and the next use
     /// opens a new one.
     async fn take(&mut self) -> Result<PgConnection, sqlx::Error> {
-        if let Some(conn) = self.conn.take() {
-            return Ok(conn);
+        if let Some((mut conn, idle_since)) = self.conn.take() {
+            if idle_since.elapsed() < IDLE_CHECK_AFTER
+                || matches!(
+                    tokio::time::timeout(CONNECT_TIMEOUT, conn.ping()).await,
+                    Ok(Ok(()))
+                )
+            {
+                return Ok(conn);
+            }
+            tracing::info!("a database connection closed while idle; opening a new one");
         }
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options))
             .await
@@ -169,7 +185,7 @@ impl OwnConnection {
     }
 
     fn put_back(&mut self, conn: PgConnection) {
-        self.conn = Some(conn);
+        self.conn = Some((conn, Instant::now()));
     }
 }
 
