@@ -23,7 +23,8 @@
 #      replaced, so TLS or not is the same for all), RUNS (1), CLIENTS (64), PER_CLIENT (50:
 #      timed allocations per client), FILLS ("0 90"), PATTERNS ("netbox neutron skip-locked
 #      chunks"), REPLICAS ("1 2 2s"; "" for none), SQL_FLAGS (more flags for `bench sql`, e.g.
-#      --explicit-transactions),
+#      --explicit-transactions), SERVE_THREADS (unset: each `macpool serve` runs one async worker
+#      thread per core, tokio's default; N: TOKIO_WORKER_THREADS=N for every `serve`),
 #      KEEP_DATABASES (unset: drop each fresh database after its run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,7 +86,8 @@ trap cleanup EXIT
 # $(…): the pid must reach PIDS in this shell.
 start_server() {
     local log="$WORK/serve-${#PIDS[@]}-$RANDOM"
-    MACPOOL_BOOTSTRAP_TOKEN=$TOKEN "$BIN" serve --database "$1" --listen 127.0.0.1:0 \
+    env ${SERVE_THREADS:+TOKIO_WORKER_THREADS=$SERVE_THREADS} MACPOOL_BOOTSTRAP_TOKEN=$TOKEN \
+        "$BIN" serve --database "$1" --listen 127.0.0.1:0 \
         >"$log.out" 2>"$log.err" &
     local pid=$!
     PIDS+=("$pid")
@@ -116,6 +118,7 @@ record() {
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(uname -r)"
 echo "postgres: $(psql_admin 'SHOW server_version'), synchronous_commit=$(psql_admin 'SHOW synchronous_commit'), fsync=$(psql_admin 'SHOW fsync')"
 echo "each design: $CLIENTS clients, $ALLOCATIONS timed allocations per run, 65,536-address range"
+echo "macpool serve: ${SERVE_THREADS:-one per core} async worker thread(s) each"
 
 for run in $(seq "$RUNS"); do
     for fill in $FILLS; do
