@@ -101,22 +101,30 @@ fn connect_options(url: &str) -> Result<PgConnectOptions, String> {
     Ok(options.application_name("macpool"))
 }
 
-async fn connect_pool(url: &str, max: u32) -> Result<PgPool, String> {
-    let options = connect_options(url)?;
+/// Opens one connection (with `TCP_NODELAY`), giving up after `within`.
+async fn connect(
+    options: &PgConnectOptions,
+    within: Duration,
+) -> Result<PgConnection, sqlx::Error> {
+    let conn = tokio::time::timeout(within, PgConnection::connect_with(options))
+        .await
+        .map_err(|_| {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", within.as_secs()),
+            ))
+        })??;
+    nodelay::set_on_connections_to(options.get_port());
+    Ok(conn)
+}
+
+/// `url` only names the database in messages; `options` is what it parsed to.
+async fn connect_pool(url: &str, options: &PgConnectOptions, max: u32) -> Result<PgPool, String> {
     // One direct connection first: its error says why (refused, auth, no such database),
     // where a pool would only say that it timed out.
-    let probe = tokio::time::timeout(
-        Duration::from_secs(10),
-        PgConnection::connect_with(&options),
-    )
-    .await
-    .map_err(|_| {
-        format!(
-            "cannot connect to database {}: no answer within 10 s",
-            redact(url)
-        )
-    })?
-    .map_err(|e| format!("cannot connect to database {}: {e}", redact(url)))?;
+    let probe = connect(options, Duration::from_secs(10))
+        .await
+        .map_err(|e| format!("cannot connect to database {}: {e}", redact(url)))?;
     let _ = probe.close().await;
     let port = options.get_port();
     Ok(PgPoolOptions::new()
@@ -129,7 +137,7 @@ async fn connect_pool(url: &str, max: u32) -> Result<PgPool, String> {
                 Ok(())
             })
         })
-        .connect_lazy_with(options))
+        .connect_lazy_with(options.clone()))
 }
 
 /// The connection of a task on the hot path (the worker, the syncer), opened when first needed
@@ -150,11 +158,13 @@ struct OwnConnection {
 const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 impl OwnConnection {
-    fn new(options: PgConnectOptions) -> OwnConnection {
-        OwnConnection {
+    /// Opens the connection now, rather than inside the first request that needs it.
+    async fn open(options: PgConnectOptions) -> Result<OwnConnection, sqlx::Error> {
+        let conn = connect(&options, CONNECT_TIMEOUT).await?;
+        Ok(OwnConnection {
             options,
-            conn: None,
-        }
+            conn: Some((conn, Instant::now())),
+        })
     }
 
     /// The connection, taken out for one use: [`OwnConnection::put_back`] it after success;
@@ -172,16 +182,7 @@ impl OwnConnection {
             }
             tracing::info!("a database connection closed while idle; opening a new one");
         }
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options))
-            .await
-            .map_err(|_| {
-                sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
-                ))
-            })??;
-        nodelay::set_on_connections_to(self.options.get_port());
-        Ok(conn)
+        connect(&self.options, CONNECT_TIMEOUT).await
     }
 
     fn put_back(&mut self, conn: PgConnection) {
@@ -632,8 +633,8 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects, migrates the schema (refusing a newer one) and loads the authority.
     pub async fn open(url: &str) -> Result<PostgresStore, String> {
-        let pool = connect_pool(url, 8).await?;
         let options = connect_options(url)?;
+        let pool = connect_pool(url, &options, 8).await?;
         {
             let mut conn = pool
                 .acquire()
@@ -646,8 +647,13 @@ impl PostgresStore {
             std::env::var("HOSTNAME").unwrap_or_else(|_| "macpool".into()),
             std::process::id()
         );
+        // The connections a replica uses at once (the worker's, the syncer's, and the pool's for
+        // token and history reads) open now and stay open, rather than inside requests: a new
+        // TLS connection took ~90 ms here (its handshake runs before `nodelay` can set
+        // TCP_NODELAY), a stall in the p99 of every benchmark run.
+        let opened = |e: sqlx::Error| format!("cannot connect to database {}: {e}", redact(url));
         let mut worker = Worker {
-            conn: OwnConnection::new(options.clone()),
+            conn: OwnConnection::open(options.clone()).await.map_err(opened)?,
             authority: Authority::new(),
             seq: 0,
             stale: Arc::new(AtomicBool::new(false)),
@@ -660,16 +666,7 @@ impl PostgresStore {
             .map_err(|e| format!("cannot load the store from {}: {e}", redact(url)))?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let (to_syncer, done) = mpsc::unbounded_channel();
-        // The connections a replica uses at once (the worker's, opened by the load above, the
-        // syncer's, and the pool's for token and history reads) open now and stay open, rather
-        // than inside requests: a new TLS connection took ~90 ms here (its handshake runs
-        // before `nodelay` can set TCP_NODELAY), a stall in the p99 of every benchmark run.
-        let mut syncer_conn = OwnConnection::new(options);
-        let opened = syncer_conn
-            .take()
-            .await
-            .map_err(|e| format!("cannot connect to database {}: {e}", redact(url)))?;
-        syncer_conn.put_back(opened);
+        let syncer_conn = OwnConnection::open(options).await.map_err(opened)?;
         let mut opening = tokio::task::JoinSet::new();
         for _ in 0..KEPT_OPEN {
             let pool = pool.clone();
@@ -746,7 +743,7 @@ impl PostgresStore {
 /// Copies a whole store into the database at `url`, which must hold no macpool data yet
 /// (the schema is created if missing). Returns the counts read back from the target.
 pub async fn import(url: &str, snapshot: &Snapshot) -> Result<Counts, String> {
-    let pool = connect_pool(url, 2).await?;
+    let pool = connect_pool(url, &connect_options(url)?, 2).await?;
     let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
     schema::migrate(&mut conn).await?;
     let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
