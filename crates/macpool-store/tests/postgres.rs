@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use macpool_core::authority::{Actor, LeaseFilter, ReleaseSelector};
+use macpool_core::authority::{Actor, Change, LeaseFilter, ReleaseSelector};
 use macpool_store::conformance::{self, request};
 use macpool_store::postgres::{self, PostgresStore};
 use macpool_store::{Store, StoreError};
@@ -20,6 +20,17 @@ async fn scratch(name: &str) -> String {
     postgres::scratch_database(&base, &format!("macpool_test_{name}"))
         .await
         .unwrap()
+}
+
+/// A store on `url` with pool `pool` over `range` and one lease, for VM `vm`.
+async fn store_with_a_lease(url: &str, pool: &str, range: &str, vm: &str) -> PostgresStore {
+    let store = PostgresStore::open(url).await.unwrap();
+    conformance::create_pool(&store, pool, range).await;
+    store
+        .allocate(Actor::admin("t"), request(pool, vm))
+        .await
+        .unwrap();
+    store
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,13 +161,7 @@ async fn a_schema_from_a_newer_macpool_is_refused() {
 #[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
 async fn a_version_1_schema_is_upgraded_in_place() {
     let url = scratch("upgrade_v1").await;
-    let store = PostgresStore::open(&url).await.unwrap();
-    conformance::create_pool(&store, "u", "00155D0E0000-00155D0E00FF").await;
-    store
-        .allocate(Actor::admin("t"), request("u", "vm-kept"))
-        .await
-        .unwrap();
-    drop(store);
+    drop(store_with_a_lease(&url, "u", "00155D0E0000-00155D0E00FF", "vm-kept").await);
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
         .await
         .unwrap();
@@ -214,12 +219,16 @@ async fn a_version_1_schema_is_upgraded_in_place() {
     .await
     .unwrap();
     assert_eq!(log_type, "text", "version 3 keeps the change log as text");
-    // The entries written before the upgrade still replay: a second replica loads through them.
-    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM change_log")
-        .fetch_one(&mut conn)
+    // The entries written before the upgrade still read as what a replica replays.
+    let entries: Vec<String> = sqlx::query_scalar("SELECT changes FROM change_log ORDER BY seq")
+        .fetch_all(&mut conn)
         .await
         .unwrap();
-    assert!(entries >= 2, "pool and lease entries: {entries}");
+    assert!(entries.len() >= 2, "pool and lease entries: {entries:?}");
+    for entry in &entries {
+        let changes: Vec<Change> = serde_json::from_str(entry).unwrap();
+        assert!(!changes.is_empty(), "{entry}");
+    }
     store
         .allocate(Actor::admin("t"), request("u", "vm-after"))
         .await
@@ -308,12 +317,7 @@ async fn a_lost_database_fails_requests_and_the_replica_recovers() {
         1,
     );
     assert_ne!(proxied, url, "the scratch URL names host:port ({url})");
-    let store = PostgresStore::open(&proxied).await.unwrap();
-    conformance::create_pool(&store, "l", "00155D0F0000-00155D0F00FF").await;
-    store
-        .allocate(Actor::admin("t"), request("l", "before"))
-        .await
-        .unwrap();
+    let store = store_with_a_lease(&proxied, "l", "00155D0F0000-00155D0F00FF", "before").await;
 
     proxy.cut();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -362,12 +366,7 @@ async fn a_lost_database_fails_requests_and_the_replica_recovers() {
 #[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
 async fn connections_closed_while_idle_are_replaced_without_failing_a_request() {
     let url = scratch("closed_while_idle").await;
-    let store = PostgresStore::open(&url).await.unwrap();
-    conformance::create_pool(&store, "i", "00155D0D0000-00155D0D00FF").await;
-    store
-        .allocate(Actor::admin("t"), request("i", "before"))
-        .await
-        .unwrap();
+    let store = store_with_a_lease(&url, "i", "00155D0D0000-00155D0D00FF", "before").await;
     // Idle for longer than the store's check threshold (1 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)

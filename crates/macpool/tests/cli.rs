@@ -246,8 +246,8 @@ fn mac_explain_needs_no_server() {
 }
 
 /// `bench allocate` against two separate stores (the uncoordinated writers
-/// `scripts/bench-postgres.sh` compares replicas with): the pre-fill goes through every target, the clients alternate, and
-/// the report carries the whole machine's CPU per allocation.
+/// `scripts/bench-postgres.sh` compares replicas with): the pre-fill goes through every target,
+/// the clients alternate, and the report carries the whole machine's CPU per allocation.
 #[test]
 fn bench_allocate_fills_every_target_and_reports_cpu() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
@@ -279,12 +279,10 @@ fn bench_allocate_fills_every_target_and_reports_cpu() {
             "--fill",
             "50",
         ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let report = json(&out);
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report = json(&out.stdout);
     assert_eq!(report["prefilled"], 64, "32 of 64 in each store: {report}");
     assert_eq!(report["allocations"], 20);
     assert_eq!(report["errors"], 0);
@@ -294,15 +292,13 @@ fn bench_allocate_fills_every_target_and_reports_cpu() {
         assert!(cpu > 0.0, "{report}");
     }
     for s in &servers {
-        let pool = s
+        let out = s
             .cli()
             .args(["--json", "pool", "show", "bench"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        let pool = json(&pool);
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let pool = json(&out.stdout);
         // 32 pre-filled and 10 timed (clients 0 and 2, or 1 and 3, 5 each) in each store.
         assert_eq!(pool["free"], 64 - 32 - 10, "{pool}");
     }
