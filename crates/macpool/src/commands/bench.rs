@@ -76,7 +76,7 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
     let check = server.available(&pool, Some(0)).await?;
     let total = (args.clients * args.per_client) as u64;
     if out.json {
-        out.print_json(&serde_json::json!({
+        let mut json = serde_json::json!({
             "clients": args.clients,
             "targets": servers.len(),
             "pool": pool,
@@ -85,16 +85,16 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
             "allocations": report.ok,
             "errors": report.errors,
             "first_error": report.first_error,
-            "seconds": report.timed.elapsed.as_secs_f64(),
-            "allocations_per_second": report.ok as f64 / report.timed.elapsed.as_secs_f64(),
-            "latency_ms": latency_json(&report.latencies_us),
-            "machine_cpu": report.timed.cpu_json(report.ok),
             "commits": commits,
             "allocations_per_fsync": per_fsync,
             "distinct_macs": report.distinct,
             "pool_free_after": check.free,
             "pool_size": check.size,
-        }));
+        });
+        report
+            .timed
+            .add_json(&mut json, report.ok, &report.latencies_us);
+        out.print_json(&json);
     } else {
         let mut lines = vec![("clients", args.clients.to_string())];
         if servers.len() > 1 {
@@ -116,20 +116,8 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
         if let Some(e) = &report.first_error {
             lines.push(("first error", e.clone()));
         }
+        lines.extend(report.timed.lines(report.ok, &report.latencies_us));
         lines.extend([
-            (
-                "elapsed",
-                format!("{:.2} s", report.timed.elapsed.as_secs_f64()),
-            ),
-            (
-                "throughput",
-                format!(
-                    "{:.0} allocations/s",
-                    report.ok as f64 / report.timed.elapsed.as_secs_f64()
-                ),
-            ),
-            ("latency", latency_line(&report.latencies_us)),
-            ("machine CPU", report.timed.cpu_line(report.ok)),
             (
                 "commits",
                 format!("{commits} fsyncs, {per_fsync:.1} allocations per fsync"),
@@ -158,7 +146,7 @@ struct Report {
 }
 
 /// p50, p90, p99 and max of sorted microsecond samples, in milliseconds, for `--json`.
-pub(crate) fn latency_json(sorted_us: &[u64]) -> serde_json::Value {
+fn latency_json(sorted_us: &[u64]) -> serde_json::Value {
     serde_json::json!({
         "p50": percentile_ms(sorted_us, 50.0),
         "p90": percentile_ms(sorted_us, 90.0),
@@ -168,7 +156,7 @@ pub(crate) fn latency_json(sorted_us: &[u64]) -> serde_json::Value {
 }
 
 /// The same percentiles as [`latency_json`], as one line for people.
-pub(crate) fn latency_line(sorted_us: &[u64]) -> String {
+fn latency_line(sorted_us: &[u64]) -> String {
     format!(
         "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         percentile_ms(sorted_us, 50.0),
@@ -271,9 +259,39 @@ impl Measured {
         (allocations > 0).then(|| busy * 1e6 / allocations as f64)
     }
 
-    /// For `--json`: busy CPU seconds, the share of all cores that was busy (from the same
-    /// ticks, so never above 100), and CPU per allocation.
-    pub fn cpu_json(&self, allocations: u64) -> serde_json::Value {
+    /// Adds what every benchmark reports of its timed part to the `--json` object `report`:
+    /// seconds, allocations per second, latency percentiles and the machine's CPU.
+    pub fn add_json(&self, report: &mut serde_json::Value, allocations: u64, latencies_us: &[u64]) {
+        let report = report
+            .as_object_mut()
+            .expect("a benchmark report is a JSON object");
+        report.insert("seconds".into(), self.elapsed.as_secs_f64().into());
+        let rate = self.per_second(allocations);
+        report.insert("allocations_per_second".into(), rate.into());
+        report.insert("latency_ms".into(), latency_json(latencies_us));
+        report.insert("machine_cpu".into(), self.cpu_json(allocations));
+    }
+
+    /// The same as [`Measured::add_json`], as lines for people.
+    pub fn lines(&self, allocations: u64, latencies_us: &[u64]) -> [(&'static str, String); 4] {
+        [
+            ("elapsed", format!("{:.2} s", self.elapsed.as_secs_f64())),
+            (
+                "throughput",
+                format!("{:.0} allocations/s", self.per_second(allocations)),
+            ),
+            ("latency", latency_line(latencies_us)),
+            ("machine CPU", self.cpu_line(allocations)),
+        ]
+    }
+
+    fn per_second(&self, allocations: u64) -> f64 {
+        allocations as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Busy CPU seconds, the share of all cores that was busy (from the same ticks, so never
+    /// above 100), and CPU per allocation.
+    fn cpu_json(&self, allocations: u64) -> serde_json::Value {
         match self.machine_cpu {
             Some(t) => serde_json::json!({
                 "busy_seconds": self.busy_seconds(),
@@ -285,7 +303,7 @@ impl Measured {
     }
 
     /// The same as [`Measured::cpu_json`], as one line for people.
-    pub fn cpu_line(&self, allocations: u64) -> String {
+    fn cpu_line(&self, allocations: u64) -> String {
         match (self.cpu_us_per(allocations), self.busy_seconds()) {
             (Some(us), Some(busy)) => {
                 format!("{us:.0} µs per allocation ({busy:.1} busy CPU seconds, all processes)")

@@ -29,7 +29,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres};
 
-use super::bench::{Measured, Stopwatch, latency_json, latency_line};
+use super::bench::{Measured, Stopwatch};
 use crate::cli::BenchSqlArgs;
 use crate::exit::{CmdResult, Failure, OK, UNREACHABLE};
 use crate::output::{Output, fields};
@@ -138,9 +138,8 @@ pub async fn run(out: Output, args: BenchSqlArgs) -> CmdResult {
         ));
     }
     let report = drive(pattern, args.clone()).await?;
-    let throughput = report.ok as f64 / report.timed.elapsed.as_secs_f64();
     if out.json {
-        out.print_json(&serde_json::json!({
+        let mut json = serde_json::json!({
             "pattern": pattern.name(),
             "clients": args.clients,
             "fill_percent": args.fill,
@@ -151,13 +150,13 @@ pub async fn run(out: Output, args: BenchSqlArgs) -> CmdResult {
             "first_error": report.first_error,
             "retries": report.retries,
             "chunk_claims": report.claims,
-            "seconds": report.timed.elapsed.as_secs_f64(),
-            "allocations_per_second": throughput,
-            "latency_ms": latency_json(&report.latencies_us),
-            "machine_cpu": report.timed.cpu_json(report.ok),
             "rows_after": report.rows_after,
             "server_version": report.server_version,
-        }));
+        });
+        report
+            .timed
+            .add_json(&mut json, report.ok, &report.latencies_us);
+        out.print_json(&json);
     } else {
         let mut lines = vec![
             ("pattern", pattern.name().to_string()),
@@ -198,23 +197,15 @@ pub async fn run(out: Output, args: BenchSqlArgs) -> CmdResult {
             )),
             Pattern::Netbox => {}
         }
-        lines.extend([
-            (
-                "elapsed",
-                format!("{:.2} s", report.timed.elapsed.as_secs_f64()),
+        lines.extend(report.timed.lines(report.ok, &report.latencies_us));
+        lines.push((
+            "rows after",
+            format!(
+                "{} allocated (pre-filled + ok: {})",
+                report.rows_after,
+                report.prefilled + report.ok
             ),
-            ("throughput", format!("{throughput:.0} allocations/s")),
-            ("latency", latency_line(&report.latencies_us)),
-            ("machine CPU", report.timed.cpu_line(report.ok)),
-            (
-                "rows after",
-                format!(
-                    "{} allocated (pre-filled + ok: {})",
-                    report.rows_after,
-                    report.prefilled + report.ok
-                ),
-            ),
-        ]);
+        ));
         print!("{}", fields(&lines));
     }
     if report.errors > 0 || report.rows_after != report.prefilled + report.ok {
