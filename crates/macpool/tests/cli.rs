@@ -245,6 +245,45 @@ fn mac_explain_needs_no_server() {
         .stderr(predicate::str::contains("wrong length"));
 }
 
+/// The load generator's own HTTP connection reports the server's problems, counted: a pool of
+/// 16 addresses and 24 timed allocations leave 8 refused as exhausted, and the run fails.
+#[test]
+fn bench_allocate_counts_and_names_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    server
+        .cli()
+        .args([
+            "pool",
+            "create",
+            "small",
+            "--range",
+            "00-15-5D-E9-00-00-00-15-5D-E9-00-0F",
+        ])
+        .assert()
+        .success();
+    let out = assert_cmd::Command::new(exe())
+        .args([
+            "--json",
+            "bench",
+            "allocate",
+            "--target",
+            &server.url,
+            "--token",
+            common::TOKEN,
+        ])
+        .args(["--pool", "small", "--clients", "4", "--per-client", "6"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report = json(&out.stdout);
+    assert_eq!(report["allocations"], 16, "{report}");
+    assert_eq!(report["errors"], 8, "{report}");
+    assert_eq!(report["distinct_macs"], 16, "{report}");
+    let first = report["first_error"].as_str().unwrap();
+    assert!(first.contains("pool-exhausted"), "{first}");
+}
+
 /// `bench allocate` against two separate stores (the uncoordinated writers
 /// `scripts/bench-postgres.sh` compares replicas with): the pre-fill goes through every target,
 /// the clients alternate, and the report carries the whole machine's CPU per allocation.

@@ -6,12 +6,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use macpool_api::dto::{AllocateBody, PoolCreate};
+use macpool_api::dto::{AllocateBody, AllocationResult, PoolCreate};
 use macpool_client::Client;
 
 use crate::cli::{BenchAllocateArgs, BenchCommand};
 use crate::exit::{CmdResult, Failure, OK};
 use crate::output::{Output, fields};
+
+use super::bench_wire::LoadConnection;
 
 pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdResult {
     let args = match cmd {
@@ -22,9 +24,10 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
     if !(0.0..100.0).contains(&args.fill) {
         return Err(Failure::usage("--fill must be a percent in 0..100"));
     }
-    let (servers, _guard) = if args.target.is_empty() {
+    let (servers, token, _guard) = if args.target.is_empty() {
         let s = SpawnedServer::start(args.data.clone())?;
-        (vec![Client::new(&s.url, Some(s.token.clone()))?], Some(s))
+        let client = Client::new(&s.url, Some(s.token.clone()))?;
+        (vec![client], s.token.clone(), Some(s))
     } else {
         let t = token
             .clone()
@@ -34,7 +37,7 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
             .iter()
             .map(|url| Client::new(url, Some(t.clone())))
             .collect::<Result<Vec<_>, _>>()?;
-        (clients, None)
+        (clients, t, None)
     };
     let server = &servers[0];
     let pool = match &args.pool {
@@ -64,7 +67,7 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
         filled += fill(target, &pool, &run_id, args.fill).await?;
     }
     let before = store_counters(&servers).await?;
-    let report = drive(&servers, &pool, &run_id, &args).await?;
+    let report = drive(&servers, &token, &pool, &run_id, &args).await?;
     let after = store_counters(&servers).await?;
     let commits = after.0.saturating_sub(before.0);
     let mutations = after.1.saturating_sub(before.1);
@@ -349,12 +352,14 @@ async fn fill(server: &Client, pool: &str, run_id: &str, percent: f64) -> Result
 /// generator takes as little CPU from the server (which shares this machine) as it can.
 async fn drive(
     servers: &[Client],
+    token: &str,
     pool: &str,
     run_id: &str,
     args: &BenchAllocateArgs,
 ) -> Result<Report, Failure> {
-    let (servers, pool, run_id, clients, per_client, warm_up) = (
+    let (servers, token, pool, run_id, clients, per_client, warm_up) = (
         servers.to_vec(),
+        token.to_string(),
         pool.to_string(),
         run_id.to_string(),
         args.clients,
@@ -366,8 +371,11 @@ async fn drive(
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
-        let report =
-            rt.map(|rt| rt.block_on(load(servers, pool, run_id, clients, per_client, warm_up)));
+        let report = rt.map(|rt| {
+            rt.block_on(load(
+                servers, token, pool, run_id, clients, per_client, warm_up,
+            ))
+        });
         let _ = tx.send(report);
     });
     rx.await
@@ -375,9 +383,54 @@ async fn drive(
         .map_err(|e| Failure::usage(format!("cannot start the load generator: {e}")))
 }
 
+/// How one simulated client sends its allocations: over its own kept-alive connection where
+/// the target is plain HTTP (the cheapest for the machine being measured), else through the
+/// general client.
+enum Sender {
+    Wire(LoadConnection),
+    General(Arc<Client>),
+}
+
+impl Sender {
+    fn new(server: &Arc<Client>, token: &str) -> Sender {
+        match LoadConnection::for_base(server.base(), token) {
+            Some(wire) => Sender::Wire(wire),
+            None => Sender::General(server.clone()),
+        }
+    }
+
+    /// Opens the connection before the clock starts.
+    async fn warm_up(&mut self) -> Result<(), String> {
+        match self {
+            Sender::Wire(wire) => wire.connect().await,
+            Sender::General(server) => server.health().await.map(drop).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Allocates one MAC; returns it as the server spelled it.
+    async fn allocate(&mut self, body: &AllocateBody) -> Result<String, String> {
+        let result: AllocationResult = match self {
+            Sender::Wire(wire) => {
+                let json = serde_json::to_vec(body).expect("an allocation body serializes");
+                let reply = wire.post(&json).await?;
+                serde_json::from_slice(reply)
+                    .map_err(|e| format!("unexpected reply to an allocation: {e}"))?
+            }
+            Sender::General(server) => server.allocate(body).await.map_err(|e| e.to_string())?,
+        };
+        result
+            .allocations
+            .into_iter()
+            .next()
+            .map(|a| a.lease.mac)
+            .ok_or_else(|| "the server allocated nothing".to_string())
+    }
+}
+
 /// `clients` tasks, client `c` talking to `servers[c % servers.len()]`.
 async fn load(
     servers: Vec<Client>,
+    token: String,
     pool: String,
     run_id: String,
     clients: usize,
@@ -385,23 +438,26 @@ async fn load(
     warm_up: bool,
 ) -> Report {
     let servers: Vec<Arc<Client>> = servers.into_iter().map(Arc::new).collect();
+    let mut senders: Vec<Sender> = (0..clients)
+        .map(|c| Sender::new(&servers[c % servers.len()], &token))
+        .collect();
     if warm_up {
-        // One concurrent untimed request per client, so that each has its own connection open
-        // (kept in the HTTP client's pool) before the clock starts.
-        let pings: Vec<_> = (0..clients)
-            .map(|c| {
-                let server = servers[c % servers.len()].clone();
-                tokio::spawn(async move { server.health().await.map(drop) })
-            })
-            .collect();
-        for p in pings {
-            let _ = p.await;
+        // Each client's connection open before the clock starts, all at once. A failure here
+        // shows again, counted, on the client's first timed request.
+        let mut warming = tokio::task::JoinSet::new();
+        for (c, mut sender) in senders.drain(..).enumerate() {
+            warming.spawn(async move {
+                let _ = sender.warm_up().await;
+                (c, sender)
+            });
         }
+        let mut warmed: Vec<_> = warming.join_all().await;
+        warmed.sort_by_key(|(c, _)| *c);
+        senders = warmed.into_iter().map(|(_, s)| s).collect();
     }
     let stopwatch = Stopwatch::start();
     let mut tasks = Vec::new();
-    for c in 0..clients {
-        let server = servers[c % servers.len()].clone();
+    for (c, mut sender) in senders.into_iter().enumerate() {
         let pool = pool.clone();
         let run_id = run_id.clone();
         tasks.push(tokio::spawn(async move {
@@ -416,14 +472,14 @@ async fn load(
                     ..AllocateBody::default()
                 };
                 let t = Instant::now();
-                match server.allocate(&body).await {
-                    Ok(r) => {
+                match sender.allocate(&body).await {
+                    Ok(mac) => {
                         lat.push(t.elapsed().as_micros() as u64);
-                        macs.push(r.allocations[0].lease.mac.clone());
+                        macs.push(mac);
                     }
                     Err(e) => {
                         errors += 1;
-                        first_error.get_or_insert_with(|| e.to_string());
+                        first_error.get_or_insert(e);
                     }
                 }
             }

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod bench_decide;
 mod bench_sql;
+mod bench_wire;
 mod block;
 mod conflicts;
 mod history;
