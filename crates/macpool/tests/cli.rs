@@ -245,6 +245,16 @@ fn mac_explain_needs_no_server() {
         .stderr(predicate::str::contains("wrong length"));
 }
 
+/// `macpool --json bench allocate` against `targets`, with the test token.
+fn bench_allocate(targets: &[&str]) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(exe());
+    cmd.args(["--json", "bench", "allocate", "--token", common::TOKEN]);
+    for t in targets {
+        cmd.args(["--target", t]);
+    }
+    cmd
+}
+
 /// The load generator's own HTTP connection reports the server's problems, counted: a pool of
 /// 16 addresses and 24 timed allocations leave 8 refused as exhausted, and the run fails.
 #[test]
@@ -262,16 +272,7 @@ fn bench_allocate_counts_and_names_refusals() {
         ])
         .assert()
         .success();
-    let out = assert_cmd::Command::new(exe())
-        .args([
-            "--json",
-            "bench",
-            "allocate",
-            "--target",
-            &server.url,
-            "--token",
-            common::TOKEN,
-        ])
+    let out = bench_allocate(&[&server.url])
         .args(["--pool", "small", "--clients", "4", "--per-client", "6"])
         .output()
         .unwrap();
@@ -298,26 +299,9 @@ fn bench_allocate_fills_every_target_and_reports_cpu() {
             .assert()
             .success();
     }
-    let out = assert_cmd::Command::new(exe())
-        .args([
-            "--json",
-            "bench",
-            "allocate",
-            "--target",
-            &servers[0].url,
-            "--target",
-            &servers[1].url,
-            "--token",
-            common::TOKEN,
-            "--pool",
-            "bench",
-            "--clients",
-            "4",
-            "--per-client",
-            "5",
-            "--fill",
-            "50",
-        ])
+    let out = bench_allocate(&[&servers[0].url, &servers[1].url])
+        .args(["--pool", "bench", "--clients", "4", "--per-client", "5"])
+        .args(["--fill", "50"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

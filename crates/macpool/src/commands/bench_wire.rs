@@ -185,26 +185,29 @@ mod tests {
 
     #[test]
     fn reply_heads_give_status_length_and_whether_the_server_closes() {
-        let head =
-            b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nContent-Length: 42\r\n\r\n";
-        assert_eq!(
-            ReplyHead::parse(head),
-            Ok(ReplyHead {
-                status: 201,
-                length: 42,
-                close: false
-            })
-        );
-        let head =
-            b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 7\r\n\r\n";
-        assert_eq!(
-            ReplyHead::parse(head),
-            Ok(ReplyHead {
-                status: 503,
-                length: 7,
-                close: true
-            })
-        );
+        for (head, status, length, close) in [
+            (
+                &b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nContent-Length: 42\r\n\r\n"[..],
+                201,
+                42,
+                false,
+            ),
+            (
+                b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 7\r\n\r\n",
+                503,
+                7,
+                true,
+            ),
+            (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 200, 0, true),
+        ] {
+            let parsed = ReplyHead::parse(head);
+            let want = ReplyHead {
+                status,
+                length,
+                close,
+            };
+            assert_eq!(parsed, Ok(want), "{}", String::from_utf8_lossy(head));
+        }
     }
 
     #[test]
