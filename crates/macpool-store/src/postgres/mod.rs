@@ -59,10 +59,13 @@ const MAX_BATCH: usize = 1024;
 /// Log entries kept behind the head; a replica further behind reloads from the tables.
 const LOG_KEEP: i64 = 100_000;
 /// Pooled connections a replica opens at start and keeps open, for token and history reads (the
-/// worker and the syncer have connections of their own).
+/// worker and the syncer have connections of their own), and the most the pool opens.
 const KEPT_OPEN: u32 = 2;
+const POOLED_MAX: u32 = 8;
 /// How long opening a database connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the first connection at start-up may take before the error says so.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often (in commits) a replica trims the log.
 const TRIM_EVERY: u64 = 1_000;
 
@@ -118,18 +121,21 @@ async fn connect(
     Ok(conn)
 }
 
-/// `url` only names the database in messages; `options` is what it parsed to.
-async fn connect_pool(url: &str, options: &PgConnectOptions, max: u32) -> Result<PgPool, String> {
-    // One direct connection first: its error says why (refused, auth, no such database),
-    // where a pool would only say that it timed out.
-    let probe = connect(options, Duration::from_secs(10))
+/// The first connection a command opens, directly rather than through a pool: its error says
+/// why (refused, authentication, no such database), where a pool would only say that it timed
+/// out. `url` only names the database in the message.
+async fn connect_first(url: &str, options: &PgConnectOptions) -> Result<PgConnection, String> {
+    connect(options, START_TIMEOUT)
         .await
-        .map_err(|e| format!("cannot connect to database {}: {e}", redact(url)))?;
-    let _ = probe.close().await;
+        .map_err(|e| format!("cannot connect to database {}: {e}", redact(url)))
+}
+
+/// The pool for reads beside the worker (tokens, history, export); connections open as needed.
+fn read_pool(options: &PgConnectOptions) -> PgPool {
     let port = options.get_port();
-    Ok(PgPoolOptions::new()
-        .max_connections(max)
-        .min_connections(max.min(KEPT_OPEN))
+    PgPoolOptions::new()
+        .max_connections(POOLED_MAX)
+        .min_connections(KEPT_OPEN)
         .acquire_timeout(CONNECT_TIMEOUT)
         .after_connect(move |_, _| {
             Box::pin(async move {
@@ -137,7 +143,7 @@ async fn connect_pool(url: &str, options: &PgConnectOptions, max: u32) -> Result
                 Ok(())
             })
         })
-        .connect_lazy_with(options.clone()))
+        .connect_lazy_with(options.clone())
 }
 
 /// The connection of a task on the hot path (the worker, the syncer), opened when first needed
@@ -158,13 +164,13 @@ struct OwnConnection {
 const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 impl OwnConnection {
-    /// Opens the connection now, rather than inside the first request that needs it.
-    async fn open(options: PgConnectOptions) -> Result<OwnConnection, sqlx::Error> {
-        let conn = connect(&options, CONNECT_TIMEOUT).await?;
-        Ok(OwnConnection {
+    /// Keeps `conn`, opened now rather than inside the first request that needs it; later
+    /// connections open with `options`.
+    fn new(options: PgConnectOptions, conn: PgConnection) -> OwnConnection {
+        OwnConnection {
             options,
             conn: Some((conn, Instant::now())),
-        })
+        }
     }
 
     /// The connection, taken out for one use: [`OwnConnection::put_back`] it after success;
@@ -634,14 +640,8 @@ impl PostgresStore {
     /// Connects, migrates the schema (refusing a newer one) and loads the authority.
     pub async fn open(url: &str) -> Result<PostgresStore, String> {
         let options = connect_options(url)?;
-        let pool = connect_pool(url, &options, 8).await?;
-        {
-            let mut conn = pool
-                .acquire()
-                .await
-                .map_err(|e| format!("cannot connect to database {}: {e}", redact(url)))?;
-            schema::migrate(&mut conn).await?;
-        }
+        let mut first = connect_first(url, &options).await?;
+        schema::migrate(&mut first).await?;
         let replica = format!(
             "{}:{}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "macpool".into()),
@@ -651,9 +651,8 @@ impl PostgresStore {
         // token and history reads) open now and stay open, rather than inside requests: a new
         // TLS connection took ~90 ms here (its handshake runs before `nodelay` can set
         // TCP_NODELAY), a stall in the p99 of every benchmark run.
-        let opened = |e: sqlx::Error| format!("cannot connect to database {}: {e}", redact(url));
         let mut worker = Worker {
-            conn: OwnConnection::open(options.clone()).await.map_err(opened)?,
+            conn: OwnConnection::new(options.clone(), first),
             authority: Authority::new(),
             seq: 0,
             stale: Arc::new(AtomicBool::new(false)),
@@ -666,7 +665,8 @@ impl PostgresStore {
             .map_err(|e| format!("cannot load the store from {}: {e}", redact(url)))?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let (to_syncer, done) = mpsc::unbounded_channel();
-        let syncer_conn = OwnConnection::open(options).await.map_err(opened)?;
+        let syncer_conn = OwnConnection::new(options.clone(), connect_first(url, &options).await?);
+        let pool = read_pool(&options);
         let mut opening = tokio::task::JoinSet::new();
         for _ in 0..KEPT_OPEN {
             let pool = pool.clone();
@@ -743,8 +743,7 @@ impl PostgresStore {
 /// Copies a whole store into the database at `url`, which must hold no macpool data yet
 /// (the schema is created if missing). Returns the counts read back from the target.
 pub async fn import(url: &str, snapshot: &Snapshot) -> Result<Counts, String> {
-    let pool = connect_pool(url, &connect_options(url)?, 2).await?;
-    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+    let mut conn = connect_first(url, &connect_options(url)?).await?;
     schema::migrate(&mut conn).await?;
     let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
     // Lock the head: no replica may write while the copy runs.
