@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use macpool_api::dto::{AllocateBody, AllocationResult, PoolCreate};
@@ -388,11 +387,11 @@ async fn drive(
 /// general client.
 enum Sender {
     Wire(LoadConnection),
-    General(Arc<Client>),
+    General(Client),
 }
 
 impl Sender {
-    fn new(server: &Arc<Client>, token: &str) -> Sender {
+    fn new(server: &Client, token: &str) -> Sender {
         match LoadConnection::for_base(server.base(), token) {
             Some(wire) => Sender::Wire(wire),
             None => Sender::General(server.clone()),
@@ -437,23 +436,22 @@ async fn load(
     per_client: usize,
     warm_up: bool,
 ) -> Report {
-    let servers: Vec<Arc<Client>> = servers.into_iter().map(Arc::new).collect();
     let mut senders: Vec<Sender> = (0..clients)
         .map(|c| Sender::new(&servers[c % servers.len()], &token))
         .collect();
     if warm_up {
-        // Each client's connection open before the clock starts, all at once. A failure here
-        // shows again, counted, on the client's first timed request.
+        // Each client's connection open before the clock starts, all at once (the general
+        // client opens one per concurrent request). A failure here shows again, counted, on the
+        // client's first timed request. The order they come back in does not matter: a
+        // client's server is in its sender, and its index only makes its VM ids unique.
         let mut warming = tokio::task::JoinSet::new();
-        for (c, mut sender) in senders.drain(..).enumerate() {
+        for mut sender in senders {
             warming.spawn(async move {
                 let _ = sender.warm_up().await;
-                (c, sender)
+                sender
             });
         }
-        let mut warmed: Vec<_> = warming.join_all().await;
-        warmed.sort_by_key(|(c, _)| *c);
-        senders = warmed.into_iter().map(|(_, s)| s).collect();
+        senders = warming.join_all().await;
     }
     let stopwatch = Stopwatch::start();
     let mut tasks = Vec::new();

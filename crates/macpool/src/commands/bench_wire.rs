@@ -2,9 +2,12 @@
 //! `POST /api/v1/leases` and reading the reply. `bench allocate` shares the machine with what it
 //! measures, so every microsecond of CPU it spends is taken from the servers and PostgreSQL.
 //! The general client (reqwest: URL parsing, a connection pool, a timer and a task hand-off per
-//! request) cost ~24 µs of CPU per allocation here, a quarter of the whole machine's; this
-//! writes a request head built once and reads a reply framed by `Content-Length`, which is how
-//! the server answers. Plain `http://` only: `https://` targets go through the general client.
+//! request) cost twice what this does (`scripts/bench-ab.sh 6e2cec8 65bbd30`: 28–29 against
+//! 14–15 µs per allocation for the clients and the kernel, BENCHMARKS.md). This writes a
+//! request head built once and reads a reply framed by `Content-Length`, which is how the
+//! server answers. Plain `http://` only: `https://` targets go through the general client.
+
+use std::io::Write;
 
 use macpool_api::{API_PREFIX, Problem};
 use macpool_client::ClientError;
@@ -64,55 +67,55 @@ impl LoadConnection {
     /// reply, or the server's problem as an error. A broken connection is closed, so that the
     /// next request opens a new one.
     pub(crate) async fn post(&mut self, body: &[u8]) -> Result<&[u8], String> {
-        let result = self.exchange(body).await;
-        if result.is_err() {
+        let (head, start) = match self.exchange(body).await {
+            Ok(read) => read,
+            Err(e) => {
+                self.stream = None;
+                return Err(e);
+            }
+        };
+        if head.close {
             self.stream = None;
         }
-        let (status, start, end, close) = result?;
-        let reply = &self.buf[start..end];
-        if close {
-            self.stream = None;
-        }
-        if (200..300).contains(&status) {
+        let reply = &self.buf[start..start + head.length];
+        if (200..300).contains(&head.status) {
             Ok(reply)
         } else {
             Err(match serde_json::from_slice::<Problem>(reply) {
                 Ok(p) => ClientError::Problem(p).to_string(),
-                Err(_) => format!("HTTP {status}: {}", String::from_utf8_lossy(reply)),
+                Err(_) => format!("HTTP {}: {}", head.status, String::from_utf8_lossy(reply)),
             })
         }
     }
 
-    /// Writes the request and reads one reply into `buf`: (status, body start, body end,
-    /// whether the server closes the connection).
-    async fn exchange(&mut self, body: &[u8]) -> Result<(u16, usize, usize, bool), String> {
+    /// Writes the request and reads one whole reply into `buf`; returns its head and where its
+    /// body starts.
+    async fn exchange(&mut self, body: &[u8]) -> Result<(ReplyHead, usize), String> {
         self.connect().await?;
         let stream = self.stream.as_mut().expect("connected above");
         self.request.clear();
         self.request.extend_from_slice(&self.head);
-        self.request
-            .extend_from_slice(format!("{}\r\n\r\n", body.len()).as_bytes());
+        write!(self.request, "{}\r\n\r\n", body.len()).expect("a Vec takes any write");
         self.request.extend_from_slice(body);
         stream
             .write_all(&self.request)
             .await
             .map_err(|e| format!("cannot send to {}: {e}", self.address))?;
         self.buf.clear();
-        let head_end = loop {
+        let start = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i + 4;
             }
             read_more(stream, &mut self.buf, &self.address).await?;
         };
-        let reply = ReplyHead::parse(&self.buf[..head_end])?;
-        let end = head_end + reply.length;
-        if end > MAX_REPLY {
-            return Err(format!("reply of {} bytes is too large", reply.length));
+        let head = ReplyHead::parse(&self.buf[..start])?;
+        if start + head.length > MAX_REPLY {
+            return Err(format!("reply of {} bytes is too large", head.length));
         }
-        while self.buf.len() < end {
+        while self.buf.len() < start + head.length {
             read_more(stream, &mut self.buf, &self.address).await?;
         }
-        Ok((reply.status, head_end, end, reply.close))
+        Ok((head, start))
     }
 }
 
