@@ -21,11 +21,10 @@ REPLICAS=${REPLICAS:-1 2}
 ROUNDS=${ROUNDS:-4}
 CLIENTS=${CLIENTS:-64}
 PER_CLIENT=${PER_CLIENT:-900}
-TOKEN="bench-bootstrap-$(od -An -tx8 -N16 /dev/urandom | tr -d ' \n')"
 WORK=$(mktemp -d)
 PIDS=()
 DB=
-psql_admin() { PGOPTIONS='-c client_min_messages=warning' psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qAtX -c "$1"; }
+source scripts/bench-pg-lib.sh
 cleanup() {
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     [[ -n $DB ]] && psql_admin "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null || true
@@ -45,11 +44,6 @@ for side in a b; do
     echo "$side = $rev ($(git rev-parse --short "$rev"))"
 done
 
-db_url() {
-    local base=${ADMIN_URL%%\?*} query=
-    [[ $ADMIN_URL == *\?* ]] && query="?${ADMIN_URL#*\?}"
-    echo "${base%/*}/$1$query"
-}
 # CPU ticks (user + system, USER_HZ) of the given processes.
 ticks() {
     local sum=0
@@ -62,26 +56,16 @@ machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 
 # side replicas round
 run() {
-    local bin="$WORK/macpool-$1" targets=() log
+    local bin="$WORK/macpool-$1" targets=()
     DB="macpool_bench_ab_$$"
     psql_admin "CREATE DATABASE $DB" >/dev/null
-    for i in $(seq "$2"); do
-        log="$WORK/serve-$i"
-        env ${SERVE_THREADS:+TOKIO_WORKER_THREADS=$SERVE_THREADS} MACPOOL_BOOTSTRAP_TOKEN=$TOKEN \
-            "$bin" serve --database "$(db_url "$DB")" --listen 127.0.0.1:0 >"$log.out" 2>"$log.err" &
-        PIDS+=($!)
-        local url=
-        for _ in $(seq 300); do
-            url=$(sed -n 's/^macpool listening on \([^ ]*\).*/\1/p' "$log.out")
-            [[ -n $url ]] && break
-            sleep 0.1
-        done
-        [[ -n $url ]] || { cat "$log.err" >&2; exit 1; }
-        targets+=(--target "$url")
+    for _ in $(seq "$2"); do
+        start_serve "$bin" "$(db_url "$DB")"
+        targets+=(--target "$SERVER_URL")
     done
     local s0 p0 m0 s1 p1 m1
     s0=$(ticks "${PIDS[@]}") p0=$(ticks $(pgrep -x postgres)) m0=$(machine_ticks)
-    "$bin" --json bench allocate "${targets[@]}" --token "$TOKEN" --clients "$CLIENTS" \
+    "$bin" --json bench allocate "${targets[@]}" --token "$BENCH_TOKEN" --clients "$CLIENTS" \
         --per-client "$PER_CLIENT" --fill 0 --pool-size 65536 --order next-fit --warm-up >"$WORK/out.json"
     s1=$(ticks "${PIDS[@]}") p1=$(ticks $(pgrep -x postgres)) m1=$(machine_ticks)
     kill -TERM "${PIDS[@]}"

@@ -24,11 +24,10 @@ ADMIN_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 ROUNDS=${ROUNDS:-3}
 SECONDS_EACH=${SECONDS_EACH:-5}
 DB="macpool_bench_lease_insert_$$"
-base=${ADMIN_URL%%\?*}
-URL="${base%/*}/$DB"
 VARIANTS=(upsert plain merge text unique db-collation vm-index)
 
-psql_admin() { PGOPTIONS='-c client_min_messages=warning' psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qAtX -c "$1"; }
+source scripts/bench-pg-lib.sh
+URL=$(db_url "$DB")
 WORK=$(mktemp -d)
 cleanup() {
     psql_admin "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null || true

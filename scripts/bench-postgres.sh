@@ -9,8 +9,9 @@
 #     `macpool bench allocate` with the clients spread round-robin over the replicas;
 #   - 2 uncoordinated writers ("2s"): 2 separate stores sharing nothing but the PostgreSQL
 #     server and the CPUs (each `serve` on its own database, its own 65,536-address range under
-#     the same pool name), driven exactly like 2 replicas: what coordination through the head
-#     lock costs or saves (it is not a ceiling: waiting for the lock enlarges batches).
+#     the same pool name), driven exactly like 2 replicas: two serial sections side by side
+#     against the replicas' one shared head lock, i.e. what that lock costs (or, when the cores
+#     are short, saves: waiting for the lock enlarges batches).
 # Every design does the same number of timed allocations at a given fill, with the same number
 # of concurrent clients, whose connections (to PostgreSQL for the SQL patterns, over HTTP to the
 # replicas for macpool) are open before the clock starts. One table at the end; its CPU column is
@@ -37,18 +38,11 @@ FILLS=${FILLS:-0 90}
 PATTERNS=${PATTERNS-netbox neutron skip-locked chunks}
 REPLICAS=${REPLICAS-1 2 2s}
 ALLOCATIONS=$((CLIENTS * PER_CLIENT))
-TOKEN="bench-bootstrap-$(od -An -tx8 -N16 /dev/urandom | tr -d ' \n')"
+source scripts/bench-pg-lib.sh
 
 cargo build --release --quiet -p macpool
 BIN=${CARGO_TARGET_DIR:-target}/release/macpool
 
-# The URL of database $1 on the same server as ADMIN_URL (its last path segment replaced).
-db_url() {
-    local base=${ADMIN_URL%%\?*} query=
-    [[ $ADMIN_URL == *\?* ]] && query="?${ADMIN_URL#*\?}"
-    echo "${base%/*}/$1$query"
-}
-psql_admin() { PGOPTIONS='-c client_min_messages=warning' psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qAtX -c "$1"; }
 CURRENT_DBS=()
 fresh_db() {
     psql_admin "DROP DATABASE IF EXISTS $1" >/dev/null
@@ -81,30 +75,6 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-# Starts one `macpool serve` on database URL $1 and sets SERVER_URL once it listens. Not for
-# $(…): the pid must reach PIDS in this shell.
-start_server() {
-    local log="$WORK/serve-${#PIDS[@]}-$RANDOM"
-    env ${SERVE_THREADS:+TOKIO_WORKER_THREADS=$SERVE_THREADS} MACPOOL_BOOTSTRAP_TOKEN=$TOKEN \
-        "$BIN" serve --database "$1" --listen 127.0.0.1:0 \
-        >"$log.out" 2>"$log.err" &
-    local pid=$!
-    PIDS+=("$pid")
-    SERVER_URL=
-    for _ in $(seq 300); do
-        SERVER_URL=$(sed -n 's/^macpool listening on \([^ ]*\).*/\1/p' "$log.out" 2>/dev/null || true)
-        [[ -n $SERVER_URL ]] && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "macpool serve exited before listening:" >&2
-            cat "$log.err" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    echo "macpool serve did not listen within 30 s" >&2
-    return 1
-}
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
@@ -142,9 +112,9 @@ for run in $(seq "$RUNS"); do
                 for i in $(seq "${replicas%s}"); do
                     db="macpool_bench_${replicas}${i}_${fill}_$$"
                     fresh_db "$db"
-                    start_server "$(db_url "$db")"
+                    start_serve "$BIN" "$(db_url "$db")"
                     first=$((0x00155D000000 + i * 0x100000))
-                    "$BIN" pool create bench --server "$SERVER_URL" --token "$TOKEN" --order next-fit \
+                    "$BIN" pool create bench --server "$SERVER_URL" --token "$BENCH_TOKEN" --order next-fit \
                         --range "$(printf '%012X-%012X' "$first" $((first + 65535)))" >/dev/null
                     targets+=(--target "$SERVER_URL")
                 done
@@ -155,12 +125,12 @@ for run in $(seq "$RUNS"); do
                 fresh_db "$db"
                 # One after the other, so that only the first creates the schema.
                 for _ in $(seq "$replicas"); do
-                    start_server "$(db_url "$db")"
+                    start_serve "$BIN" "$(db_url "$db")"
                     targets+=(--target "$SERVER_URL")
                 done
             fi
             out="$WORK/macpool-$replicas-$fill-$run.json"
-            "$BIN" --json bench allocate "${targets[@]}" --token "$TOKEN" \
+            "$BIN" --json bench allocate "${targets[@]}" --token "$BENCH_TOKEN" \
                 --clients "$CLIENTS" --per-client "$PER_CLIENT" --fill "$fill" \
                 --pool-size 65536 --order next-fit --warm-up >"$out" ||
                 echo "(bench allocate reported a failure; see the errors column)"
