@@ -132,7 +132,9 @@ async fn libvirt_service(
     _args: &AgentRunArgs,
 ) -> CmdResult {
     Err(Failure::usage(
-        "libvirt support is not compiled into this macpool (build with --features libvirt)",
+        "libvirt support is not compiled into this macpool; it needs libvirt's C library \
+         (Debian: apt-get install libvirt-dev), then: \
+         cargo install --path crates/macpool --features libvirt (see docs/agent-libvirt.md)",
     ))
 }
 
