@@ -19,6 +19,9 @@ use crate::range::MacRange;
 
 pub use blocks::{BlockClaim, BlockFilter};
 pub use inventory::{InventoryOutcome, StoredInventory};
+pub use map::{
+    AddressCell, AddressMap, AddressRow, AddressState, HostSummary, MapCells, SummaryCell,
+};
 
 /// Most ranges one pool may have; keeps specs readable and edits cheap.
 pub const MAX_RANGES_PER_POOL: usize = 64;
@@ -1630,5 +1633,6 @@ impl Authority {
 mod blocks;
 mod follow;
 mod inventory;
+mod map;
 #[cfg(test)]
 mod tests;

@@ -174,6 +174,26 @@ impl FreeSpace {
             .map(|(s, l)| (Mac::from_u64(*s).unwrap(), Mac::from_u64(*l).unwrap()))
     }
 
+    /// The free run containing `mac`, else the first one after it.
+    pub fn run_from(&self, mac: Mac) -> Option<(Mac, Mac)> {
+        let v = mac.to_u64();
+        let (s, l) = self
+            .run_containing(v)
+            .or_else(|| self.runs.range(v..).next().map(|(s, l)| (*s, *l)))?;
+        Some((Mac::from_u64(s)?, Mac::from_u64(l)?))
+    }
+
+    /// How many addresses of `first..=last` are free: O(log runs + runs inside).
+    pub fn free_between(&self, first: Mac, last: Mac) -> u64 {
+        let (a, b) = (first.to_u64(), last.to_u64());
+        let head = self.run_containing(a).filter(|(s, _)| *s < a);
+        let mut n = head.map_or(0, |(_, l)| l.min(b) - a + 1);
+        for (&s, &l) in self.runs.range(a..=b) {
+            n += l.min(b) - s + 1;
+        }
+        n
+    }
+
     pub fn run_count(&self) -> usize {
         self.runs.len()
     }

@@ -9,6 +9,7 @@ use macpool_core::authority::{
 };
 use macpool_core::block::BlockState;
 use macpool_core::conflict::ConflictClass;
+use macpool_core::history::HistoryAction;
 use macpool_core::inventory::{
     Adapter, AdapterLocation, Checkpoint, CheckpointType, HostInventory, MacKind, Vm, VmState,
 };
@@ -140,6 +141,47 @@ async fn acknowledged_changes_survive_and_history_is_kept<S: Store>(store: &S) {
         .await
         .unwrap();
     assert_eq!(by_vm.len(), 3);
+    // the dashboard's filters: each field, and time
+    let count = |f: HistoryFilter| async move {
+        store
+            .history(HistoryFilter { limit: 100, ..f })
+            .await
+            .unwrap()
+            .len()
+    };
+    let released = HistoryFilter {
+        action: Some(HistoryAction::Released),
+        mac: Some(mac),
+        ..HistoryFilter::default()
+    };
+    assert_eq!(count(released.clone()).await, 1);
+    let by_bob = HistoryFilter {
+        actor: Some("bob".into()),
+        ..released.clone()
+    };
+    assert_eq!(count(by_bob).await, 1);
+    let by_nobody = HistoryFilter {
+        actor: Some("nobody".into()),
+        ..released.clone()
+    };
+    assert_eq!(count(by_nobody).await, 0);
+    let of_pool = HistoryFilter {
+        pool: Some(h[0].entry.pool.as_ref().unwrap().as_str().to_string()),
+        ..released.clone()
+    };
+    assert_eq!(count(of_pool).await, 1);
+    let at = h[0].entry.at;
+    let window = HistoryFilter {
+        since: Some(at),
+        until: Some(Timestamp(at.0 + 1)),
+        ..released.clone()
+    };
+    assert_eq!(count(window).await, 1);
+    let later = HistoryFilter {
+        since: Some(Timestamp(at.0 + 1)),
+        ..released
+    };
+    assert_eq!(count(later).await, 0);
     for (vm, rows) in [("vm-1", 3), ("vm-2", 0)] {
         let both = HistoryFilter {
             mac: Some(mac),

@@ -9,13 +9,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use macpool_core::Mac;
 use macpool_core::Timestamp;
 use macpool_core::authority::{
-    Actor, AllocateRequest, Allocation, Authority, AuthorityError, Available, BlockClaim,
-    BlockFilter, Change, Context, HoldRequest, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit,
-    PoolView, ReleaseSelector, Released, StoredInventory, UnholdRequest,
+    Actor, AddressMap, AddressRow, AllocateRequest, Allocation, Authority, AuthorityError,
+    Available, BlockClaim, BlockFilter, Change, Context, HoldRequest, HostSummary,
+    InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolView, ReleaseSelector, Released,
+    StoredInventory, UnholdRequest,
 };
 use macpool_core::block::Block;
 use macpool_core::conflict::Conflict;
-use macpool_core::history::HistoryEntry;
+use macpool_core::history::{HistoryAction, HistoryEntry};
 use macpool_core::inventory::HostInventory;
 use macpool_core::lease::{Hold, Lease};
 use macpool_core::pool::PoolSpec;
@@ -104,6 +105,14 @@ impl std::fmt::Debug for TokenRecord {
 pub struct HistoryFilter {
     pub mac: Option<Mac>,
     pub vm_id: Option<String>,
+    /// Exact matches on the entry's fields (the dashboard's history filters).
+    pub actor: Option<String>,
+    pub action: Option<HistoryAction>,
+    pub pool: Option<String>,
+    pub host: Option<String>,
+    /// Only entries written at or after / before these times.
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
     pub limit: u32,
     /// Only rows older than this id: the last id of one page asks for the next.
     pub before: Option<u64>,
@@ -336,6 +345,36 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
     /// Every conflict across the latest inventories, pools, leases and holds; derived on each call.
     fn conflicts(&self) -> impl Future<Output = StoreResult<Vec<Conflict>>> + Send {
         self.read(|a| Ok(a.conflicts()))
+    }
+
+    /// One page of a pool's map (see `Authority::address_map`), conflicts marked.
+    fn address_map(
+        &self,
+        pool: String,
+        first: Mac,
+        cell_size: u64,
+        cells: u64,
+    ) -> impl Future<Output = StoreResult<AddressMap>> + Send {
+        self.read(move |a| {
+            let conflicts = a.conflicting_macs();
+            Ok(a.address_map(&pool, first, cell_size, cells, &conflicts)?)
+        })
+    }
+    /// A pool's address table from `from`, at most `limit` rows, and where the next page starts.
+    fn address_rows(
+        &self,
+        pool: String,
+        from: Mac,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<(Vec<AddressRow>, Option<Mac>)>> + Send {
+        self.read(move |a| {
+            let conflicts = a.conflicting_macs();
+            Ok(a.address_rows(&pool, from, limit, &conflicts)?)
+        })
+    }
+    /// Every host that reported an inventory, summarised.
+    fn hosts(&self) -> impl Future<Output = StoreResult<Vec<HostSummary>>> + Send {
+        self.read(|a| Ok(a.host_summaries()))
     }
 
     /// Claims a block for a host, or returns its pending one (`true`); see `Authority::claim_block`.

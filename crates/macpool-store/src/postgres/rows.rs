@@ -567,6 +567,29 @@ pub async fn history(conn: &mut PgConnection, f: &HistoryFilter) -> DbResult<Vec
     if let Some(vm) = &f.vm_id {
         sql += &format!("vm_id = {} AND ", params.bind(vm.as_str()));
     }
+    // the rest live in the entry's serde form (the column names of the JSON object)
+    let json_fields = [
+        ("actor", f.actor.clone()),
+        ("pool", f.pool.clone()),
+        ("host", f.host.clone()),
+        (
+            "action",
+            f.action
+                .map(|a| serde_json::to_value(a).expect("a unit variant serialises"))
+                .and_then(|v| v.as_str().map(str::to_string)),
+        ),
+    ];
+    for (field, value) in json_fields {
+        if let Some(v) = value {
+            sql += &format!("entry->>'{field}' = {} AND ", params.bind(v));
+        }
+    }
+    if let Some(t) = f.since {
+        sql += &format!("at_ms >= {} AND ", params.bind(t.0 as i64));
+    }
+    if let Some(t) = f.until {
+        sql += &format!("at_ms < {} AND ", params.bind(t.0 as i64));
+    }
     let before = params.bind(f.before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64));
     let limit = params.bind(i64::from(f.limit.max(1)));
     sql += &format!("id < {before} ORDER BY id DESC LIMIT {limit}");

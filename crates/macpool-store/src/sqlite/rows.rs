@@ -453,49 +453,60 @@ fn history_row(r: &Row) -> SqlResult<HistoryEntry> {
     })
 }
 
-/// History rows, newest first, older than `f.before` when given. One statement per filter
-/// shape, each on its index (`history_mac` and `history_vm` end in `id`, so the cursor is part of
-/// the index range).
+/// History rows, newest first, older than `f.before` when given. The statement is built from the
+/// filter: constant text and placeholders only, the values travel as parameters. A MAC or VM
+/// filter uses `history_mac` / `history_vm` (both end in `id`, so the cursor is part of the range).
 pub fn history(conn: &Connection, f: &HistoryFilter) -> SqlResult<Vec<HistoryRecord>> {
-    let cols = "at_ms, actor, action, mac, pool, vm_id, vm_name, adapter_id, host, reason, id";
-    let limit = i64::from(f.limit.max(1));
-    let before = f.before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
-    let mut out = Vec::new();
-    let mut push = |mut rows: rusqlite::Rows| -> SqlResult<()> {
-        while let Some(r) = rows.next()? {
-            out.push(HistoryRecord {
-                entry: history_row(r)?,
-                id: r.get::<_, i64>(10)? as u64,
-            });
-        }
-        Ok(())
+    let mut sql = String::from(
+        "SELECT at_ms, actor, action, mac, pool, vm_id, vm_name, adapter_id, host, reason, id \
+         FROM history WHERE ",
+    );
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut cond = |column: &str, op: &str, v: rusqlite::types::Value| {
+        values.push(v);
+        sql += &format!("{column} {op} ?{} AND ", values.len());
     };
-    match (&f.mac, &f.vm_id) {
-        (Some(mac), Some(vm)) => {
-            let mut s = conn.prepare_cached(&format!(
-                "SELECT {cols} FROM history WHERE mac = ?1 AND vm_id = ?2 AND id < ?3
-                 ORDER BY id DESC LIMIT ?4"
-            ))?;
-            push(s.query(params![mac.to_u64() as i64, vm, before, limit])?)?;
-        }
-        (Some(mac), None) => {
-            let mut s = conn.prepare_cached(&format!(
-                "SELECT {cols} FROM history WHERE mac = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
-            ))?;
-            push(s.query(params![mac.to_u64() as i64, before, limit])?)?;
-        }
-        (None, Some(vm)) => {
-            let mut s = conn.prepare_cached(&format!(
-                "SELECT {cols} FROM history WHERE vm_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
-            ))?;
-            push(s.query(params![vm, before, limit])?)?;
-        }
-        (None, None) => {
-            let mut s = conn.prepare_cached(&format!(
-                "SELECT {cols} FROM history WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
-            ))?;
-            push(s.query(params![before, limit])?)?;
-        }
+    let text = |s: &str| rusqlite::types::Value::Text(s.to_string());
+    let int = |i: u64| rusqlite::types::Value::Integer(i.min(i64::MAX as u64) as i64);
+    if let Some(mac) = f.mac {
+        cond("mac", "=", int(mac.to_u64()));
+    }
+    if let Some(vm) = &f.vm_id {
+        cond("vm_id", "=", text(vm));
+    }
+    if let Some(actor) = &f.actor {
+        cond("actor", "=", text(actor));
+    }
+    if let Some(action) = f.action {
+        cond("action", "=", text(action.name()));
+    }
+    if let Some(pool) = &f.pool {
+        cond("pool", "=", text(pool));
+    }
+    if let Some(host) = &f.host {
+        cond("host", "=", text(host));
+    }
+    if let Some(t) = f.since {
+        cond("at_ms", ">=", int(t.0));
+    }
+    if let Some(t) = f.until {
+        cond("at_ms", "<", int(t.0));
+    }
+    cond("id", "<", int(f.before.unwrap_or(u64::MAX)));
+    values.push(rusqlite::types::Value::Integer(i64::from(f.limit.max(1))));
+    let sql = format!(
+        "{} ORDER BY id DESC LIMIT ?{}",
+        sql.trim_end_matches(" AND "),
+        values.len()
+    );
+    let mut s = conn.prepare_cached(&sql)?;
+    let mut rows = s.query(rusqlite::params_from_iter(values))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(HistoryRecord {
+            entry: history_row(r)?,
+            id: r.get::<_, i64>(10)? as u64,
+        });
     }
     Ok(out)
 }

@@ -1,0 +1,344 @@
+//! The address space of a pool as a person looks at it: every address's state for the
+//! dashboard's map (one cell per address, or per 256 / 65,536 addresses zoomed out) and its
+//! address table (used addresses interleaved with "N free" runs). Read-only views of the same
+//! state the rules keep; nothing here decides anything.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::conflict::Conflict;
+use crate::inventory::AdapterLocation;
+
+/// What one address of a pool is, in the dashboard's legend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressState {
+    /// Not in any range of the pool (a hole between ranges, or past its end).
+    Outside,
+    Free,
+    Leased,
+    Held(HoldReason),
+    Cooling(Timestamp),
+    /// Inside a block delegated to a host's own allocator.
+    Delegated {
+        block: u64,
+        host: String,
+    },
+    /// Free in the pool, yet a host's latest inventory shows it: Hyper-V (or someone) uses it
+    /// without a lease.
+    Unmanaged,
+}
+
+impl AddressState {
+    /// The legend's key, stable (CSS classes, filters, exports).
+    pub fn key(&self) -> &'static str {
+        match self {
+            AddressState::Outside => "outside",
+            AddressState::Free => "free",
+            AddressState::Leased => "leased",
+            AddressState::Held(_) => "held",
+            AddressState::Cooling(_) => "cooling",
+            AddressState::Delegated { .. } => "delegated",
+            AddressState::Unmanaged => "unmanaged",
+        }
+    }
+
+    /// Every key a filter may name, in legend order.
+    pub const KEYS: [&'static str; 6] = [
+        "free",
+        "leased",
+        "held",
+        "cooling",
+        "delegated",
+        "unmanaged",
+    ];
+}
+
+/// One address: its state, and whether the conflict engine names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressCell {
+    pub mac: Mac,
+    pub state: AddressState,
+    pub conflict: bool,
+}
+
+/// A zoomed-out cell: `size` addresses from `first`, summarised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SummaryCell {
+    pub first: Mac,
+    pub size: u64,
+    /// How many of them belong to the pool.
+    pub in_pool: u64,
+    /// How many of those are not free (leased, held, cooling or delegated).
+    pub used: u64,
+    /// Conflicting MACs inside.
+    pub conflicts: u64,
+}
+
+/// The cells of one map page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapCells {
+    Addresses(Vec<AddressCell>),
+    Summaries(Vec<SummaryCell>),
+}
+
+/// One page of a pool's map: `cells` cells of `cell_size` addresses from `first`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressMap {
+    pub pool: PoolName,
+    pub first: Mac,
+    pub cell_size: u64,
+    pub cells: MapCells,
+    /// The pool's lowest and highest address: the page can move inside them.
+    pub span: (Mac, Mac),
+}
+
+/// One row of a pool's address table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressRow {
+    /// An address something uses or keeps: its whole status.
+    Used {
+        status: MacStatus,
+        state: AddressState,
+        conflict: bool,
+    },
+    /// A delegated block, as one row (its addresses belong to the host's allocator).
+    Block(Block),
+    /// A run of free addresses.
+    Free { first: Mac, last: Mac },
+}
+
+impl Authority {
+    /// The state of one address (of any pool, or none).
+    pub fn address_state(&self, mac: Mac) -> AddressState {
+        let Some(name) = self.pool_of(mac) else {
+            return AddressState::Outside;
+        };
+        if let Some(b) = self.block_at(mac) {
+            return AddressState::Delegated {
+                block: b.id,
+                host: b.host.clone(),
+            };
+        }
+        if let Some(e) = self.macs.get(&mac) {
+            if !e.leases.is_empty() {
+                return AddressState::Leased;
+            }
+            if let Some(h) = e.holds.iter().map(|h| h.reason).min() {
+                return AddressState::Held(h);
+            }
+        }
+        if let Some(until) = self.cooling.get(&mac) {
+            return AddressState::Cooling(*until);
+        }
+        if self.seen.contains_key(&mac) {
+            return AddressState::Unmanaged;
+        }
+        debug_assert!(self.pools[name].free.is_free(mac));
+        AddressState::Free
+    }
+
+    /// Every MAC the conflict engine names now.
+    pub fn conflicting_macs(&self) -> BTreeSet<Mac> {
+        self.conflicts().iter().filter_map(Conflict::mac).collect()
+    }
+
+    /// A page of `cells` cells of `cell_size` addresses from `first` (clamped to MAC space).
+    /// `cell_size` 1 gives each address's state; larger sizes summarise. `conflicts` is
+    /// [`Authority::conflicting_macs`], computed once by the caller.
+    pub fn address_map(
+        &self,
+        pool: &str,
+        first: Mac,
+        cell_size: u64,
+        cells: u64,
+        conflicts: &BTreeSet<Mac>,
+    ) -> Result<AddressMap> {
+        let p = self.pool_state(pool)?;
+        if cell_size == 0 || cells == 0 {
+            return Err(AuthorityError::InvalidInput(
+                "a map needs at least one cell of at least one address".into(),
+            ));
+        }
+        let span = pool_span(&p.spec.ranges);
+        let max = crate::mac::MAC_MAX;
+        let start = first.to_u64();
+        let cell_at = |i: u64| -> Option<(Mac, Mac)> {
+            let a = start.checked_add(i.checked_mul(cell_size)?)?;
+            if a > max {
+                return None;
+            }
+            let b = a.saturating_add(cell_size - 1).min(max);
+            Some((Mac::from_u64(a)?, Mac::from_u64(b)?))
+        };
+        let cells = if cell_size == 1 {
+            MapCells::Addresses(
+                (0..cells)
+                    .map_while(cell_at)
+                    .map(|(mac, _)| AddressCell {
+                        mac,
+                        state: if self.pool_of(mac) == Some(&p.spec.name) {
+                            self.address_state(mac)
+                        } else {
+                            AddressState::Outside
+                        },
+                        conflict: conflicts.contains(&mac),
+                    })
+                    .collect(),
+            )
+        } else {
+            MapCells::Summaries(
+                (0..cells)
+                    .map_while(cell_at)
+                    .map(|(a, b)| {
+                        let in_pool: u64 = p.spec.ranges.iter().map(|r| overlap(r, a, b)).sum();
+                        SummaryCell {
+                            first: a,
+                            size: b.to_u64() - a.to_u64() + 1,
+                            in_pool,
+                            used: in_pool - p.free.free_between(a, b),
+                            conflicts: conflicts.range(a..=b).count() as u64,
+                        }
+                    })
+                    .collect(),
+            )
+        };
+        Ok(AddressMap {
+            pool: p.spec.name.clone(),
+            first,
+            cell_size,
+            cells,
+            span,
+        })
+    }
+
+    /// The pool's addresses in order from `from`: each used address (leased, held, cooling, or
+    /// free but seen in an inventory), each delegated block as one row, and the free runs between
+    /// them, at most `limit` rows. Also returns where the next page starts. O(log n + rows).
+    pub fn address_rows(
+        &self,
+        pool: &str,
+        from: Mac,
+        limit: usize,
+        conflicts: &BTreeSet<Mac>,
+    ) -> Result<(Vec<AddressRow>, Option<Mac>)> {
+        let p = self.pool_state(pool)?;
+        let mut ranges = p.spec.ranges.clone();
+        ranges.sort_by_key(MacRange::first);
+        let mut rows = Vec::new();
+        for r in ranges.iter().filter(|r| r.last() >= from) {
+            let mut at = r.first().max(from).to_u64();
+            let end = r.last().to_u64();
+            while at <= end {
+                if rows.len() == limit {
+                    return Ok((rows, Mac::from_u64(at)));
+                }
+                let mac = Mac::from_u64(at).expect("inside a range");
+                let next_free = p.free.run_from(mac).filter(|(s, _)| *s <= r.last());
+                match next_free {
+                    Some((s, l)) if s <= mac => {
+                        // a free run, cut where an inventory shows one of its addresses
+                        let l = l.min(r.last());
+                        match self.seen.range(mac..=l).next().map(|(m, _)| *m) {
+                            Some(seen) if seen == mac => {
+                                rows.push(self.used_row(mac, conflicts));
+                                at += 1;
+                            }
+                            Some(seen) => {
+                                rows.push(AddressRow::Free {
+                                    first: mac,
+                                    last: Mac::from_u64(seen.to_u64() - 1).unwrap(),
+                                });
+                                at = seen.to_u64();
+                            }
+                            None => {
+                                rows.push(AddressRow::Free {
+                                    first: mac,
+                                    last: l,
+                                });
+                                at = l.to_u64() + 1;
+                            }
+                        }
+                    }
+                    _ => {
+                        if let Some(b) = self.block_at(mac) {
+                            rows.push(AddressRow::Block(b.clone()));
+                            at = b.range.last().to_u64() + 1;
+                        } else {
+                            rows.push(self.used_row(mac, conflicts));
+                            at += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok((rows, None))
+    }
+
+    fn used_row(&self, mac: Mac, conflicts: &BTreeSet<Mac>) -> AddressRow {
+        AddressRow::Used {
+            status: self.mac_status(mac),
+            state: self.address_state(mac),
+            conflict: conflicts.contains(&mac),
+        }
+    }
+}
+
+/// The lowest and highest address of a pool's ranges.
+fn pool_span(ranges: &[MacRange]) -> (Mac, Mac) {
+    let lo = ranges
+        .iter()
+        .map(MacRange::first)
+        .min()
+        .unwrap_or(Mac::ZERO);
+    let hi = ranges.iter().map(MacRange::last).max().unwrap_or(Mac::ZERO);
+    (lo, hi)
+}
+
+/// How many addresses `a..=b` shares with `r`.
+fn overlap(r: &MacRange, a: Mac, b: Mac) -> u64 {
+    let lo = r.first().max(a).to_u64();
+    let hi = r.last().min(b).to_u64();
+    if lo > hi { 0 } else { hi - lo + 1 }
+}
+
+/// One reporting host, as the hosts page lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSummary {
+    pub host: String,
+    pub cluster: Option<String>,
+    pub generation: u64,
+    pub received: Timestamp,
+    pub dynamic_range: Option<MacRange>,
+    pub cursor: Option<Mac>,
+    pub vms: usize,
+    pub live_adapters: usize,
+    pub checkpoint_adapters: usize,
+}
+
+impl Authority {
+    /// Every host that has reported an inventory, by name.
+    pub fn host_summaries(&self) -> Vec<HostSummary> {
+        self.inventories
+            .iter()
+            .map(|(host, s)| {
+                let inv = &s.inventory;
+                let adapters = inv.vms().iter().flat_map(|v| &v.adapters);
+                let live = adapters
+                    .clone()
+                    .filter(|a| matches!(a.location, AdapterLocation::Live))
+                    .count();
+                HostSummary {
+                    host: host.clone(),
+                    cluster: inv.cluster.clone(),
+                    generation: s.generation,
+                    received: s.received,
+                    dynamic_range: inv.dynamic_range(),
+                    cursor: inv.cursor(),
+                    vms: inv.vms().len(),
+                    live_adapters: live,
+                    checkpoint_adapters: adapters.count() - live,
+                }
+            })
+            .collect()
+    }
+}
