@@ -20,7 +20,8 @@ use crate::range::MacRange;
 pub use blocks::{BlockClaim, BlockFilter};
 pub use inventory::{InventoryOutcome, StoredInventory};
 pub use map::{
-    AddressCell, AddressMap, AddressRow, AddressState, HostSummary, MapCells, SummaryCell,
+    AddressCell, AddressMap, AddressRow, AddressState, HostSummary, MapCells, PoolSummary,
+    SummaryCell,
 };
 
 /// Most ranges one pool may have; keeps specs readable and edits cheap.
@@ -822,11 +823,6 @@ impl Authority {
                 req.count
             )));
         }
-        if req.mac.is_some() && req.count != 1 {
-            return Err(AuthorityError::InvalidInput(
-                "a specific MAC can only be asked for one adapter (count 1)".into(),
-            ));
-        }
         let pool_name = self.pool_state(&req.pool)?.spec.name.clone();
         let owners: Vec<Owner> = if req.count == 1 {
             vec![owner]
@@ -838,12 +834,28 @@ impl Authority {
                 })
                 .collect()
         };
+        // With a specific MAC and a count, the owners take consecutive addresses from it.
+        let wanted_mac = |i: usize| -> Result<Option<Mac>> {
+            let Some(first) = req.mac else {
+                return Ok(None);
+            };
+            Mac::from_u64(first.to_u64() + i as u64)
+                .filter(|m| m.is_unicast())
+                .map(Some)
+                .ok_or_else(|| {
+                    AuthorityError::InvalidInput(format!(
+                        "{} consecutive addresses from {first} run past the unicast space",
+                        req.count
+                    ))
+                })
+        };
         // Validate everything before changing anything.
         let mut new_owners = Vec::new();
-        for o in &owners {
+        for (i, o) in owners.iter().enumerate() {
+            let wanted = wanted_mac(i)?;
             match self.leases.get(&o.key()) {
                 Some(existing) => {
-                    if existing.pool != pool_name || req.mac.is_some_and(|m| m != existing.mac) {
+                    if existing.pool != pool_name || wanted.is_some_and(|m| m != existing.mac) {
                         return Err(AuthorityError::OwnerConflict {
                             owner: o.key(),
                             mac: existing.mac,
@@ -854,14 +866,23 @@ impl Authority {
                         return Err(forbidden_host(&ctx.actor, existing));
                     }
                 }
-                None => new_owners.push(o.clone()),
+                None => new_owners.push((o.clone(), wanted)),
             }
         }
         let mut duplicate = false;
-        if let Some(mac) = req.mac
-            && !new_owners.is_empty()
-        {
-            duplicate = self.check_specific_mac(&pool_name, mac)?;
+        if req.mac.is_some() {
+            for (_, mac) in &new_owners {
+                let mac = mac.expect("a specific MAC was asked for");
+                let flagged = self.check_specific_mac(&pool_name, mac)?;
+                if flagged && req.count > 1 {
+                    // a run is asked for where it is free; a flagged duplicate is one MAC's choice
+                    return Err(AuthorityError::MacInUse {
+                        mac,
+                        by: self.describe_users(mac),
+                    });
+                }
+                duplicate |= flagged;
+            }
         } else {
             let p = &self.pools[&pool_name];
             let wanted = new_owners.len() as u64;
@@ -881,9 +902,9 @@ impl Authority {
 
         let mut changes = Vec::new();
         let mut new_macs = HashMap::new();
-        for o in &new_owners {
-            let mac = match req.mac {
-                Some(m) => m,
+        for (o, wanted) in &new_owners {
+            let mac = match wanted {
+                Some(m) => *m,
                 None => self.pick_free(&pool_name),
             };
             let before = self.slot(mac);

@@ -95,6 +95,12 @@ impl TokenCache {
         }
     }
 
+    /// The record with this id, unless revoked (a dashboard session re-checks its token so).
+    pub fn active(&self, id: &str) -> Option<TokenRecord> {
+        let guard = self.inner.read().unwrap();
+        guard.0.get(id).filter(|r| r.revoked.is_none()).cloned()
+    }
+
     /// The record of a presented token, if it is valid and not revoked.
     pub fn verify(&self, presented: &str) -> Option<TokenRecord> {
         let (id, secret) = split(presented);

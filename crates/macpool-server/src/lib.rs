@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 mod routes;
 pub mod serve;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,6 +41,8 @@ pub const MAX_INVENTORY_BYTES: usize = 16 * 1024 * 1024;
 pub struct ServerConfig {
     /// Serve /metrics without a token.
     pub public_metrics: bool,
+    /// Served over TLS: dashboard cookies are marked `Secure`.
+    pub tls: bool,
 }
 
 pub struct AppState {
@@ -47,6 +50,8 @@ pub struct AppState {
     pub tokens: TokenCache,
     pub metrics: Metrics,
     pub config: ServerConfig,
+    /// Dashboard sessions (in memory: a restart signs everyone out).
+    pub sessions: ui::session::Sessions,
 }
 
 /// The API routes with their OpenAPI description; one list feeds both.
@@ -98,6 +103,7 @@ pub fn app(state: Arc<AppState>) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .merge(ui::router(state.clone()))
         .route("/healthz", get(routes::system::healthz))
         .route("/metrics", get(routes::system::metrics))
         .fallback(no_route)

@@ -42,7 +42,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         metrics: Metrics::default(),
         config: ServerConfig {
             public_metrics: opts.public_metrics,
+            tls: tls.is_some(),
         },
+        sessions: Default::default(),
     });
     let router = app(state.clone());
     let listener = std::net::TcpListener::bind(opts.listen)

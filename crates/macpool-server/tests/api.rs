@@ -51,6 +51,7 @@ async fn api() -> Api {
         tokens: TokenCache::new(tokens),
         metrics: Metrics::default(),
         config: ServerConfig::default(),
+        sessions: Default::default(),
     });
     Api {
         router: app(state),

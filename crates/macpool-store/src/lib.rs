@@ -11,8 +11,8 @@ use macpool_core::Timestamp;
 use macpool_core::authority::{
     Actor, AddressMap, AddressRow, AllocateRequest, Allocation, Authority, AuthorityError,
     Available, BlockClaim, BlockFilter, Change, Context, HoldRequest, HostSummary,
-    InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolView, ReleaseSelector, Released,
-    StoredInventory, UnholdRequest,
+    InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolSummary, PoolView, ReleaseSelector,
+    Released, StoredInventory, UnholdRequest,
 };
 use macpool_core::block::Block;
 use macpool_core::conflict::Conflict;
@@ -371,6 +371,10 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
             let conflicts = a.conflicting_macs();
             Ok(a.address_rows(&pool, from, limit, &conflicts)?)
         })
+    }
+    /// Every pool with its longest free run, conflicts and last report (the pools page).
+    fn pool_summaries(&self) -> impl Future<Output = StoreResult<Vec<PoolSummary>>> + Send {
+        self.read(|a| Ok(a.pool_summaries(&a.conflicting_macs())))
     }
     /// Every host that reported an inventory, summarised.
     fn hosts(&self) -> impl Future<Output = StoreResult<Vec<HostSummary>>> + Send {

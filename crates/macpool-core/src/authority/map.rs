@@ -342,3 +342,43 @@ impl Authority {
             .collect()
     }
 }
+
+/// A pool as the pools page shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolSummary {
+    pub view: PoolView,
+    pub longest_free_run: u64,
+    /// Conflicting MACs inside the pool's ranges.
+    pub conflicts: u64,
+    /// The newest inventory of a host that shows one of the pool's addresses.
+    pub last_report: Option<Timestamp>,
+}
+
+impl Authority {
+    /// Every pool with what its row needs beyond the counters.
+    pub fn pool_summaries(&self, conflicts: &BTreeSet<Mac>) -> Vec<PoolSummary> {
+        self.pools
+            .values()
+            .map(|p| {
+                let mut n = 0;
+                let mut hosts = BTreeSet::new();
+                for r in &p.spec.ranges {
+                    n += conflicts.range(r.first()..=r.last()).count() as u64;
+                    for seen in self.seen.range(r.first()..=r.last()).map(|(_, s)| s) {
+                        hosts.extend(seen.iter().map(|s| s.host.as_str()));
+                    }
+                }
+                PoolSummary {
+                    view: p.view(),
+                    longest_free_run: p.free.longest_run(),
+                    conflicts: n,
+                    last_report: hosts
+                        .iter()
+                        .filter_map(|h| self.inventories.get(*h))
+                        .map(|s| s.received)
+                        .max(),
+                }
+            })
+            .collect()
+    }
+}

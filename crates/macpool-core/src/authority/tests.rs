@@ -1830,3 +1830,49 @@ fn a_map_of_no_cells_or_an_unknown_pool_is_refused() {
         "not-found"
     );
 }
+
+#[test]
+fn a_specific_mac_with_a_count_takes_that_many_consecutive_addresses_or_none() {
+    let mut a = authority_with_pool(16, AllocationOrder::NextFit, HOUR);
+    let run = AllocateRequest {
+        mac: Some(mac("00155D000004")),
+        count: 3,
+        ..req("p", "vm-run")
+    };
+    let (got, _) = a.allocate(&admin(0), run.clone()).unwrap();
+    let macs: Vec<String> = got.iter().map(|g| g.lease.mac.to_string()).collect();
+    assert_eq!(
+        macs,
+        [
+            "00-15-5D-00-00-04",
+            "00-15-5D-00-00-05",
+            "00-15-5D-00-00-06"
+        ]
+    );
+    // asking again returns the same run
+    let (again, ch) = a.allocate(&admin(0), run).unwrap();
+    assert!(again.iter().all(|g| g.existing) && ch.is_empty());
+    // a run that meets a used address changes nothing
+    let before = a.pool("p").unwrap().usage;
+    let clash = AllocateRequest {
+        mac: Some(mac("00155D000002")),
+        count: 3,
+        ..req("p", "vm-clash")
+    };
+    assert_eq!(
+        a.allocate(&admin(0), clash).unwrap_err().kind(),
+        "mac-in-use"
+    );
+    // and one that runs past the pool is refused too
+    let past = AllocateRequest {
+        mac: Some(mac("00155D00000E")),
+        count: 3,
+        ..req("p", "vm-past")
+    };
+    assert_eq!(
+        a.allocate(&admin(0), past).unwrap_err().kind(),
+        "mac-outside-pool"
+    );
+    assert_eq!(a.pool("p").unwrap().usage, before);
+    a.check_invariants().unwrap();
+}

@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use macpool_api::dto::*;
 use macpool_api::{Problem, convert};
-use macpool_core::authority::{HoldRequest, LeaseFilter, ReleaseSelector, UnholdRequest};
+use macpool_core::authority::{HoldRequest, LeaseFilter, ReleaseSelector, Released, UnholdRequest};
+use macpool_core::lease::Hold;
 use macpool_store::{HistoryFilter, Store};
 
 use crate::auth::Caller;
@@ -83,6 +84,16 @@ pub async fn release(
     c: Caller,
     Json(body): Json<ReleaseBody>,
 ) -> ApiResult<Json<Vec<ReleasedInfo>>> {
+    let released = release_in(&st, &c, body).await?;
+    Ok(Json(released.iter().map(convert::released).collect()))
+}
+
+/// Releases what `body` selects: the API's and the dashboard's one way to release.
+pub(crate) async fn release_in(
+    st: &AppState,
+    c: &Caller,
+    body: ReleaseBody,
+) -> ApiResult<Vec<Released>> {
     c.require_writer()?;
     let selector = match (body.mac, body.vm_id) {
         (Some(m), vm_id) => {
@@ -108,8 +119,7 @@ pub async fn release(
             ));
         }
     };
-    let released = st.store.release(c.actor(), selector).await?;
-    Ok(Json(released.iter().map(convert::released).collect()))
+    Ok(st.store.release(c.actor(), selector).await?)
 }
 
 /// Everything known about one MAC: pool, leases, holds, cooldown.
@@ -149,6 +159,11 @@ pub async fn place_hold(
     c: Caller,
     Json(body): Json<HoldBody>,
 ) -> ApiResult<(StatusCode, Json<HoldInfo>)> {
+    let hold = hold_in(&st, &c, body).await?;
+    Ok((StatusCode::CREATED, Json(convert::hold(&hold))))
+}
+
+pub(crate) async fn hold_in(st: &AppState, c: &Caller, body: HoldBody) -> ApiResult<Hold> {
     c.require_writer()?;
     let req = HoldRequest {
         mac: input::mac("mac", &body.mac)?,
@@ -156,8 +171,7 @@ pub async fn place_hold(
         reason: input::hold_reason(&body.reason)?,
         reference: body.reference.unwrap_or_default(),
     };
-    let hold = st.store.hold(c.actor(), req).await?;
-    Ok((StatusCode::CREATED, Json(convert::hold(&hold))))
+    Ok(st.store.hold(c.actor(), req).await?)
 }
 
 /// Remove a VM's holds on a MAC; the MAC cools down if nothing else keeps it.
@@ -168,6 +182,11 @@ pub async fn remove_hold(
     c: Caller,
     Json(body): Json<UnholdBody>,
 ) -> ApiResult<Json<Vec<HoldInfo>>> {
+    let removed = unhold_in(&st, &c, body).await?;
+    Ok(Json(removed.iter().map(convert::hold).collect()))
+}
+
+pub(crate) async fn unhold_in(st: &AppState, c: &Caller, body: UnholdBody) -> ApiResult<Vec<Hold>> {
     c.require_writer()?;
     let req = UnholdRequest {
         mac: input::mac("mac", &body.mac)?,
@@ -175,8 +194,7 @@ pub async fn remove_hold(
         reason: body.reason.as_deref().map(input::hold_reason).transpose()?,
         reference: body.reference,
     };
-    let removed = st.store.unhold(c.actor(), req).await?;
-    Ok(Json(removed.iter().map(convert::hold).collect()))
+    Ok(st.store.unhold(c.actor(), req).await?)
 }
 
 /// The history of a MAC or a VM (or everything), newest first; page with `before`.
@@ -191,6 +209,7 @@ pub async fn history(
         vm_id: q.vm,
         limit: q.limit.unwrap_or(100).clamp(1, MAX_HISTORY),
         before: q.before,
+        ..HistoryFilter::default()
     };
     Ok(Json(
         st.store

@@ -36,10 +36,18 @@ pub async fn create_pool(
     c: Caller,
     Json(body): Json<PoolCreate>,
 ) -> ApiResult<(StatusCode, Json<PoolInfo>)> {
+    let view = create_pool_in(&st, &c, body).await?;
+    Ok((StatusCode::CREATED, Json(convert::pool(&view))))
+}
+
+pub(crate) async fn create_pool_in(
+    st: &AppState,
+    c: &Caller,
+    body: PoolCreate,
+) -> ApiResult<macpool_core::authority::PoolView> {
     c.require_admin()?;
     let spec = input::pool_spec(body)?;
-    let view = st.store.create_pool(c.actor(), spec).await?;
-    Ok((StatusCode::CREATED, Json(convert::pool(&view))))
+    Ok(st.store.create_pool(c.actor(), spec).await?)
 }
 
 /// One pool with its counters.

@@ -43,6 +43,16 @@ pub async fn create_token(
     c: Caller,
     Json(body): Json<TokenCreate>,
 ) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
+    let created = create_token_in(&st, &c, body).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Creates a token: the API's and the dashboard's one way to.
+pub(crate) async fn create_token_in(
+    st: &AppState,
+    c: &Caller,
+    body: TokenCreate,
+) -> ApiResult<TokenCreated> {
     c.require_admin()?;
     let bad = |m: String| ApiError::bad_request("invalid-input", m);
     let role = Role::parse(&body.role).map_err(bad)?;
@@ -75,13 +85,10 @@ pub async fn create_token(
     };
     st.store.save_token(record.clone()).await?;
     st.tokens.replace(st.store.tokens().await?);
-    Ok((
-        StatusCode::CREATED,
-        Json(TokenCreated {
-            info: info(&record),
-            token,
-        }),
-    ))
+    Ok(TokenCreated {
+        info: info(&record),
+        token,
+    })
 }
 
 /// Revoke a token; refused for the last active admin token.
@@ -92,6 +99,15 @@ pub async fn revoke_token(
     c: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TokenInfo>> {
+    Ok(Json(info(&revoke_token_in(&st, &c, id).await?)))
+}
+
+/// Revokes a token (never the last active admin) and ends its dashboard sessions.
+pub(crate) async fn revoke_token_in(
+    st: &AppState,
+    c: &Caller,
+    id: String,
+) -> ApiResult<TokenRecord> {
     c.require_admin()?;
     let all = st.store.tokens().await?;
     let target = all
@@ -111,5 +127,6 @@ pub async fn revoke_token(
     }
     let revoked = st.store.revoke_token(id).await?;
     st.tokens.replace(st.store.tokens().await?);
-    Ok(Json(info(&revoked)))
+    st.sessions.remove_token(&revoked.id);
+    Ok(revoked)
 }
