@@ -1,62 +1,25 @@
 //! The API driven in-process (no socket): routes, auth, problem+json, and that refused
 //! requests change nothing.
 
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use macpool_server::auth::{TokenCache, hash_secret};
-use macpool_server::metrics::Metrics;
-use macpool_server::{AppState, ServerConfig, app, openapi_document};
-use macpool_store::sqlite::SqliteStore;
-use macpool_store::{AnyStore, Role, Store, TokenRecord};
+use macpool_server::openapi_document;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const ADMIN: &str = "mp_adm_secretadmin";
-const AGENT: &str = "mp_agt_secretagent";
-const READER: &str = "mp_rdr_secretreader";
+mod common;
+use common::{ADMIN, AGENT, READER};
 
 struct Api {
     router: axum::Router,
     _dir: tempfile::TempDir,
 }
 
-fn token(id: &str, secret: &str, role: Role, host: Option<&str>) -> TokenRecord {
-    TokenRecord {
-        id: id.into(),
-        name: format!("{}-test", role.name()),
-        role,
-        host: host.map(str::to_string),
-        secret_hash: hash_secret(secret),
-        created: macpool_core::Timestamp(0),
-        revoked: None,
-    }
-}
-
 async fn api() -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let store = AnyStore::Sqlite(SqliteStore::open(dir.path()).unwrap());
-    let tokens = vec![
-        token("adm", "secretadmin", Role::Admin, None),
-        token("agt", "secretagent", Role::Agent, Some("h1")),
-        token("rdr", "secretreader", Role::Reader, None),
-    ];
-    for t in &tokens {
-        store.save_token(t.clone()).await.unwrap();
-    }
-    let state = Arc::new(AppState {
-        store,
-        tokens: TokenCache::new(tokens),
-        metrics: Metrics::default(),
-        config: ServerConfig::default(),
-        sessions: Default::default(),
-    });
-    Api {
-        router: app(state),
-        _dir: dir,
-    }
+    let (router, _state, dir) = common::app_with_tokens().await;
+    Api { router, _dir: dir }
 }
 
 impl Api {

@@ -4,6 +4,7 @@
 //! functions the API handlers call (`routes::*::*_in`), so the same checks apply to both.
 
 mod actions;
+mod audit;
 pub mod html;
 mod pages;
 pub mod session;
@@ -56,9 +57,19 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/mac/{mac}/unhold", post(actions::unhold))
         .route("/search", get(pages::search))
         .route("/history", get(pages::history))
+        .route(
+            "/audit",
+            get(audit::form)
+                .post(audit::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    audit::MAX_AUDIT_BYTES + 64 * 1024,
+                )),
+        )
         .route("/tokens", get(pages::tokens).post(actions::create_token))
         .route("/tokens/{id}/revoke", post(actions::revoke_token))
         .layer(middleware::from_fn_with_state(state, headers))
+        // pages are text with much repetition (a map page is ~50 KB, ~5 KB gzipped)
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
 }
 
 /// Security headers on every dashboard response.
