@@ -426,6 +426,38 @@ pub enum BenchCommand {
     /// Reference allocators driven directly in SQL on a PostgreSQL database (NetBox, Neutron,
     /// SKIP LOCKED, claimed chunks), each on fresh tables, for comparison with macpool.
     Sql(BenchSqlArgs),
+    /// The dashboard on a seeded fleet-sized store: time and compressed bytes of each page, and
+    /// the p99 of concurrent allocations with and without 10 browsers refreshing conflicts.
+    Dashboard(BenchDashboardArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchDashboardArgs {
+    /// Leases to seed in the 1,048,576-address pool.
+    #[arg(long, default_value_t = 100_000)]
+    pub leases: u64,
+    /// Holds to seed.
+    #[arg(long, default_value_t = 10_000)]
+    pub holds: u64,
+    /// Hosts reporting an inventory of 250 VMs × 4 adapters (1 live, 3 checkpoints) each.
+    #[arg(long, default_value_t = 64)]
+    pub hosts: u32,
+    /// Timed requests per page.
+    #[arg(long, default_value_t = 50)]
+    pub requests: usize,
+    /// Browsers refreshing the conflicts page (once a second each) during the second
+    /// allocation run.
+    #[arg(long, default_value_t = 10)]
+    pub browsers: usize,
+    /// Allocating clients in each side-by-side run.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Allocations per client in each side-by-side run.
+    #[arg(long, default_value_t = 200)]
+    pub per_client: usize,
+    /// Where the started server keeps its store (default: a temporary directory).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

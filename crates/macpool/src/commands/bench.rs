@@ -19,6 +19,9 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
         BenchCommand::Allocate(args) => args,
         BenchCommand::Decide(args) => return super::bench_decide::run(out, args).await,
         BenchCommand::Sql(args) => return super::bench_sql::run(out, args).await,
+        BenchCommand::Dashboard(args) => {
+            return super::bench_dashboard::run(out, token, args).await;
+        }
     };
     if !(0.0..100.0).contains(&args.fill) {
         return Err(Failure::usage("--fill must be a percent in 0..100"));
@@ -138,17 +141,17 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
     Ok(OK)
 }
 
-struct Report {
-    ok: u64,
-    errors: u64,
-    distinct: u64,
-    timed: Measured,
-    latencies_us: Vec<u64>,
-    first_error: Option<String>,
+pub(crate) struct Report {
+    pub ok: u64,
+    pub errors: u64,
+    pub distinct: u64,
+    pub timed: Measured,
+    pub latencies_us: Vec<u64>,
+    pub first_error: Option<String>,
 }
 
 /// p50, p90, p99 and max of sorted microsecond samples, in milliseconds, for `--json`.
-fn latency_json(sorted_us: &[u64]) -> serde_json::Value {
+pub(crate) fn latency_json(sorted_us: &[u64]) -> serde_json::Value {
     serde_json::json!({
         "p50": percentile_ms(sorted_us, 50.0),
         "p90": percentile_ms(sorted_us, 90.0),
@@ -349,7 +352,7 @@ async fn fill(server: &Client, pool: &str, run_id: &str, percent: f64) -> Result
 
 /// Runs the clients on their own single-threaded runtime and OS thread, so that the load
 /// generator takes as little CPU from the server (which shares this machine) as it can.
-async fn drive(
+pub(crate) async fn drive(
     servers: &[Client],
     token: &str,
     pool: &str,
@@ -599,7 +602,7 @@ impl Drop for SpawnedServer {
 }
 
 /// 64 random bits without another dependency: `RandomState` is seeded from the OS per process.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(std::process::id().into());

@@ -3,6 +3,7 @@
 mod agent;
 mod audit;
 mod bench;
+mod bench_dashboard;
 mod bench_decide;
 mod bench_sql;
 mod bench_wire;
