@@ -172,18 +172,17 @@ async fn seed(api: &Client, args: &BenchDashboardArgs) -> Result<(), Failure> {
         batch += 1;
     }
     let base = FIRST + args.leases + 1000;
-    let holds: Vec<_> = (0..args.holds)
-        .map(|i| HoldBody {
-            mac: mac(base + i * 2),
-            vm_id: format!("tpl-{i}"),
-            reason: "template".into(),
-            reference: Some(format!("gold-{}", i % 16)),
-        })
-        .collect();
+    let holds = (0..args.holds).map(|i| HoldBody {
+        mac: mac(base + i * 2),
+        vm_id: format!("tpl-{i}"),
+        reason: "template".into(),
+        reference: Some(format!("gold-{}", i % 16)),
+    });
+    let holds: Vec<HoldBody> = holds.collect();
     // 64 at a time: the store's group commit makes them cheap
     for chunk in holds.chunks(64) {
         let mut set = tokio::task::JoinSet::new();
-        for h in chunk.iter().cloned() {
+        for h in chunk.to_vec() {
             let api = api.clone();
             set.spawn(async move { api.hold(&h).await });
         }
