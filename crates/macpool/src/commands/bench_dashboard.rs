@@ -182,8 +182,8 @@ async fn seed(api: &Client, args: &BenchDashboardArgs) -> Result<(), Failure> {
     // 64 at a time: the store's group commit makes them cheap
     for chunk in holds.chunks(64) {
         let mut set = tokio::task::JoinSet::new();
-        for h in chunk.to_vec() {
-            let api = api.clone();
+        for h in chunk {
+            let (api, h) = (api.clone(), h.clone());
             set.spawn(async move { api.hold(&h).await });
         }
         while let Some(r) = set.join_next().await {
