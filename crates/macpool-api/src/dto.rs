@@ -121,7 +121,8 @@ pub struct AllocateBody {
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    /// A specific address instead of the next free one.
+    /// A specific address instead of the next free one; with `count`, the first of `count`
+    /// consecutive addresses (all free, or nothing is allocated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
     /// How many addresses (default 1); adapters become `<adapter_id>#1`, `#2`, …

@@ -277,7 +277,8 @@ impl MacStatus {
 pub struct AllocateRequest {
     pub pool: String,
     pub owner: Owner,
-    /// A specific address instead of the next free one.
+    /// A specific address instead of the next free one; with `count` above 1, the first of that
+    /// many consecutive addresses, each of which must be free.
     pub mac: Option<Mac>,
     /// How many addresses; above 1 the adapters are named `<adapter_id>#1`, `#2`, … so that
     /// asking again returns the same set.
