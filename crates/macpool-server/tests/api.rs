@@ -1,7 +1,6 @@
 //! The API driven in-process (no socket): routes, auth, problem+json, and that refused
 //! requests change nothing.
 
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;

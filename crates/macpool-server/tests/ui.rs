@@ -585,3 +585,38 @@ async fn an_uploaded_audit_finds_the_duplicate_and_stores_nothing() {
     );
     assert!(ui.leases().await.is_empty());
 }
+
+#[tokio::test]
+async fn an_admin_edits_a_pool_after_a_preview_and_a_bad_value_changes_nothing() {
+    let ui = Ui::new().await;
+    let b = ui.sign_in(ADMIN).await.ok().unwrap();
+    let cooldown =
+        || async { ui.api("GET", "/api/v1/pools/p", Value::Null).await["cooldown"].clone() };
+    let before = cooldown().await;
+    let fields = [("csrf", b.csrf.as_str()), ("cooldown", "2h")];
+    let preview = ui.post("/pools/p/edit", &b, &fields).await;
+    assert!(
+        preview.body.contains("set the cooldown to 2h"),
+        "{}",
+        preview.body
+    );
+    assert_eq!(cooldown().await, before);
+    let bad = ui
+        .post(
+            "/pools/p/edit",
+            &b,
+            &[("csrf", &b.csrf), ("cooldown", "soon"), ("confirm", "1")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(cooldown().await, before);
+    let done = ui
+        .post(
+            "/pools/p/edit",
+            &b,
+            &[("csrf", &b.csrf), ("cooldown", "2h"), ("confirm", "1")],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_ne!(cooldown().await, before);
+}

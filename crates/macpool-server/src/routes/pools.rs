@@ -70,11 +70,20 @@ pub async fn edit_pool(
     Path(name): Path<String>,
     Json(body): Json<PoolEditBody>,
 ) -> ApiResult<Json<PoolInfo>> {
+    Ok(Json(convert::pool(
+        &edit_pool_in(&st, &c, name, body).await?,
+    )))
+}
+
+pub(crate) async fn edit_pool_in(
+    st: &AppState,
+    c: &Caller,
+    name: String,
+    body: PoolEditBody,
+) -> ApiResult<macpool_core::authority::PoolView> {
     c.require_admin()?;
     let edit = input::pool_edit(body)?;
-    Ok(Json(convert::pool(
-        &st.store.edit_pool(c.actor(), name, edit).await?,
-    )))
+    Ok(st.store.edit_pool(c.actor(), name, edit).await?)
 }
 
 /// Delete a pool; refused while it has leases or holds.

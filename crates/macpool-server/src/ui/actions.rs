@@ -12,7 +12,9 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use macpool_api::dto::{AllocateBody, HoldBody, PoolCreate, ReleaseBody, TokenCreate, UnholdBody};
+use macpool_api::dto::{
+    AllocateBody, HoldBody, PoolCreate, PoolEditBody, ReleaseBody, TokenCreate, UnholdBody,
+};
 use macpool_core::Mac;
 use macpool_core::mac::MacFormat;
 use macpool_store::Store;
@@ -520,4 +522,66 @@ pub async fn revoke_token(
         t.role.name()
     );
     Ok(done(&user, "Revoked", h))
+}
+
+/// Edit a pool's policy or add a range.
+pub async fn edit_pool(
+    State(st): State<Arc<AppState>>,
+    user: User,
+    Path(pool): Path<String>,
+    axum::Form(f): Form,
+) -> Result<Response, Response> {
+    admit(&user, &f, true)?;
+    let body = PoolEditBody {
+        add_ranges: field(&f, "add_range")
+            .map(str::to_string)
+            .into_iter()
+            .collect(),
+        cooldown: field(&f, "cooldown").map(str::to_string),
+        low_water: field(&f, "low_water").map(str::to_string),
+        ..PoolEditBody::default()
+    };
+    // the same validation as the API, before the preview
+    crate::input::pool_edit(body.clone()).map_err(|e| refused(&user, e))?;
+    if !confirmed(&f) {
+        let mut changes = Vec::new();
+        if let Some(r) = body.add_ranges.first() {
+            changes.push(format!("add the range {r}"));
+        }
+        if let Some(c) = &body.cooldown {
+            changes.push(format!("set the cooldown to {c}"));
+        }
+        if let Some(l) = &body.low_water {
+            changes.push(format!("set the low-water mark to {l}"));
+        }
+        if changes.is_empty() {
+            return Err(bad(&user, "nothing to change".into()));
+        }
+        let mut h = Html::default();
+        w!(
+            h,
+            "<p>In pool <strong>{}</strong>: {}.</p>",
+            Esc(&pool),
+            Esc(&changes.join("; "))
+        );
+        return Ok(preview(
+            &user,
+            &format!("/pools/{}/edit", Url(&pool)),
+            &f,
+            h,
+        ));
+    }
+    let view = pools::edit_pool_in(&st, &user.caller, pool, body)
+        .await
+        .map_err(|e| refused(&user, e))?;
+    let mut h = Html::default();
+    w!(
+        h,
+        "<p><a href=\"/pools/{}/map\">{}</a>: {} addresses, cooldown {}.</p>",
+        Url(view.spec.name.as_str()),
+        Esc(view.spec.name.as_str()),
+        view.usage.size,
+        humantime::format_duration(view.spec.policy.cooldown)
+    );
+    Ok(done(&user, "Pool changed", h))
 }

@@ -43,6 +43,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/pools/{pool}/addresses", get(pages::addresses))
         .route("/pools/{pool}/free", get(pages::free_runs))
         .route("/pools/{pool}/allocate", post(actions::allocate))
+        .route("/pools/{pool}/edit", post(actions::edit_pool))
         .route("/conflicts", get(pages::conflicts))
         .route("/conflicts/count", get(pages::conflict_count))
         .route("/hosts", get(pages::hosts))

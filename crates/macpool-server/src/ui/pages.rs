@@ -600,6 +600,22 @@ pub async fn map(
             );
         }
     }
+    if user.is_admin() {
+        w!(
+            h,
+            "<details class=\"action\"><summary>Change this pool</summary><form method=\"post\" action=\"/pools/{purl}/edit\">"
+        );
+        csrf_field(&mut h, &user.session.csrf);
+        w!(
+            h,
+            "<label for=\"e-cool\">Cooldown</label><input id=\"e-cool\" name=\"cooldown\" placeholder=\"{}\">\
+             <label for=\"e-low\">Low water</label><input id=\"e-low\" name=\"low_water\" placeholder=\"{}\">\
+             <label for=\"e-range\">Add range</label><input id=\"e-range\" name=\"add_range\">\
+             <button type=\"submit\">Preview</button></form></details>",
+            Esc(&humantime::format_duration(view.spec.policy.cooldown).to_string()),
+            Esc(&view.spec.policy.low_water.to_string())
+        );
+    }
     Ok(user.page(&format!("{pool} · map"), Section::Pools, h))
 }
 
