@@ -221,6 +221,9 @@ pub enum HypervCommand {
         #[arg(last = true)]
         extra_args: Vec<String>,
     },
+    /// Print (never run) the PowerShell that makes `macpool serve` a Failover Cluster Generic
+    /// Service role, its store on a Cluster Shared Volume, a clustered disk or PostgreSQL.
+    ClusterRoleScript(crate::commands::cluster_role::ClusterRoleArgs),
 }
 
 #[derive(Args, Debug)]

@@ -7,6 +7,7 @@ mod bench_decide;
 mod bench_sql;
 mod bench_wire;
 mod block;
+pub mod cluster_role;
 mod conflicts;
 mod history;
 mod hyperv;
