@@ -61,6 +61,7 @@
 
 pub mod agent;
 pub mod bookmark;
+pub mod clusterrole;
 pub mod decide;
 pub mod delegate;
 pub mod events;

@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use macpool_core::Timestamp;
 use macpool_core::authority::PoolView;
+use macpool_core::block::{Block, BlockState};
 use macpool_core::conflict::{Conflict, ConflictClass};
 use macpool_store::StoreStats;
 
@@ -15,6 +17,31 @@ use macpool_store::StoreStats;
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
+
+/// What the store shows at scrape time; gauges are computed from it, never cached.
+#[derive(Default)]
+pub struct Scrape {
+    pub pools: Vec<PoolView>,
+    pub conflicts: Vec<Conflict>,
+    /// Blocks that are not free yet.
+    pub blocks: Vec<Block>,
+    /// When each host's latest inventory was accepted.
+    pub inventories: Vec<(String, Timestamp)>,
+    pub store: StoreStats,
+}
+
+/// Unix seconds, as Prometheus compares them with `time()`.
+fn seconds(t: Timestamp) -> f64 {
+    t.0 as f64 / 1000.0
+}
+
+/// A label value in the text format: backslash, double quote and newline escaped. Host names
+/// come from inventories, so they are escaped rather than trusted.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
 
 #[derive(Default)]
 pub struct Metrics {
@@ -55,7 +82,14 @@ impl Metrics {
 
     /// `conflicts` are the store's current conflicts; every class gets a gauge, 0 included, so
     /// alerts can say `macpool_conflicts{class="latent"} > 0`.
-    pub fn render(&self, pools: &[PoolView], conflicts: &[Conflict], store: StoreStats) -> String {
+    pub fn render(&self, scrape: &Scrape) -> String {
+        let Scrape {
+            pools,
+            conflicts,
+            blocks,
+            inventories,
+            store,
+        } = scrape;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -129,6 +163,61 @@ impl Metrics {
             "# HELP macpool_store_mutations_total Mutations made durable.\n# TYPE macpool_store_mutations_total counter\nmacpool_store_mutations_total {}",
             store.mutations
         );
+        let _ = writeln!(
+            out,
+            "# HELP macpool_store_poisoned 1 when the embedded store failed an fsync and refuses every change until macpool restarts.\n# TYPE macpool_store_poisoned gauge\nmacpool_store_poisoned {}",
+            u8::from(store.poisoned)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP macpool_inventory_received_timestamp_seconds When the authority accepted the host's latest inventory (Unix time).\n# TYPE macpool_inventory_received_timestamp_seconds gauge"
+        );
+        for (host, received) in inventories {
+            let _ = writeln!(
+                out,
+                "macpool_inventory_received_timestamp_seconds{{host=\"{}\"}} {}",
+                label(host),
+                seconds(*received)
+            );
+        }
+        // every state gets a sample per pool with blocks, 0 included, like the conflict gauge
+        let _ = writeln!(
+            out,
+            "# HELP macpool_blocks Delegated blocks that are not free yet, by pool and state.\n# TYPE macpool_blocks gauge"
+        );
+        let block_pools: std::collections::BTreeSet<&str> =
+            blocks.iter().map(|b| b.pool.as_str()).collect();
+        for pool in block_pools {
+            for state in [
+                BlockState::Pending,
+                BlockState::Active,
+                BlockState::Draining,
+            ] {
+                let n = blocks
+                    .iter()
+                    .filter(|b| b.pool.as_str() == pool && b.state == state)
+                    .count();
+                let _ = writeln!(
+                    out,
+                    "macpool_blocks{{pool=\"{pool}\",state=\"{}\"}} {n}",
+                    state.name()
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP macpool_block_draining_since_timestamp_seconds When a draining block began draining (Unix time); it is freed once no inventory uses its MACs and the pool's cooldown has passed.\n# TYPE macpool_block_draining_since_timestamp_seconds gauge"
+        );
+        for b in blocks.iter().filter(|b| b.state == BlockState::Draining) {
+            let _ = writeln!(
+                out,
+                "macpool_block_draining_since_timestamp_seconds{{pool=\"{}\",host=\"{}\",block=\"{}\"}} {}",
+                b.pool,
+                label(&b.host),
+                b.id,
+                seconds(b.changed)
+            );
+        }
         let name = "macpool_http_request_duration_seconds";
         let _ = writeln!(
             out,
@@ -160,10 +249,48 @@ mod tests {
         let m = Metrics::default();
         m.observe_request(Duration::from_micros(300));
         m.observe_request(Duration::from_millis(30));
-        let text = m.render(&[], &[], StoreStats::default());
+        let text = m.render(&Scrape::default());
         assert!(text.contains("macpool_http_request_duration_seconds_bucket{le=\"0.0005\"} 1\n"));
         assert!(text.contains("macpool_http_request_duration_seconds_bucket{le=\"0.05\"} 2\n"));
         assert!(text.contains("macpool_http_request_duration_seconds_count 2\n"));
+    }
+
+    /// The gauges the staleness, draining and store alerts in packaging/prometheus read.
+    #[test]
+    fn inventory_age_draining_blocks_and_a_poisoned_store_are_exported() {
+        let block = |id, state| Block {
+            id,
+            pool: macpool_core::pool::PoolName::new("rds").unwrap(),
+            host: "HV\"1".into(),
+            range: macpool_core::range::MacRange::parse("00155DF00000-00155DF000FF").unwrap(),
+            state,
+            claimed: Timestamp(1_000),
+            changed: Timestamp(86_400_500),
+            unused_since: None,
+        };
+        let text = Metrics::default().render(&Scrape {
+            blocks: vec![block(1, BlockState::Draining), block(2, BlockState::Active)],
+            inventories: vec![("HV1".into(), Timestamp(1_700_000_000_250))],
+            store: StoreStats {
+                poisoned: true,
+                ..StoreStats::default()
+            },
+            ..Scrape::default()
+        });
+        for line in [
+            "macpool_store_poisoned 1",
+            "macpool_inventory_received_timestamp_seconds{host=\"HV1\"} 1700000000.25",
+            "macpool_blocks{pool=\"rds\",state=\"draining\"} 1",
+            "macpool_blocks{pool=\"rds\",state=\"active\"} 1",
+            "macpool_blocks{pool=\"rds\",state=\"pending\"} 0",
+            "macpool_block_draining_since_timestamp_seconds{pool=\"rds\",host=\"HV\\\"1\",block=\"1\"} 86400.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(
+            !text.contains("block=\"2\""),
+            "an active block is not draining:\n{text}"
+        );
     }
 
     #[test]
@@ -178,7 +305,10 @@ mod tests {
             explanation: String::new(),
             fix: String::new(),
         };
-        let text = Metrics::default().render(&[], &[latent.clone(), latent], StoreStats::default());
+        let text = Metrics::default().render(&Scrape {
+            conflicts: vec![latent.clone(), latent],
+            ..Scrape::default()
+        });
         for line in [
             "macpool_conflicts{class=\"latent\"} 2",
             "macpool_conflicts{class=\"live-duplicate\"} 0",

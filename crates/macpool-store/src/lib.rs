@@ -133,6 +133,9 @@ pub struct StoreStats {
     pub commits: u64,
     /// Mutations made durable by those commits.
     pub mutations: u64,
+    /// The embedded store failed an fsync and refuses every change until macpool restarts
+    /// (acknowledged data is safe; what was not acknowledged may be lost).
+    pub poisoned: bool,
 }
 
 /// What a store persists for the in-memory authority: the rows its [`Change`]s leave behind.
@@ -341,6 +344,12 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
     /// The latest inventory of `host` (a domain `not-found` when there is none).
     fn inventory(&self, host: String) -> impl Future<Output = StoreResult<StoredInventory>> + Send {
         self.read(move |a| Ok(a.inventory(&host)?))
+    }
+    /// When each host last reported its inventory (for the staleness gauge in /metrics).
+    fn inventory_received(
+        &self,
+    ) -> impl Future<Output = StoreResult<Vec<(String, Timestamp)>>> + Send {
+        self.read(|a| Ok(a.inventory_received()))
     }
     /// Every conflict across the latest inventories, pools, leases and holds; derived on each call.
     fn conflicts(&self) -> impl Future<Output = StoreResult<Vec<Conflict>>> + Send {

@@ -123,7 +123,12 @@ pub enum BlockCommand {
     },
     /// Stop delegating a block (a host leaving the cluster); it returns to its pool once no
     /// VM or checkpoint uses its MACs and the cooldown has passed.
-    Drain { host: String, id: u64 },
+    Drain {
+        /// The host the block is delegated to.
+        host: String,
+        /// The block's id (`macpool block list`).
+        id: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -190,6 +195,7 @@ pub enum HypervCommand {
     },
     /// List Hyper-V events from `wevtutil qe … /f:xml` exports or .evtx files.
     Events {
+        /// Event exports: `wevtutil qe … /f:xml` output or .evtx files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -221,6 +227,9 @@ pub enum HypervCommand {
         #[arg(last = true)]
         extra_args: Vec<String>,
     },
+    /// Print (never run) the PowerShell that makes `macpool serve` a Failover Cluster Generic
+    /// Service role, its store on a Cluster Shared Volume, a clustered disk or PostgreSQL.
+    ClusterRoleScript(crate::commands::cluster_role::ClusterRoleArgs),
 }
 
 #[derive(Args, Debug)]
@@ -266,6 +275,7 @@ pub struct PolicyArgs {
 pub enum PoolCommand {
     /// Create a pool from one or more ranges.
     Create {
+        /// The pool's name (letters, digits, `-`, `_`).
         name: String,
         /// FIRST-LAST, any MAC spelling (repeatable).
         #[arg(long = "range", required = true)]
@@ -276,9 +286,13 @@ pub enum PoolCommand {
     /// All pools with their counters.
     List,
     /// One pool in detail.
-    Show { name: String },
+    Show {
+        /// The pool's name.
+        name: String,
+    },
     /// Change ranges or policy.
     Edit {
+        /// The pool's name.
         name: String,
         /// Replace all ranges with these (repeatable).
         #[arg(long = "range")]
@@ -293,9 +307,13 @@ pub enum PoolCommand {
         policy: PolicyArgs,
     },
     /// Delete a pool (refused while it has leases or holds).
-    Delete { name: String },
+    Delete {
+        /// The pool's name.
+        name: String,
+    },
     /// Free addresses as runs, with totals.
     Available {
+        /// The pool's name.
         name: String,
         /// List at most this many addresses.
         #[arg(long)]
@@ -307,16 +325,22 @@ pub enum PoolCommand {
 pub enum LeaseCommand {
     /// Give a VM adapter a MAC (asking again returns the same one).
     Allocate {
+        /// The pool to allocate from.
         #[arg(long)]
         pool: String,
+        /// The VM's id (Hyper-V VMId, libvirt UUID): the lease's owner.
         #[arg(long)]
         vm_id: String,
+        /// The VM's name, for people reading the history.
         #[arg(long)]
         vm_name: Option<String>,
+        /// The adapter's id, for a VM with several adapters.
         #[arg(long)]
         adapter_id: Option<String>,
+        /// The host the VM runs on.
         #[arg(long)]
         host: Option<String>,
+        /// The cluster the VM belongs to.
         #[arg(long)]
         cluster: Option<String>,
         /// Ask for this specific MAC.
@@ -328,31 +352,41 @@ pub enum LeaseCommand {
     },
     /// Release a lease by MAC, or every lease of a VM.
     Release {
+        /// The MAC to release (any spelling).
         mac: Option<String>,
+        /// Instead of a MAC: release this VM's leases.
         #[arg(long = "vm")]
         vm_id: Option<String>,
+        /// With --vm: only this adapter's lease.
         #[arg(long)]
         adapter_id: Option<String>,
     },
     /// Everything about one MAC, or a VM's leases.
     Show {
+        /// The MAC to show (any spelling).
         mac: Option<String>,
+        /// Instead of a MAC: this VM's leases.
         #[arg(long = "vm")]
         vm_id: Option<String>,
     },
     /// List live leases.
     List {
+        /// Only this pool's leases.
         #[arg(long)]
         pool: Option<String>,
+        /// Only leases of VMs on this host.
         #[arg(long)]
         host: Option<String>,
+        /// Only this VM's leases.
         #[arg(long = "vm")]
         vm_id: Option<String>,
     },
     /// Keep a MAC out of circulation for a VM.
     Hold {
+        /// The MAC to keep (any spelling).
         #[arg(long)]
         mac: String,
+        /// The VM that keeps it (e.g. the VM whose checkpoint holds it).
         #[arg(long)]
         vm_id: String,
         /// checkpoint, template, backup or departed.
@@ -364,17 +398,22 @@ pub enum LeaseCommand {
     },
     /// Remove a VM's hold(s) on a MAC.
     Unhold {
+        /// The held MAC (any spelling).
         #[arg(long)]
         mac: String,
+        /// The VM whose hold to remove.
         #[arg(long)]
         vm_id: String,
+        /// Only the hold with this reason (checkpoint, template, backup, departed).
         #[arg(long)]
         reason: Option<String>,
+        /// Only the hold with this reference (checkpoint id, template name).
         #[arg(long = "ref")]
         reference: Option<String>,
     },
     /// List holds.
     Holds {
+        /// Only this VM's holds.
         #[arg(long = "vm")]
         vm_id: Option<String>,
     },
@@ -382,9 +421,12 @@ pub enum LeaseCommand {
 
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
+    /// The MAC whose history to show (any spelling).
     pub mac: Option<String>,
+    /// Instead of a MAC: this VM's history.
     #[arg(long = "vm")]
     pub vm_id: Option<String>,
+    /// Entries per page.
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
     /// Only entries older than this ID (the last ID of the previous page).
@@ -396,16 +438,21 @@ pub struct HistoryArgs {
 pub enum TokenCommand {
     /// Create a token; its secret is printed once.
     Create {
+        /// admin, agent (acts for --host only) or reader.
         #[arg(long)]
         role: String,
         /// The host an agent token acts for.
         #[arg(long)]
         host: Option<String>,
+        /// A name to recognise the token by in `token list`.
         #[arg(long)]
         name: Option<String>,
     },
+    /// Every token: id, name, role, host, created, revoked (never a secret).
     List,
+    /// Revoke a token by id; requests with it fail from then on.
     Revoke {
+        /// The token's id (`macpool token list`).
         id: String,
     },
 }
@@ -413,7 +460,10 @@ pub enum TokenCommand {
 #[derive(Subcommand, Debug)]
 pub enum MacCommand {
     /// Every spelling and what the bits say about a MAC.
-    Explain { mac: String },
+    Explain {
+        /// The MAC, in any spelling.
+        mac: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,6 +4,8 @@
 mod cli;
 mod commands;
 mod exit;
+#[cfg(test)]
+mod help_descriptions;
 mod output;
 
 use clap::Parser;

@@ -197,3 +197,55 @@ async fn sigterm_shuts_down_cleanly_and_keeps_the_data() {
     let server = Server::start(dir.path());
     assert_eq!(get(&server, "/api/v1/pools/t").await["leased"], 40);
 }
+
+/// systemd's LoadCredential (and WinSW configs) hand the first admin token over as a file:
+/// `MACPOOL_BOOTSTRAP_TOKEN_FILE` makes it the admin token, trailing newline ignored; a file
+/// that cannot be read is a usage error, not a server with a generated token.
+#[test]
+fn bootstrap_token_file_creates_the_first_admin_token() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("bootstrap-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let mut child = Command::new(common::exe())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env_remove("MACPOOL_BOOTSTRAP_TOKEN")
+        .env("MACPOOL_BOOTSTRAP_TOKEN_FILE", &token_file)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let url = loop {
+        let line = lines.next().expect("serve exited").unwrap();
+        seen.push(line.clone());
+        if let Some(rest) = line.strip_prefix("macpool listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("from MACPOOL_BOOTSTRAP_TOKEN")),
+        "{seen:?}"
+    );
+    let status = Command::new(common::exe())
+        .args(["--server", &url, "--token", TOKEN, "pool", "list"])
+        .output()
+        .unwrap()
+        .status;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(status.success(), "the file's token is not the admin token");
+
+    let out = Command::new(common::exe())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data2"))
+        .env_remove("MACPOOL_BOOTSTRAP_TOKEN")
+        .env("MACPOOL_BOOTSTRAP_TOKEN_FILE", dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MACPOOL_BOOTSTRAP_TOKEN_FILE"));
+}

@@ -205,3 +205,41 @@ fn hyperv_task_xml_is_utf16_with_the_event_trigger_and_value_queries() {
         "--output writes the same bytes"
     );
 }
+
+/// The printed script is the library's golden one (crates/macpool-agent/tests/data), so the
+/// flags reach the builder unchanged; bad values are refused before anything is printed.
+#[test]
+fn hyperv_cluster_role_script_prints_the_golden_script_and_refuses_bad_values() {
+    let golden = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../macpool-agent/tests/data/cluster-role-csv.ps1"
+    ))
+    .unwrap();
+    macpool()
+        .args([
+            "hyperv",
+            "cluster-role-script",
+            "--address",
+            "10.0.0.50",
+            "--csv",
+            r"C:\ClusterStorage\Volume1\macpool",
+        ])
+        .assert()
+        .success()
+        .stdout(golden);
+    macpool()
+        .args(["hyperv", "cluster-role-script", "--csv", r"D:\macpool"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains("Cluster Shared Volume"));
+    // one store, and --disk needs its directory
+    macpool()
+        .args(["hyperv", "cluster-role-script"])
+        .assert()
+        .code(2);
+    macpool()
+        .args(["hyperv", "cluster-role-script", "--disk", "Cluster Disk 2"])
+        .assert()
+        .code(2);
+}

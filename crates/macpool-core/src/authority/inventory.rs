@@ -166,6 +166,15 @@ impl Authority {
         self.inventories.values().cloned().collect()
     }
 
+    /// When each host's latest inventory was accepted, by host name: what a staleness alert
+    /// needs, without cloning every VM at each scrape.
+    pub fn inventory_received(&self) -> Vec<(String, Timestamp)> {
+        self.inventories
+            .iter()
+            .map(|(host, s)| (host.clone(), s.received))
+            .collect()
+    }
+
     pub fn inventory(&self, host: &str) -> Result<StoredInventory> {
         self.inventories
             .get(host)

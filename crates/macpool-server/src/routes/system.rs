@@ -32,9 +32,14 @@ pub async fn metrics(
             "metrics need a token (or start the server with --public-metrics)",
         ));
     }
-    let pools = st.store.pools().await?;
-    let conflicts = st.store.conflicts().await?;
-    let body = st.metrics.render(&pools, &conflicts, st.store.stats());
+    let scrape = crate::metrics::Scrape {
+        pools: st.store.pools().await?,
+        conflicts: st.store.conflicts().await?,
+        blocks: st.store.blocks(Default::default()).await?,
+        inventories: st.store.inventory_received().await?,
+        store: st.store.stats(),
+    };
+    let body = st.metrics.render(&scrape);
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,

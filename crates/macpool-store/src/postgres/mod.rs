@@ -902,6 +902,8 @@ impl Store for PostgresStore {
         StoreStats {
             commits: self.counters.commits.load(Ordering::Relaxed),
             mutations: self.counters.mutations.load(Ordering::Relaxed),
+            // a failed commit here is the database's to report; the next request retries it
+            poisoned: false,
         }
     }
 }

@@ -488,6 +488,7 @@ impl Store for SqliteStore {
         StoreStats {
             commits: self.counters.commits.load(Ordering::Relaxed),
             mutations: self.counters.mutations.load(Ordering::Relaxed),
+            poisoned: self.counters.poisoned.load(Ordering::SeqCst),
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::output::Output;
 pub async fn run(out: Output, cmd: HypervCommand) -> CmdResult {
     match cmd {
         HypervCommand::Events { files } => events(out, &files),
+        HypervCommand::ClusterRoleScript(args) => super::cluster_role::run(args),
         HypervCommand::Standin { args } => Ok(macpool_agent::standin::serve_stdio(&args)),
         HypervCommand::Selftest { powershell } => {
             let hv =

@@ -8,6 +8,7 @@ mod bench_decide;
 mod bench_sql;
 mod bench_wire;
 mod block;
+pub mod cluster_role;
 mod conflicts;
 mod history;
 mod hyperv;
@@ -86,6 +87,29 @@ pub async fn run(cli: Cli) -> CmdResult {
     }
 }
 
+/// `MACPOOL_BOOTSTRAP_TOKEN`, or the file `MACPOOL_BOOTSTRAP_TOKEN_FILE` names: a service
+/// manager passes secrets as files (systemd's LoadCredential), which no other process can read
+/// the way it can read another's environment.
+fn bootstrap_token() -> Result<Option<String>, Failure> {
+    if let Some(t) = std::env::var("MACPOOL_BOOTSTRAP_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(Some(t));
+    }
+    let Some(path) = std::env::var_os("MACPOOL_BOOTSTRAP_TOKEN_FILE").filter(|p| !p.is_empty())
+    else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Failure::usage(format!(
+            "cannot read MACPOOL_BOOTSTRAP_TOKEN_FILE {}: {e}",
+            std::path::Path::new(&path).display()
+        ))
+    })?;
+    Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
+}
+
 async fn serve(args: crate::cli::ServeArgs) -> CmdResult {
     let database = match (args.database, args.data) {
         (Some(db), _) => macpool_store::Location::parse(&db).map_err(Failure::usage)?,
@@ -98,9 +122,7 @@ async fn serve(args: crate::cli::ServeArgs) -> CmdResult {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         public_metrics: args.public_metrics,
-        bootstrap_token: std::env::var("MACPOOL_BOOTSTRAP_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
+        bootstrap_token: bootstrap_token()?,
     };
     macpool_server::serve::run(opts).await?;
     Ok(crate::exit::OK)
