@@ -1489,7 +1489,8 @@ async fn sign_out(c: &Ctx) -> Result<()> {
 }
 
 /// A campus-like demo store: four hosts reporting their VMs, a few hundred leases, checkpoint
-/// and template holds, a cooling address, a delegated block, a conflict and an unmanaged MAC.
+/// and template holds, cooling addresses, a delegated block, a duplicate MAC, an unmanaged MAC
+/// and two hosts whose dynamic ranges collide.
 async fn seed_demo(s: &Server) -> String {
     let pool = "campus";
     s.api(
@@ -1507,17 +1508,16 @@ async fn seed_demo(s: &Server) -> String {
         Some(json!({"name": "lab", "ranges": ["00155DB00000-00155DB000FF"]})),
     )
     .await;
-    delegate(s, pool, "hv04", 256, 1).await;
     let kinds = ["desk", "desk", "desk", "rds", "sql", "web", "build"];
     let mut vms: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-    let mut first_mac = String::new();
+    let mut dup_mac = String::new();
     for i in 0..360u32 {
         let host = ["hv01", "hv02", "hv03"][(i % 3) as usize];
         let name = format!("{}-{:03}", kinds[(i % 7) as usize], i);
         let id = format!("5f0e3c1a-0000-4000-8000-{i:012}");
         let mac = lease(s, pool, &id, &name, host).await;
-        if i == 0 {
-            first_mac = mac.clone();
+        if i == 300 {
+            dup_mac = mac.clone();
         }
         if i % 17 == 5 {
             // released: cooling for a day
@@ -1537,7 +1537,7 @@ async fn seed_demo(s: &Server) -> String {
             "adapters": adapters}));
     }
     for i in 0..12u64 {
-        let mac = ieee(&format!("{:012X}", 0x00155DA00F00u64 + i));
+        let mac = ieee(&format!("{:012X}", 0x00155DA001C0u64 + i));
         s.api(
             Method::POST,
             "/holds",
@@ -1548,25 +1548,30 @@ async fn seed_demo(s: &Server) -> String {
         )
         .await;
     }
-    // hv03 also runs a copy of desk-000 (restored from a backup): a duplicate MAC
+    // hv03 also runs a copy of build-300 (restored from a backup): a duplicate MAC
     vms.entry("hv03").or_default().push(json!({
-        "id": "5f0e3c1a-0000-4000-8000-ffffffffffff", "name": "desk-000-restored",
+        "id": "5f0e3c1a-0000-4000-8000-ffffffffffff", "name": "build-300-restored",
         "state": "running",
-        "adapters": [{"name": "Network Adapter", "mac": first_mac, "dynamic": false}]}));
+        "adapters": [{"name": "Network Adapter", "mac": dup_mac, "dynamic": false}]}));
     // and a VM with a static MAC from the pool that nobody leased
     vms.entry("hv02").or_default().push(json!({
         "id": "5f0e3c1a-0000-4000-8000-eeeeeeeeeeee", "name": "appliance-static",
         "state": "running",
-        "adapters": [{"name": "Network Adapter", "mac": "00-15-5D-A0-0E-42", "dynamic": false}]}));
+        "adapters": [{"name": "Network Adapter", "mac": "00-15-5D-A0-01-E2", "dynamic": false}]}));
     for (host, vms) in vms {
+        // hv01 and hv02 kept Hyper-V's IP-derived default range, and it is the same one
+        let range = (host != "hv03").then_some(("00-15-5D-3C-0A-00", "00-15-5D-3C-0A-FF"));
         s.api(
             Method::PUT,
             &format!("/hosts/{host}/inventory"),
-            Some(json!({"generation": 1, "cluster": "campus-cl1", "vms": vms})),
+            Some(json!({"generation": 1, "cluster": "campus-cl1", "vms": vms,
+                        "range_min": range.map(|r| r.0), "range_max": range.map(|r| r.1)})),
         )
         .await;
     }
-    first_mac
+    // after the leases, so that the map's first page shows them and the block comes later
+    delegate(s, pool, "hv04", 256, 1).await;
+    dup_mac
 }
 
 /// `scripts/screenshots`: PNGs of the main pages of a seeded demo store into
@@ -1595,7 +1600,8 @@ async fn screenshots() {
     assert!(ctx.sign_in(&admin).await.unwrap(), "demo sign-in failed");
     for (file, path) in [
         ("pools.png", "/pools".to_string()),
-        ("map.png", "/pools/campus/map".into()),
+        // the page with leases, cooling, holds, free, an unmanaged MAC and a duplicate
+        ("map.png", "/pools/campus/map?at=00-15-5D-A0-01-00".into()),
         ("map-zoom.png", "/pools/campus/map?zoom=1".into()),
         ("addresses.png", "/pools/campus/addresses".into()),
         ("free.png", "/pools/campus/free".into()),
