@@ -419,9 +419,12 @@ pub async fn map(
          <input type=\"hidden\" name=\"zoom\" value=\"{zoom}\"><button type=\"submit\">Go</button></form><span class=\"zoom\">",
         Esc(&ieee(at))
     );
+    let span = span_hi.to_u64() - span_lo.to_u64() + 1;
     for (z, label) in ["256 per page", "65,536 per page", "16,777,216 per page"]
         .iter()
         .enumerate()
+        // a level is offered when the pool is larger than one page of the level below
+        .filter(|(z, _)| *z == 0 || *z == zoom || span > CELL_SIZES[*z - 1] * CELLS)
     {
         if z == zoom {
             w!(h, "<strong aria-current=\"true\">{label}</strong> ");
@@ -1138,6 +1141,22 @@ pub async fn free_runs(
 
 // ----- conflicts -------------------------------------------------------------------------------
 
+/// Escaped text in which `backticked` words (the engine's commands) become code.
+fn prose(s: &str) -> String {
+    let escaped = Esc(s).to_string();
+    let mut out = String::with_capacity(escaped.len());
+    for (i, part) in escaped.split('`').enumerate() {
+        if i % 2 == 1 {
+            out += "<code>";
+            out += part;
+            out += "</code>";
+        } else {
+            out += part;
+        }
+    }
+    out
+}
+
 fn claim(c: &RangeClaim) -> String {
     match c {
         RangeClaim::Host(hr) => format!("host {} ({})", hr.host, hr.range),
@@ -1160,8 +1179,8 @@ pub fn conflict_card(h: &mut Html, c: &Conflict) {
                 h,
                 "</h2><p>{}</p><p class=\"fix\"><strong>Fix:</strong> {}</p>\
                  <table><thead><tr><th scope=\"col\">Host</th><th scope=\"col\">VM</th><th scope=\"col\">VM id</th><th scope=\"col\">Where</th><th scope=\"col\">Adapter</th><th scope=\"col\">Evidence</th></tr></thead><tbody>",
-                Esc(&c.explanation),
-                Esc(&c.fix)
+                prose(&c.explanation),
+                prose(&c.fix)
             );
             for s in sightings {
                 let o = &s.owner;
@@ -1196,8 +1215,8 @@ pub fn conflict_card(h: &mut Html, c: &Conflict) {
                 h,
                 "<code>{}</code></h2><p>{}</p><p class=\"fix\"><strong>Fix:</strong> {}</p><ul><li>{}</li><li>{}</li></ul>",
                 Esc(&overlap.to_string()),
-                Esc(&c.explanation),
-                Esc(&c.fix),
+                prose(&c.explanation),
+                prose(&c.fix),
                 Esc(&claim(a)),
                 Esc(&claim(b))
             );
@@ -1535,9 +1554,9 @@ fn actions_for(h: &mut Html, user: &User, status: &macpool_core::authority::MacS
         csrf_field(h, &user.session.csrf);
         w!(
             h,
-            "<input type=\"hidden\" name=\"vm_id\" value=\"{}\"><button type=\"submit\">Release (VM {})…</button></form>",
+            "<input type=\"hidden\" name=\"vm_id\" value=\"{}\"><button type=\"submit\">Release from {}…</button></form>",
             Esc(&l.owner.vm_id),
-            Esc(&l.owner.vm_id)
+            Esc(l.owner.vm_name.as_deref().unwrap_or(&l.owner.vm_id))
         );
     }
     for x in &status.holds {
@@ -1578,11 +1597,21 @@ pub async fn mac_page(
 ) -> Page {
     let m = Mac::parse(&mac).map_err(|e| bad(&user, format!("'{mac}': {e}")))?;
     let mut h = Html::default();
-    w!(h, "<h1>MAC</h1>");
+    w!(h, "<h1>MAC {}</h1>", ieee(m));
     mac_summary(&st, &user, m, &mut h, true).await?;
-    w!(h, "<section class=\"spellings\"><h3>Spellings</h3>");
-    mac_spellings(&mut h, m);
-    w!(h, "</section>");
+    w!(
+        h,
+        "<section class=\"spellings\"><h3>Every spelling</h3><ul>"
+    );
+    for f in MacFormat::ALL {
+        let s = m.display(f).to_string();
+        w!(
+            h,
+            "<li>{}: <code>{s}</code> <button type=\"button\" class=\"copy\" data-copy=\"{s}\">copy</button></li>",
+            f.name()
+        );
+    }
+    w!(h, "</ul></section>");
     Ok(user.page(&ieee(m), Section::None, h))
 }
 
@@ -1877,4 +1906,27 @@ pub async fn tokens(State(st): State<Arc<AppState>>, user: User) -> Page {
          <button type=\"submit\">Preview</button></form></details>"
     );
     Ok(user.page("Tokens", Section::Tokens, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prose_escapes_first_then_marks_backticked_commands_as_code() {
+        assert_eq!(
+            prose("run `macpool hyperv ranges` <now>"),
+            "run <code>macpool hyperv ranges</code> &lt;now&gt;"
+        );
+        assert_eq!(prose("`<b>`"), "<code>&lt;b&gt;</code>");
+        assert_eq!(prose("no code"), "no code");
+    }
+
+    #[test]
+    fn partial_macs_are_hex_digits_in_any_spelling() {
+        assert_eq!(hex_digits("5D-F0-00-7").as_deref(), Some("5DF0007"));
+        assert_eq!(hex_digits("00:15:5d"), Some("00155D".into()));
+        assert_eq!(hex_digits("abc"), None, "too short to mean a MAC");
+        assert_eq!(hex_digits("desk-01"), None);
+    }
 }
