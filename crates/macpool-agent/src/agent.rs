@@ -235,6 +235,16 @@ pub async fn run<H: Hypervisor, A: Authority>(
             Ok(None) => {}
             Err(e) => tracing::warn!("events: {e}"),
         }
+        let reanchored = hv.take_reanchored();
+        for (channel, record_id) in &reanchored {
+            tracing::warn!(
+                "{channel} was cleared: bookmark re-anchored at record {record_id}; pushing an inventory"
+            );
+            bm.reanchor(channel, *record_id);
+            if cfg.push_inventory {
+                queue.want(Instant::now());
+            }
+        }
         let mut decisions = Vec::new();
         for ev in &events {
             if cfg.push_inventory {
@@ -313,7 +323,7 @@ pub async fn run<H: Hypervisor, A: Authority>(
             );
             report(&Report::Decision(d.clone()));
         }
-        if (!events.is_empty() || !decisions.is_empty())
+        if (!events.is_empty() || !decisions.is_empty() || !reanchored.is_empty())
             && let Err(e) = store.save(&bm)
         {
             tracing::error!("cannot save the bookmark {}: {e}", cfg.bookmark.display());

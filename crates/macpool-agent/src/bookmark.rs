@@ -32,6 +32,13 @@ impl AgentBookmark {
             .retain(|d| !(d.channel == channel && d.record_id == record_id));
     }
 
+    /// The channel's log was cleared (record ids restarted): resume after `record_id`, the
+    /// newest record now; deferred events of the channel named records that no longer exist.
+    pub fn reanchor(&mut self, channel: &str, record_id: u64) {
+        self.channels.insert(channel.to_string(), record_id);
+        self.deferred.retain(|d| d.channel != channel);
+    }
+
     /// Keeps `(channel, record_id)` for a later decision; counts the attempt.
     pub fn defer(&mut self, channel: &str, record_id: u64) {
         match self

@@ -5,8 +5,9 @@
 //!   held by another VM (e.g. its checkpoint), is a conflict. Only then: turn off, give the
 //!   adapter a fresh pool MAC (static) or make it dynamic, start; record old → new with the
 //!   event record id. Authority unreachable → [`Outcome::Deferred`], nothing touched.
-//! - **blog-compatible**: the published workaround exactly: the matching checkpoints' adapters
-//!   set to dynamic, then turn off, wait, start, after every rollback restore. No authority.
+//! - **blog-compatible**: the published workaround exactly: every checkpoint adapter of the VM
+//!   set to dynamic, then turn off (always), wait, start, after every rollback restore. No
+//!   authority.
 //! - **observe** (and `dry_run` for any strategy): the same decision, returned as a
 //!   [`Plan`] and not executed; [`crate::powershell::plan_scripts`] prints its PowerShell.
 //!
@@ -19,7 +20,7 @@ use std::time::Duration;
 use macpool_api::dto::{AllocateBody, BlockInfo, ClaimBlockBody, InventoryBody, MacInfo};
 use macpool_client::{Client, ClientError};
 use macpool_core::Mac;
-use macpool_core::inventory::{AdapterLocation, MacKind, VmState};
+use macpool_core::inventory::{AdapterLocation, VmState};
 
 use crate::hypervisor::{AdapterRef, EventKind, HvError, HvEvent, Hypervisor, MacSetting};
 
@@ -201,7 +202,8 @@ pub enum Remedy {
 #[derive(Clone, Debug)]
 pub struct DecideConfig {
     pub strategy: Strategy,
-    /// Glob (`*`, `?`) on the VM's current checkpoint name; default `RDV_ROLLBACK*`.
+    /// Glob (`*`, `?`, case-insensitive) on the VM's current checkpoint name; default
+    /// [`DEFAULT_ROLLBACK_PATTERN`].
     pub rollback_pattern: String,
     pub remedy: Remedy,
     /// This host and cluster, as the authority should record them.
@@ -217,7 +219,7 @@ impl DecideConfig {
     pub fn new(strategy: Strategy, host: impl Into<String>, remedy: Remedy) -> DecideConfig {
         DecideConfig {
             strategy,
-            rollback_pattern: "RDV_ROLLBACK*".into(),
+            rollback_pattern: DEFAULT_ROLLBACK_PATTERN.into(),
             remedy,
             host: host.into(),
             cluster: None,
@@ -227,11 +229,16 @@ impl DecideConfig {
     }
 }
 
-/// `*` any run, `?` one character; everything else literal and case-sensitive (RDS writes the
-/// name in upper case).
+/// Microsoft's RDS guidance puts "RDV_Rollback" anywhere in the newest checkpoint's name, and the
+/// published workaround matches with PowerShell's case-insensitive `-like`.
+pub const DEFAULT_ROLLBACK_PATTERN: &str = "*RDV_ROLLBACK*";
+
+/// `*` any run, `?` one character; everything else literal, compared case-insensitively like
+/// PowerShell's `-like` (the RDS guidance spells the marker "RDV_Rollback", RDS writes it upper).
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    let fold = |s: &str| -> Vec<char> { s.chars().flat_map(char::to_lowercase).collect() };
+    let p = fold(pattern);
+    let t = fold(text);
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
     while ti < t.len() {
         if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
@@ -528,15 +535,15 @@ async fn decide<H: Hypervisor, A: Authority>(
     };
     match cfg.strategy {
         Strategy::BlogCompatible => {
+            // exactly the published script: every checkpoint adapter set dynamic (also those
+            // already dynamic, and of every checkpoint), then always turn off, wait, start
             for a in &vm.adapters {
-                if let AdapterLocation::Checkpoint(c) = &a.location
-                    && glob_match(&cfg.rollback_pattern, &c.name)
-                    && a.kind != MacKind::Dynamic
-                {
+                if let AdapterLocation::Checkpoint(c) = &a.location {
                     plan.steps.push(Step::SetMac {
                         adapter: AdapterRef {
                             vm_id: vm.id().to_string(),
                             adapter: a.name.clone(),
+                            id: a.id.clone(),
                             checkpoint_id: Some(c.id.clone()),
                         },
                         old: Some(a.mac),
@@ -544,11 +551,9 @@ async fn decide<H: Hypervisor, A: Authority>(
                     });
                 }
             }
-            if vm.state == VmState::Running {
-                plan.steps.push(Step::TurnOff {
-                    vm_id: plan.vm_id.clone(),
-                });
-            }
+            plan.steps.push(Step::TurnOff {
+                vm_id: plan.vm_id.clone(),
+            });
             plan.steps.push(Step::Wait {
                 seconds: cfg.blog_wait.as_secs(),
             });
@@ -576,14 +581,19 @@ async fn decide<H: Hypervisor, A: Authority>(
                     reason: format!("no conflict for the {} live adapter(s)", live.len()),
                 });
             }
-            let names: Vec<&str> = conflicts.iter().map(|(a, _)| a.name.as_str()).collect();
+            // adapters with an id are addressed by it; only nameless-id duplicates are ambiguous
+            let names: Vec<&str> = conflicts
+                .iter()
+                .filter(|(a, _)| a.id.is_none())
+                .map(|(a, _)| a.name.as_str())
+                .collect();
             let mut dup = names.clone();
             dup.sort_unstable();
             dup.dedup();
             if dup.len() != names.len()
                 || live
                     .iter()
-                    .filter(|a| names.contains(&a.name.as_str()))
+                    .filter(|a| a.id.is_none() && names.contains(&a.name.as_str()))
                     .count()
                     != names.len()
             {
@@ -615,7 +625,8 @@ async fn decide<H: Hypervisor, A: Authority>(
                         let body = AllocateBody {
                             pool: Some(pool.clone()),
                             vm_id: vm.id().to_string(),
-                            adapter_id: Some(a.name.clone()),
+                            // one lease per adapter: by id, since names repeat
+                            adapter_id: Some(a.id.clone().unwrap_or_else(|| a.name.clone())),
                             vm_name: Some(vm.name.clone()),
                             host: Some(cfg.host.clone()),
                             cluster: cfg.cluster.clone(),
@@ -658,6 +669,7 @@ async fn decide<H: Hypervisor, A: Authority>(
                     adapter: AdapterRef {
                         vm_id: vm.id().to_string(),
                         adapter: a.name.clone(),
+                        id: a.id.clone(),
                         checkpoint_id: None,
                     },
                     old: Some(a.mac),
@@ -758,7 +770,13 @@ mod tests {
         ));
         assert!(glob_match("RDV_ROLLBACK - *", "RDV_ROLLBACK - x"));
         assert!(!glob_match("RDV_ROLLBACK - *", "RDV_ROLLBACK"));
-        assert!(!glob_match("RDV_ROLLBACK*", "rdv_rollback"));
+        // issue 17: case-insensitive, anywhere in the name by default
+        assert!(glob_match("RDV_ROLLBACK*", "rdv_rollback"));
+        assert!(glob_match(
+            DEFAULT_ROLLBACK_PATTERN,
+            "Pool A - RDV_Rollback"
+        ));
+        assert!(!glob_match(DEFAULT_ROLLBACK_PATTERN, "nightly"));
         assert!(glob_match("a?c*", "abcdef"));
         assert!(glob_match("*", ""));
         assert!(!glob_match("a", ""));

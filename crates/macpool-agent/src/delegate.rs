@@ -13,11 +13,17 @@
 //!    claim the next block, apply, activate (the old one drains on the authority);
 //! 5. otherwise nothing.
 //!
+//! The cursor's registry value is unverified ([`crate::hypervisor::HostRangeState::cursor`]): a
+//! host is never called steady without a position. With no readable cursor the tick takes a
+//! lower bound from the inventory (the highest dynamic MAC of the block seen on the host), says
+//! so in its outcome, and rotates on that bound.
+//!
 //! Activation comes only after `Set-VMHost` succeeded, so the authority never believes in a range
 //! the host does not have. Any failure leaves the block pending and the next tick resumes; ticks
 //! come after VM created/started events and on the agent's timer, never in a retry loop.
 
 use macpool_api::dto::{BlockInfo, ClaimBlockBody};
+use macpool_core::inventory::MacKind;
 use macpool_core::{Mac, MacRange};
 
 use crate::decide::{Authority, AuthorityError};
@@ -58,6 +64,8 @@ pub enum DelegateOutcome {
         block: u64,
         range: MacRange,
         remaining: u64,
+        /// Where the position in the block came from.
+        position: Position,
     },
     /// The block was applied to the host and is active now.
     Applied {
@@ -78,6 +86,28 @@ pub enum DelegateOutcome {
     NotApplicable { reason: String },
 }
 
+/// How a tick knows how far the host's allocator got in its block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// The host's cursor (`CurrentMacAddress`).
+    Cursor,
+    /// No readable cursor: the highest dynamic MAC of the block in the inventory (`None`: none
+    /// seen yet), a lower bound of the real position.
+    InventoryBound(Option<Mac>),
+}
+
+impl Position {
+    fn describe(self) -> String {
+        match self {
+            Position::Cursor => String::new(),
+            Position::InventoryBound(m) => format!(
+                " (no readable cursor: lower bound from the inventory, highest dynamic MAC {})",
+                m.map_or_else(|| "none yet".into(), |m| m.to_string())
+            ),
+        }
+    }
+}
+
 impl DelegateOutcome {
     pub fn summary(&self) -> String {
         match self {
@@ -85,7 +115,11 @@ impl DelegateOutcome {
                 block,
                 range,
                 remaining,
-            } => format!("on block {block} ({range}), {remaining} addresses left before rotation"),
+                position,
+            } => format!(
+                "on block {block} ({range}), {remaining} addresses left before rotation{}",
+                position.describe()
+            ),
             DelegateOutcome::Applied {
                 block,
                 range,
@@ -185,23 +219,51 @@ async fn run<H: Hypervisor, A: Authority>(
         let reason = format!("the host's range was {was}, not its active block: set again");
         return apply(hv, auth, cfg, &active, reason).await;
     }
-    let left = remaining(range, host.cursor);
+    let (cursor, position) = match host.cursor {
+        Some(c) => (Some(c), Position::Cursor),
+        None => {
+            let bound = inventory_bound(hv, range).await?;
+            (bound, Position::InventoryBound(bound))
+        }
+    };
+    let left = remaining(range, cursor);
     let margin = cfg.margin.unwrap_or(range.len() / 4).min(range.len() - 1);
     if left > margin {
         return Ok(DelegateOutcome::Steady {
             block: active.id,
             range,
             remaining: left,
+            position,
         });
     }
     let next = claim(auth, cfg).await?;
     let reason = format!(
-        "cursor {} leaves {left} of {} addresses in block {}: rotating before Hyper-V wraps",
-        host.cursor.map_or_else(|| "?".into(), |c| c.to_string()),
+        "cursor {} leaves {left} of {} addresses in block {}: rotating before Hyper-V wraps{}",
+        cursor.map_or_else(|| "?".into(), |c| c.to_string()),
         range.len(),
-        active.id
+        active.id,
+        position.describe()
     );
     apply(hv, auth, cfg, &next, reason).await
+}
+
+/// The highest dynamic MAC of `range` on the host (live, in a checkpoint, or a management-OS
+/// vNIC): the allocator has got at least that far.
+async fn inventory_bound<H: Hypervisor>(
+    hv: &H,
+    range: MacRange,
+) -> Result<Option<Mac>, DelegateOutcome> {
+    let inv = hv.inventory().await.map_err(|e| DelegateOutcome::Failed {
+        reason: format!("no readable cursor, and the inventory for a lower bound failed too: {e}"),
+    })?;
+    Ok(inv
+        .vms()
+        .iter()
+        .flat_map(|v| &v.adapters)
+        .chain(&inv.management_adapters)
+        .filter(|a| a.kind == MacKind::Dynamic && range.contains(a.mac))
+        .map(|a| a.mac)
+        .max())
 }
 
 async fn claim<A: Authority>(auth: &A, cfg: &DelegateConfig) -> Result<BlockInfo, DelegateOutcome> {

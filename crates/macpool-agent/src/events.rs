@@ -25,7 +25,10 @@ pub const VML_NS: &str = "http://www.microsoft.com/Windows/Virtualization/Events
 /// Restored (checkpoint applied / saved state restored).
 pub const EV_RESTORED: u32 = 18596;
 pub const EV_STARTED: u32 = 18500;
+/// VM created, as [likely] written by VMMS (no Microsoft text found for 18304).
 pub const EV_CREATED: u32 = 18304;
+/// VM created, as the public tools watch it; watched together with [`EV_CREATED`].
+pub const EV_CREATED_13002: u32 = 13002;
 pub const EV_DELETED: u32 = 13003;
 
 /// What the agent does with `(channel, event id)`; `None` for every other event.
@@ -35,7 +38,7 @@ pub fn kind_of(channel: &str, event_id: u32) -> Option<EventKind> {
     match event_id {
         EV_RESTORED if worker => Some(EventKind::Restored),
         EV_STARTED if worker => Some(EventKind::Started),
-        EV_CREATED if vmms => Some(EventKind::Created),
+        EV_CREATED | EV_CREATED_13002 if vmms => Some(EventKind::Created),
         EV_DELETED if vmms => Some(EventKind::Deleted),
         _ => None,
     }
@@ -45,7 +48,7 @@ pub fn kind_of(channel: &str, event_id: u32) -> Option<EventKind> {
 pub fn watched() -> [(&'static str, &'static [u32]); 2] {
     [
         (WORKER_ADMIN, &[EV_RESTORED, EV_STARTED]),
-        (VMMS_ADMIN, &[EV_CREATED, EV_DELETED]),
+        (VMMS_ADMIN, &[EV_CREATED_13002, EV_CREATED, EV_DELETED]),
     ]
 }
 

@@ -16,7 +16,7 @@ pub enum EventKind {
     Restored,
     /// A VM was turned on (Hyper-V Worker 18500).
     Started,
-    /// A VM was created (Hyper-V VMMS 18304).
+    /// A VM was created (Hyper-V VMMS 13002 or 18304).
     Created,
     /// A VM was deleted (Hyper-V VMMS 13003).
     Deleted,
@@ -54,12 +54,17 @@ pub struct HvEvent {
 /// exactly the later events.
 pub type Bookmarks = BTreeMap<String, u64>;
 
-/// One adapter, live (`checkpoint_id: None`) or frozen in a checkpoint. Adapters are named per
-/// VM (Hyper-V `Name`); an ambiguous name is an error of the implementation, never a guess.
+/// One adapter, live (`checkpoint_id: None`) or frozen in a checkpoint. Addressed by `id` (the
+/// Hyper-V adapter `Id`) where the hypervisor has one: names are not unique (every new Hyper-V
+/// adapter is "Network Adapter"). Without an id, by name; an ambiguous name is an error of the
+/// implementation, never a guess.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct AdapterRef {
     pub vm_id: String,
+    /// The adapter's name, for display (and addressing where there is no `id`).
     pub adapter: String,
+    #[serde(default)]
+    pub id: Option<String>,
     pub checkpoint_id: Option<String>,
 }
 
@@ -158,4 +163,11 @@ pub trait Hypervisor: Send + Sync {
         channel: &str,
         record_id: u64,
     ) -> impl Future<Output = HvResult<Option<HvEvent>>> + Send;
+
+    /// Channels whose saved bookmark was found ahead of the log (a cleared log, record ids
+    /// restarted) and were re-anchored since the last call: channel → the record id now resumed
+    /// after. The agent saves these and pushes an inventory to cover the gap.
+    fn take_reanchored(&self) -> Bookmarks {
+        Bookmarks::new()
+    }
 }

@@ -31,14 +31,16 @@
 //!   wraps) and inventory pushes, through the real binary, a real server and the stand-in;
 //! - `cargo check --target x86_64-pc-windows-gnu` (compiles; nothing runs on Windows).
 //!
-//! **Not verified** (needs a Hyper-V host; `macpool hyperv selftest` is the first step there):
-//! that `bootstrap.ps1` runs under Windows PowerShell 5.1 (it is only checked for the functions
-//! the scripts call); that `powershell.exe -Command -` lets the bootstrap read the following
+//! **Not verified** (needs a Hyper-V host; `macpool hyperv selftest` is the first step there,
+//! `docs/agent-windows.md` lists what to check): that `bootstrap.ps1` runs under Windows
+//! PowerShell 5.1 (it is parsed by a PowerShell grammar and checked for the 5.1 facts the
+//! stand-in models, not run); that `powershell.exe -Command -` lets the bootstrap read the following
 //! stdin lines through `[Console]::In` (it is [likely]); the `EventLogWatcher` XPath; that
 //! `Get-VM` objects carry `ParentSnapshotId/ParentSnapshotName` ([likely]; checked at run time:
 //! missing properties make the VM "unknown", never acted on); that 18596 carries
 //! `UserData/VmlEventLog/VmId` ([likely]; an event without it is reported and skipped); the
-//! registry cursor's format ([likely]; a cursor outside the range is ignored with a warning);
+//! registry cursor's name and format ([likely]; an absent, unparseable or out-of-range cursor is
+//! reported and delegate falls back to a lower bound from the inventory);
 //! that the VM must be off to change a MAC ([likely]; the agent turns it off first anyway).
 //!
 //! # The stand-in models (each from `shared/reference/hyperv.md`)
@@ -54,10 +56,25 @@
 //! - "Changing MACs" [likely]: a live adapter's MAC changes only while the VM is off; checkpoint
 //!   adapters can be set any time (the published workaround does).
 //! - `Set-VMHost -MacAddressMinimum/-Maximum`: existing VMs keep their MACs.
-//! - "Events": 18500 on start, 18596 on restore, 18304 on create, 13003 on delete, with
-//!   increasing record ids per channel.
+//! - "Events": 18500 on start, 18596 on restore, 13002 (or, when asked, 18304) on create, 13003
+//!   on delete, with increasing record ids per channel; `clear-log` restarts a channel's ids
+//!   (`wevtutil cl`); `fail-watch` is a watcher's `EventException` (a `watch_failed` line, and
+//!   the watch delivers nothing more).
+//! - "Adapter names are not unique": `nics: N` gives N adapters all called "Network Adapter",
+//!   each with its own `Id`; `Set-VMNetworkAdapter` scripts find them by `Id`.
+//! - "Management-OS vNICs take MACs from the same dynamic range": `add-management-adapter`.
+//! - The cursor's registry value is unverified: `hide-cursor` makes it absent while the host
+//!   keeps allocating.
+//! - "Windows PowerShell 5.1 host facts": stdin is decoded as a single-byte OEM code page, so a
+//!   line with a byte above 0x7E fails ([`standin::decode_stdin_line`]); the bootstrap is
+//!   checked before the ready line ([`standin::check_bootstrap`]): no `System.Core` reference
+//!   on Desktop edition, or setting `[Console]::OutputEncoding` (no console), kills the child;
+//!   with `warn`, every request writes a warning, on stdout between protocol lines unless the
+//!   bootstrap captures the streams; `-File FILE` loads the bootstrap from a file.
 //!
-//! It does not model: saved state, other checkpoint types, several switches, the registry.
+//! It does not model: saved state, other checkpoint types, several switches, the rest of the
+//! registry, PowerShell itself (the bootstrap's text is checked, not run; the syntax gate in
+//! `crates/macpool/tests/pwsh_syntax.rs` parses it).
 
 pub mod agent;
 pub mod bookmark;

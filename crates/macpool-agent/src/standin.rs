@@ -11,14 +11,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::events::{
-    EV_CREATED, EV_DELETED, EV_RESTORED, EV_STARTED, VMMS_ADMIN, WORKER_ADMIN, render_event_xml,
+    EV_CREATED_13002, EV_DELETED, EV_RESTORED, EV_STARTED, VMMS_ADMIN, WORKER_ADMIN,
+    render_event_xml,
 };
 use crate::powershell::protocol::{Request, Response};
 use crate::powershell::quote::literals;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SAdapter {
+    /// Not unique: Hyper-V names every new adapter "Network Adapter".
     pub name: String,
+    /// `Microsoft:<VM or checkpoint id>\\<adapter guid>`, unique; "" in old state files.
+    #[serde(default)]
+    pub id: String,
     /// 12 hex digits, `000000000000` until a dynamic adapter gets one.
     pub mac: String,
     pub dynamic: bool,
@@ -70,6 +75,16 @@ pub struct StandinState {
     pub clock_ms: u64,
     #[serde(default)]
     pub next_guid: u64,
+    /// The registry value `CurrentMacAddress` is absent (its name is unverified): the host still
+    /// allocates round-robin, but `host-range` reports no cursor.
+    #[serde(default)]
+    pub cursor_hidden: bool,
+    /// The management OS's vNICs: dynamic MACs from the same range as the VMs'.
+    #[serde(default)]
+    pub management_adapters: Vec<SAdapter>,
+    /// Per channel, subtracted from the record counter: `wevtutil cl` restarts a channel's ids.
+    #[serde(default)]
+    pub record_offset: std::collections::BTreeMap<String, u64>,
 }
 
 fn first_record() -> u64 {
@@ -88,8 +103,25 @@ impl StandinState {
             next_record: first_record(),
             clock_ms: 1_445_000_000_000,
             next_guid: 1,
+            cursor_hidden: false,
+            record_offset: Default::default(),
+            management_adapters: Vec::new(),
         }
     }
+}
+
+/// The adapters as seen from `owner` (a VM or a checkpoint): same adapter guid, owner's prefix.
+fn owned_by(adapters: &[SAdapter], owner: &str) -> Vec<SAdapter> {
+    adapters
+        .iter()
+        .map(|a| SAdapter {
+            id: match a.id.rsplit_once('\\') {
+                Some((_, guid)) => format!("Microsoft:{}\\{guid}", owner.to_uppercase()),
+                None => a.id.clone(),
+            },
+            ..a.clone()
+        })
+        .collect()
 }
 
 fn hex(m: Mac) -> String {
@@ -111,6 +143,50 @@ pub struct Standin {
     watches: Vec<Watch>,
     /// Set by the `exit` control request.
     pub exit: Option<i32>,
+    /// The bootstrap was loaded (loader line or `-File`) and compiled.
+    pub loaded: bool,
+    /// Whether the loaded bootstrap captures the Warning/Verbose/Debug/Information streams.
+    captures_streams: bool,
+    /// A warning every request writes (control `warn`), as Hyper-V cmdlets do.
+    warning: Option<String>,
+}
+
+/// What Windows PowerShell 5.1 (Desktop edition, no console) does with a bootstrap text, as far
+/// as the stand-in can tell from the text: `Err` is the error that kills the child before it
+/// says ready. `Ok(true)` when the request loop captures the streams that would reach stdout.
+pub fn check_bootstrap(text: &str) -> Result<bool, String> {
+    // Add-Type references only System.dll and System.Management.Automation.dll by default;
+    // EventLogWatcher is in System.Core.dll. On PowerShell 7 -ReferencedAssemblies replaces
+    // the defaults, so it must depend on the edition.
+    if text.contains("System.Diagnostics.Eventing.Reader")
+        && !(text.contains("ReferencedAssemblies")
+            && text.contains("'System.Core'")
+            && text.contains("PSEdition"))
+    {
+        return Err("Add-Type : (0) : The type or namespace name 'Eventing' does not exist in the namespace 'System.Diagnostics' (are you missing an assembly reference?)".into());
+    }
+    // SetConsoleOutputCP with no console attached
+    if text.contains("[Console]::OutputEncoding =") || text.contains("[Console]::InputEncoding =") {
+        return Err("Exception setting \"OutputEncoding\": \"The handle is invalid.\"".into());
+    }
+    if text.contains("Console.Out.Write") || !text.contains("Console.OpenStandardOutput()") {
+        return Err("protocol lines must go through a private UTF-8 stream on standard output, not the console's OEM-encoded writer".into());
+    }
+    Ok(["3>&1", "4>&1", "5>&1", "6>&1"]
+        .iter()
+        .all(|r| text.contains(r)))
+}
+
+/// Decodes one stdin line as Windows PowerShell does (the console's single-byte OEM code page)
+/// and refuses what would arrive garbled: any byte above 0x7E.
+pub fn decode_stdin_line(bytes: &[u8]) -> Result<String, String> {
+    match bytes.iter().position(|b| *b > 0x7e) {
+        None => Ok(bytes.iter().map(|b| *b as char).collect()),
+        Some(i) => Err(format!(
+            "stdin byte 0x{:02X} at column {i} is not ASCII: powershell.exe decodes a redirected stdin with the OEM code page (437, 850, ...), so it would arrive as '{}'",
+            bytes[i], bytes[i] as char
+        )),
+    }
 }
 
 /// Lines to write for one request: the response and any pushed lines after it.
@@ -127,7 +203,30 @@ impl Standin {
             path,
             watches: Vec::new(),
             exit: None,
+            loaded: false,
+            captures_streams: false,
+            warning: None,
         }
+    }
+
+    /// Loads a bootstrap text (the loader's or the `-File` file's): only the project's own.
+    pub fn load(&mut self, text: &str) -> Result<(), String> {
+        if !text.starts_with(crate::powershell::bootstrap::bootstrap()) {
+            return Err("the loaded script is not this macpool's bootstrap".into());
+        }
+        self.captures_streams = check_bootstrap(text)?;
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// The newest record id of a channel (`None`: empty log).
+    fn newest(&self, channel: &str) -> Option<u64> {
+        self.state
+            .events
+            .iter()
+            .filter(|e| e.channel.eq_ignore_ascii_case(channel))
+            .map(|e| e.record_id)
+            .max()
     }
 
     fn range(&self) -> R<MacRange> {
@@ -157,6 +256,7 @@ impl Standin {
             .vms
             .iter()
             .flat_map(|v| v.adapters.iter().map(|a| a.mac.clone()))
+            .chain(self.state.management_adapters.iter().map(|a| a.mac.clone()))
             .collect();
         let size = range.last().to_u64() - range.first().to_u64() + 1;
         let start = match self
@@ -187,7 +287,8 @@ impl Standin {
         vm_name: &str,
         out: &mut Vec<String>,
     ) {
-        let record_id = self.state.next_record;
+        let record_id =
+            self.state.next_record - self.state.record_offset.get(channel).copied().unwrap_or(0);
         self.state.next_record += 1;
         self.state.clock_ms += 1000;
         let xml = render_event_xml(
@@ -224,15 +325,15 @@ impl Standin {
             return Output { lines };
         }
         if line.starts_with(crate::powershell::bootstrap::LOADER_PREFIX) {
-            let ok = literals(line)
+            let text = literals(line)
                 .ok()
                 .and_then(|l| l.into_iter().next())
                 .and_then(|b| crate::powershell::bootstrap::unbase64(&b))
-                .is_some_and(|b| b == crate::powershell::bootstrap::bootstrap().as_bytes());
-            if !ok {
-                lines.push(
-                    json!({"log": "the loader line does not carry the bootstrap"}).to_string(),
-                );
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_default();
+            match self.load(&text) {
+                Ok(()) => lines.push(READY.into()),
+                Err(e) => lines.push(json!({"log": format!("bootstrap: {e}")}).to_string()),
             }
             return Output { lines };
         }
@@ -248,6 +349,15 @@ impl Standin {
         };
         let before = self.state.clone();
         let mut pushed = Vec::new();
+        let mut warnings = Vec::new();
+        if let (Some(w), false) = (&self.warning, req.op == "control") {
+            if self.captures_streams {
+                warnings.push(w.clone());
+            } else {
+                // what Windows PowerShell's console host does: the warning on stdout
+                lines.push(format!("WARNING: {w}"));
+            }
+        }
         let result = self.dispatch(&req, &mut pushed);
         let resp = match result {
             Ok(v) => Response {
@@ -255,6 +365,7 @@ impl Standin {
                 ok: true,
                 result: v,
                 error: None,
+                warnings,
             },
             Err(e) => {
                 // a failed command leaves the host as it was (no partial changes)
@@ -265,6 +376,7 @@ impl Standin {
                     ok: false,
                     result: Value::Null,
                     error: Some(e),
+                    warnings,
                 }
             }
         };
@@ -292,11 +404,14 @@ impl Standin {
                 .ok_or_else(|| format!("{}: missing argument {i} in: {}", req.op, req.script))
         };
         match req.op.as_str() {
-            "inventory" => self.inventory(lit.first().map(String::as_str)),
+            "inventory" => self.inventory(
+                lit.first().map(String::as_str),
+                req.script.contains("-ManagementOS"),
+            ),
             "host-range" => Ok(json!({
                 "MacAddressMinimum": self.state.range_min,
                 "MacAddressMaximum": self.state.range_max,
-                "CurrentMacAddress": self.state.cursor,
+                "CurrentMacAddress": self.visible_cursor(),
             })),
             "set-host-range" => {
                 let a = Mac::parse(&arg(0)?).map_err(|e| e.to_string())?;
@@ -309,6 +424,9 @@ impl Standin {
             "set-adapter-mac" => {
                 let cp = req.script.contains("Get-VMSnapshot");
                 let stat = req.script.contains("-StaticMacAddress");
+                let by_id = req
+                    .script
+                    .contains("Get-VMNetworkAdapter | Where-Object { \"$($_.Id)\" -eq");
                 let vm_id = arg(0)?;
                 let (cp_id, name, mac) = match (cp, stat) {
                     (false, false) => (None, arg(1)?, None),
@@ -342,11 +460,18 @@ impl Standin {
                 };
                 let matching: Vec<&mut SAdapter> = adapters
                     .iter_mut()
-                    .filter(|a| a.name.eq_ignore_ascii_case(&name))
+                    .filter(|a| {
+                        if by_id {
+                            a.id.eq_ignore_ascii_case(&name)
+                        } else {
+                            a.name.eq_ignore_ascii_case(&name)
+                        }
+                    })
                     .collect();
                 if matching.len() != 1 {
                     return Err(format!(
-                        "expected one adapter with that name, found {}",
+                        "expected one adapter with that {}, found {}",
+                        if by_id { "Id" } else { "Name" },
                         matching.len()
                     ));
                 }
@@ -395,6 +520,7 @@ impl Standin {
             "watch" => {
                 self.watches.clear();
                 let mut replay = Vec::new();
+                let mut newest = Vec::new();
                 for part in req.script.split("; Start-MacpoolWatch ").skip(1) {
                     let channel = literals(part)
                         .map_err(|e| e.to_string())?
@@ -422,6 +548,7 @@ impl Standin {
                         .parse()
                         .map_err(|e| format!("After: {e}"))?;
                     let w = Watch { channel, ids };
+                    newest.push(json!({"Channel": w.channel, "Newest": self.newest(&w.channel)}));
                     if after >= 0 {
                         replay.extend(
                             self.state
@@ -439,7 +566,7 @@ impl Standin {
                 }
                 replay.sort_by_key(|e| e.record_id);
                 out.extend(replay.iter().map(event_line));
-                Ok(Value::Null)
+                Ok(Value::Array(newest))
             }
             "get-event" => {
                 let channel = arg(0)?;
@@ -457,14 +584,42 @@ impl Standin {
                     .find(|e| e.channel.eq_ignore_ascii_case(&channel) && e.record_id == rid)
                     .map_or(json!([]), |e| json!([e.xml])))
             }
-            "check" => Ok(if req.script.contains("Get-Module") {
+            "check" => Ok(if req.script.contains("PSTypeName") {
+                json!({"Compiled": self.loaded, "Edition": "Desktop", "Version": "5.1.17763.1", "Clr": "4.0.30319.42000"})
+            } else if req.script.contains("LanguageMode") {
+                json!({"LanguageMode": "FullLanguage"})
+            } else if req.script.contains("CodePoint") {
+                let t = arg(0)?;
+                json!({"Text": t, "Length": t.encode_utf16().count(), "CodePoint": t.chars().next().map(|c| c as u32), "InputEncoding": "ibm850"})
+            } else if req.script.contains("GetValueNames") {
+                let values: Vec<Value> = self
+                    .visible_cursor()
+                    .map(|c| json!({"Name": "CurrentMacAddress", "Kind": "Binary", "Value": c}))
+                    .into_iter()
+                    .collect();
+                json!({"KeyExists": true, "Values": values})
+            } else if req.script.contains("E13002") {
+                let newest = |id: u32| -> Vec<String> {
+                    self.state
+                        .events
+                        .iter()
+                        .rev()
+                        .find(|e| e.channel == VMMS_ADMIN && e.event_id == id)
+                        .map(|e| format!("record {}", e.record_id))
+                        .into_iter()
+                        .collect()
+                };
+                json!({"E13002": newest(EV_CREATED_13002), "E18304": newest(crate::events::EV_CREATED)})
+            } else if req.script.contains("Newest =") {
+                json!({"Newest": self.newest(&arg(0)?).map_or(json!([]), |n| json!([n]))})
+            } else if req.script.contains("Get-Module") {
                 json!(true)
             } else if req.script.contains("WindowsPrincipal") {
                 json!({"Administrator": true, "HyperVAdministrators": false})
             } else if req.script.contains("-ListLog") {
                 json!({"LogName": arg(0)?, "IsEnabled": true, "RecordCount": self.state.events.len(), "Readable": true})
             } else if req.script.contains("CurrentMacAddress") {
-                json!({"CurrentMacAddress": self.state.cursor})
+                json!({"CurrentMacAddress": self.visible_cursor()})
             } else {
                 json!({"MacAddressMinimum": self.state.range_min, "MacAddressMaximum": self.state.range_max})
             }),
@@ -473,7 +628,14 @@ impl Standin {
         }
     }
 
-    fn inventory(&self, vm_id: Option<&str>) -> R<Value> {
+    fn visible_cursor(&self) -> Option<String> {
+        self.state
+            .cursor
+            .clone()
+            .filter(|_| !self.state.cursor_hidden)
+    }
+
+    fn inventory(&self, vm_id: Option<&str>, management_os: bool) -> R<Value> {
         let vms: Vec<&SVm> = self
             .state
             .vms
@@ -485,13 +647,18 @@ impl Standin {
         let mut checkpoints = Vec::new();
         for v in &vms {
             for a in &v.adapters {
-                adapters.push(json!({"Name": a.name, "VMId": v.id, "VMName": v.name, "VMSnapshotId": nil, "VMSnapshotName": "", "MacAddress": a.mac, "DynamicMacAddressEnabled": a.dynamic, "IsManagementOs": false, "ComputerName": self.state.host, "IsDeleted": false}));
+                adapters.push(json!({"Name": a.name, "Id": a.id, "VMId": v.id, "VMName": v.name, "VMSnapshotId": nil, "VMSnapshotName": "", "MacAddress": a.mac, "DynamicMacAddressEnabled": a.dynamic, "IsManagementOs": false, "ComputerName": self.state.host, "IsDeleted": false}));
             }
             for c in &v.checkpoints {
                 checkpoints.push(json!({"Id": c.id, "Name": c.name, "VMId": v.id, "VMName": v.name, "SnapshotType": 0, "CreationTime": "/Date(1445000000000)/"}));
                 for a in &c.adapters {
-                    adapters.push(json!({"Name": a.name, "VMId": v.id, "VMName": v.name, "VMSnapshotId": c.id, "VMSnapshotName": c.name, "MacAddress": a.mac, "DynamicMacAddressEnabled": a.dynamic, "IsManagementOs": false, "ComputerName": self.state.host, "IsDeleted": false}));
+                    adapters.push(json!({"Name": a.name, "Id": a.id, "VMId": v.id, "VMName": v.name, "VMSnapshotId": c.id, "VMSnapshotName": c.name, "MacAddress": a.mac, "DynamicMacAddressEnabled": a.dynamic, "IsManagementOs": false, "ComputerName": self.state.host, "IsDeleted": false}));
                 }
+            }
+        }
+        if management_os && vm_id.is_none() {
+            for a in &self.state.management_adapters {
+                adapters.push(json!({"Name": a.name, "Id": a.id, "VMId": null, "VMName": null, "VMSnapshotId": null, "VMSnapshotName": null, "MacAddress": a.mac, "DynamicMacAddressEnabled": a.dynamic, "IsManagementOs": true, "ComputerName": self.state.host, "IsDeleted": false}));
             }
         }
         let vms_json: Vec<Value> = vms
@@ -513,7 +680,7 @@ impl Standin {
         Ok(json!({
             "Format": "macpool-hyperv-inventory", "Version": 1, "HostName": self.state.host, "Cluster": null,
             "IPAddresses": [], "MacAddressMinimum": self.state.range_min, "MacAddressMaximum": self.state.range_max,
-            "CurrentMacAddress": self.state.cursor,
+            "CurrentMacAddress": self.visible_cursor(),
             "VMs": one_or_many(vms_json), "Checkpoints": checkpoints, "Adapters": adapters,
         }))
     }
@@ -539,10 +706,17 @@ impl Standin {
                             .map(str::to_string)
                             .collect()
                     })
-                    .unwrap_or_else(|| vec!["Network Adapter".into()]);
+                    // `nics`: that many adapters, all "Network Adapter" as Add-VMNetworkAdapter
+                    // names them
+                    .unwrap_or_else(|| {
+                        let n = c.get("nics").and_then(Value::as_u64).unwrap_or(1);
+                        vec!["Network Adapter".into(); n as usize]
+                    });
                 for n in names {
+                    let guid = self.guid();
                     adapters.push(SAdapter {
                         name: n,
+                        id: format!("Microsoft:{}\\{}", id.to_uppercase(), guid.to_uppercase()),
                         mac: self.allocate()?,
                         dynamic: true,
                     });
@@ -555,7 +729,11 @@ impl Standin {
                     checkpoints: Vec::new(),
                     parent_checkpoint: None,
                 });
-                self.emit(VMMS_ADMIN, EV_CREATED, &id, &name, out);
+                let created = c
+                    .get("event_id")
+                    .and_then(Value::as_u64)
+                    .map_or(EV_CREATED_13002, |n| n as u32);
+                self.emit(VMMS_ADMIN, created, &id, &name, out);
                 Ok(json!({"id": id}))
             }
             "delete-vm" => {
@@ -569,7 +747,7 @@ impl Standin {
                 let name = s("name")?;
                 let cid = s("checkpoint_id").unwrap_or_else(|_| self.guid());
                 let vm = self.vm_mut(&s("vm_id")?)?;
-                let adapters = vm.adapters.clone();
+                let adapters = owned_by(&vm.adapters, &cid);
                 vm.checkpoints.push(SCheckpoint {
                     id: cid.clone(),
                     name,
@@ -591,7 +769,7 @@ impl Standin {
                 .cloned()
                 .ok_or("no such checkpoint")?;
                 // the checkpoint's MACs come back as they were frozen; restored with memory → running
-                vm.adapters = cp.adapters.clone();
+                vm.adapters = owned_by(&cp.adapters, &vm.id.clone());
                 vm.parent_checkpoint = Some(cp.id.clone());
                 vm.state = "Running".into();
                 let (id, name) = (vm.id.clone(), vm.name.clone());
@@ -607,6 +785,42 @@ impl Standin {
                 let vm: SVm = serde_json::from_value(c.get("vm").cloned().unwrap_or(Value::Null))
                     .map_err(|e| e.to_string())?;
                 self.state.vms.push(vm);
+                Ok(Value::Null)
+            }
+            "add-management-adapter" => {
+                let name = s("name")?;
+                let guid = self.guid();
+                let mac = self.allocate()?;
+                self.state.management_adapters.push(SAdapter {
+                    name,
+                    id: format!("Microsoft:{}", guid.to_uppercase()),
+                    mac: mac.clone(),
+                    dynamic: true,
+                });
+                Ok(json!({"mac": mac}))
+            }
+            "hide-cursor" => {
+                self.state.cursor_hidden = true;
+                Ok(Value::Null)
+            }
+            "warn" => {
+                self.warning = Some(s("text")?);
+                Ok(Value::Null)
+            }
+            // `wevtutil cl`: the channel's records are gone and its ids restart at 1
+            "clear-log" => {
+                let channel = s("channel")?;
+                self.state.events.retain(|e| e.channel != channel);
+                self.state
+                    .record_offset
+                    .insert(channel, self.state.next_record - 1);
+                Ok(Value::Null)
+            }
+            // an EventException in the watcher: reported, and the watch delivers nothing more
+            "fail-watch" => {
+                let channel = s("channel")?;
+                self.watches.retain(|w| w.channel != channel);
+                out.push(json!({"watch_failed": {"channel": channel, "error": "The handle is invalid."}}).to_string());
                 Ok(Value::Null)
             }
             "emit-raw" => {
@@ -654,21 +868,71 @@ pub fn serve_stdio(args: &[String]) -> i32 {
     let mut s = Standin::new(state, path);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    writeln!(out, "{{\"ready\":true,\"version\":\"hyperv-standin\"}}").ok();
-    out.flush().ok();
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        let o = s.line(&line);
+    // `-File PATH` (the bootstrap from a file, as `powershell.exe -File`); otherwise the first
+    // stdin line must be the loader. Ready only once the bootstrap compiled.
+    if let Some(file) = get("-File") {
+        let loaded = std::fs::read(&file)
+            .map_err(|e| format!("{file}: {e}"))
+            .and_then(|b| {
+                let b = b
+                    .strip_prefix(b"\xef\xbb\xbf".as_slice())
+                    .unwrap_or(&b)
+                    .to_vec();
+                String::from_utf8(b)
+                    .map(|t| t.replace("\r\n", "\n"))
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|t| s.load(&t));
+        match loaded {
+            Ok(()) => {
+                writeln!(out, "{READY}").ok();
+                out.flush().ok();
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return 1;
+            }
+        }
+    }
+    let mut input = std::io::stdin().lock();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match input.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let o = match decode_stdin_line(&buf) {
+            Ok(line) => s.line(&line),
+            Err(e) => {
+                // answer the request (its id is ASCII) with the decoding failure
+                let text = String::from_utf8_lossy(&buf);
+                let id = serde_json::from_str::<Request>(text.trim_end()).map_or(0, |r| r.id);
+                Output {
+                    lines: vec![json!({"id": id, "ok": false, "error": e}).to_string()],
+                }
+            }
+        };
+        let was_loaded = s.loaded;
         for l in o.lines {
             writeln!(out, "{l}").ok();
         }
         out.flush().ok();
+        if !was_loaded {
+            eprintln!("the first line was not a valid bootstrap loader");
+            return 1;
+        }
         if let Some(code) = s.exit {
             return code;
         }
     }
     0
 }
+
+const READY: &str = "{\"ready\":true,\"version\":\"hyperv-standin\"}";
 
 #[cfg(test)]
 mod tests {
@@ -700,6 +964,7 @@ mod tests {
             state: "Off".into(),
             adapters: vec![SAdapter {
                 name: "n".into(),
+                id: String::new(),
                 mac: "00155D0A0000".into(),
                 dynamic: true,
             }],
@@ -730,6 +995,7 @@ mod tests {
             adapter: crate::AdapterRef {
                 vm_id: "v1".into(),
                 adapter: "Network Adapter".into(),
+                id: None,
                 checkpoint_id: None,
             },
             setting: crate::MacSetting::Static("02:00:00:00:00:01".parse().unwrap()),

@@ -114,6 +114,18 @@ pub fn task_xml(o: &TaskOptions) -> String {
 }
 
 /// The bytes Windows writes: UTF-16LE with a BOM, CRLF line ends.
+/// The task as UTF-8 bytes (`task-xml --utf8`), declaring `encoding="UTF-8"`: a UTF-8 file that
+/// says UTF-16 is refused by `schtasks /XML`.
+pub fn task_xml_utf8(o: &TaskOptions) -> Vec<u8> {
+    task_xml(o)
+        .replacen(
+            "<?xml version=\"1.0\" encoding=\"UTF-16\"?>",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+            1,
+        )
+        .into_bytes()
+}
+
 pub fn task_xml_utf16(o: &TaskOptions) -> Vec<u8> {
     let text = task_xml(o).replace('\n', "\r\n");
     let mut out = vec![0xFF, 0xFE];
@@ -138,6 +150,14 @@ mod tests {
             ],
             description: "macpool guard: checks MACs after RDV_ROLLBACK restores".into(),
         }
+    }
+
+    #[test]
+    fn utf8_task_xml_declares_utf8() {
+        let x = String::from_utf8(task_xml_utf8(&opts())).unwrap();
+        assert!(x.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Task"));
+        assert!(!x.contains("UTF-16"));
+        roxmltree::Document::parse(&x).unwrap();
     }
 
     #[test]

@@ -74,6 +74,7 @@ fn adapter(vm_id: &str, name: &str) -> AdapterRef {
     AdapterRef {
         vm_id: vm_id.into(),
         adapter: name.into(),
+        id: None,
         checkpoint_id: None,
     }
 }

@@ -174,6 +174,7 @@ async fn protocol_round_trips_with_hostile_names() {
     let a = macpool_agent::AdapterRef {
         vm_id: DESK_ID.into(),
         adapter: "NIC 'prod' $x".into(),
+        id: None,
         checkpoint_id: None,
     };
     hv.set_adapter_mac(&a, MacSetting::Static(mac("02:00:00:00:00:42")))
@@ -401,6 +402,7 @@ async fn blog_compatible_is_the_published_workaround() {
     let cpa = macpool_agent::AdapterRef {
         vm_id: DESK_ID.into(),
         adapter: "Network Adapter".into(),
+        id: None,
         checkpoint_id: Some(cp["id"].as_str().unwrap().into()),
     };
     b.set_adapter_mac(&cpa, MacSetting::Static(mac("00155D0A0011")))

@@ -219,6 +219,8 @@ impl<'a> Scalar<'a> {
 struct AdapterRec<'a> {
     name: Option<Cow<'a, str>>,
     mac: Option<Cow<'a, str>>,
+    /// `Id` (`Microsoft:<vm>\\<adapter>`): unique, unlike `Name` ("Network Adapter" for all).
+    id: Option<Cow<'a, str>>,
     vm_id: Option<Cow<'a, str>>,
     vm_name: Option<Cow<'a, str>>,
     snapshot_id: Option<Cow<'a, str>>,
@@ -311,6 +313,7 @@ fn classify<'a>(
         return Elem::Adapter(AdapterRec {
             mac: take(Key::MacAddress).text(),
             name: take(Key::Name).text(),
+            id: take(Key::Id).text(),
             vm_id: take(Key::VmId).text(),
             vm_name: take(Key::VmName).text(),
             snapshot_id: take(Key::SnapshotId).text(),
@@ -915,7 +918,7 @@ pub fn inventories(bytes: &[u8], max: usize) -> (Vec<HostInventory>, Vec<Diagnos
     for placed in std::mem::take(&mut c.adapters) {
         let loc = c.location(&placed);
         let a = placed.adapter;
-        if a.deleted || a.management_os {
+        if a.deleted {
             continue;
         }
         let Some(mac) = a.mac.as_deref().and_then(|m| Mac::parse(m).ok()) else {
@@ -925,6 +928,24 @@ pub fn inventories(bytes: &[u8], max: usize) -> (Vec<HostInventory>, Vec<Diagnos
             ));
             continue;
         };
+        if a.management_os {
+            let at = host_of(
+                nonempty(a.host).or_else(|| placed.host.and_then(|i| host_names[i].clone())),
+                &mut hosts,
+            );
+            hosts[at].management_adapters.push(Adapter {
+                name: a.name.map(Cow::into_owned).unwrap_or_default(),
+                id: nonempty(a.id),
+                mac,
+                kind: if a.dynamic == Some(false) {
+                    MacKind::Static
+                } else {
+                    MacKind::Dynamic
+                },
+                location: AdapterLocation::Live,
+            });
+            continue;
+        }
         let Some(vm_id) = nonempty(a.vm_id).filter(|id| !id.eq_ignore_ascii_case(NIL_GUID)) else {
             problems.push(Diagnostic::at(
                 format!("record {loc}"),
@@ -955,6 +976,7 @@ pub fn inventories(bytes: &[u8], max: usize) -> (Vec<HostInventory>, Vec<Diagnos
         };
         let adapter = Adapter {
             name: a.name.map(Cow::into_owned).unwrap_or_default(),
+            id: nonempty(a.id),
             mac,
             kind: if a.dynamic == Some(false) {
                 MacKind::Static

@@ -12,9 +12,9 @@ function Get-MacpoolCursor {
 }
 
 # The macpool-hyperv-inventory document (the shape macpool audit reads), for the host or one VM
-# (-VMId). -All adds the management OS's adapters (the audit wants every MAC on the host; the
-# agent only the VMs').
-function Get-MacpoolInventory([string]$VMId, [switch]$All) {
+# (-VMId). -All: every adapter on the host (the audit); -ManagementOS: the VMs' adapters and the
+# management OS's vNICs, flagged IsManagementOs (the agent: they draw from the same range).
+function Get-MacpoolInventory([string]$VMId, [switch]$All, [switch]$ManagementOS) {
     $vmHost = Get-VMHost
     $cluster = $null
     try { $cluster = (Get-Cluster -ErrorAction Stop).Name } catch { }
@@ -24,6 +24,7 @@ function Get-MacpoolInventory([string]$VMId, [switch]$All) {
     if ($VMId) { $vms = @(Get-VM -Id $VMId -ErrorAction SilentlyContinue) } else { $vms = @(Get-VM) }
     $snapshots = @($vms | Get-VMSnapshot)
     if ($All) { $adapters = @(Get-VMNetworkAdapter -All) } else { $adapters = @($vms | Get-VMNetworkAdapter) }
+    if ($ManagementOS -and -not $All) { $adapters += @(Get-VMNetworkAdapter -ManagementOS) }
     if ($snapshots.Count -gt 0) { $adapters += @($snapshots | Get-VMNetworkAdapter) }
     [ordered]@{
         Format            = 'macpool-hyperv-inventory'
@@ -34,18 +35,20 @@ function Get-MacpoolInventory([string]$VMId, [switch]$All) {
         MacAddressMinimum = "$($vmHost.MacAddressMinimum)"
         MacAddressMaximum = "$($vmHost.MacAddressMaximum)"
         CurrentMacAddress = (Get-MacpoolCursor)
-        VMs               = @($vms | Select-Object @{ n = 'Id'; e = { "$($_.Id)" } }, Name,
+        # plain property names before the computed ones: the PowerShell grammar of the test
+        # suite's syntax gate (tree-sitter-pwsh) misreads a name after a hashtable
+        VMs               = @($vms | Select-Object Name, @{ n = 'Id'; e = { "$($_.Id)" } },
                                 @{ n = 'State'; e = { "$($_.State)" } },
                                 @{ n = 'ParentCheckpointId'; e = { if ($_.ParentSnapshotId) { "$($_.ParentSnapshotId)" } else { $null } } },
                                 @{ n = 'ParentCheckpointName'; e = { $_.ParentSnapshotName } })
-        Checkpoints       = @($snapshots | Select-Object @{ n = 'Id'; e = { "$($_.Id)" } }, Name,
-                                @{ n = 'VMId'; e = { "$($_.VMId)" } }, VMName,
+        Checkpoints       = @($snapshots | Select-Object Name, VMName, @{ n = 'Id'; e = { "$($_.Id)" } },
+                                @{ n = 'VMId'; e = { "$($_.VMId)" } },
                                 @{ n = 'SnapshotType'; e = { "$($_.SnapshotType)" } },
                                 @{ n = 'CreationTime'; e = { $_.CreationTime.ToUniversalTime().ToString('o') } })
-        Adapters          = @($adapters | Select-Object Name, @{ n = 'Id'; e = { "$($_.Id)" } },
-                                @{ n = 'VMId'; e = { "$($_.VMId)" } }, VMName,
-                                @{ n = 'VMSnapshotId'; e = { "$($_.VMSnapshotId)" } }, VMSnapshotName,
-                                MacAddress, DynamicMacAddressEnabled, SwitchName, IsManagementOs,
-                                ComputerName, IsDeleted)
+        Adapters          = @($adapters | Select-Object Name, VMName, VMSnapshotName, MacAddress,
+                                DynamicMacAddressEnabled, SwitchName, IsManagementOs, ComputerName, IsDeleted,
+                                @{ n = 'Id'; e = { "$($_.Id)" } },
+                                @{ n = 'VMId'; e = { "$($_.VMId)" } },
+                                @{ n = 'VMSnapshotId'; e = { "$($_.VMSnapshotId)" } })
     }
 }

@@ -259,7 +259,8 @@ pub fn render_plan(plan: &[HostPlan]) -> String {
         if p.changes() {
             let _ = writeln!(
                 out,
-                "Set-VMHost -ComputerName {} -MacAddressMinimum {} -MacAddressMaximum {}",
+                // MACs quoted: a bare 020000000000 or 1E0000000000 lexes as a number
+                "Set-VMHost -ComputerName {} -MacAddressMinimum '{}' -MacAddressMaximum '{}'",
                 ps_quote(&p.name),
                 hx(p.proposed.first()),
                 hx(p.proposed.last())
@@ -282,7 +283,16 @@ fn ps_quote(s: &str) -> String {
     {
         s.to_string()
     } else {
-        format!("'{}'", s.replace('\'', "''"))
+        // PowerShell also ends '…' at U+2018..U+201B: double those as well (as quote.rs does)
+        let mut q = String::from("'");
+        for c in s.chars() {
+            if matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}') {
+                q.push(c);
+            }
+            q.push(c);
+        }
+        q.push('\'');
+        q
     }
 }
 #[cfg(test)]
@@ -350,7 +360,7 @@ mod tests {
         );
         no_overlaps(&plan);
         let text = render_plan(&plan);
-        assert!(text.contains("Set-VMHost -ComputerName HV2 -MacAddressMinimum 00155DF00000 -MacAddressMaximum 00155DF000FF\n"), "{text}");
+        assert!(text.contains("Set-VMHost -ComputerName HV2 -MacAddressMinimum '00155DF00000' -MacAddressMaximum '00155DF000FF'\n"), "{text}");
         assert!(text.contains("# HV1 keeps 00-15-5D-01-05-00 - 00-15-5D-01-05-FF"));
         assert_eq!(text.matches("Set-VMHost").count(), 1);
     }

@@ -140,9 +140,10 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// RDS pooled desktops roll back to this checkpoint on every logoff.
+    /// RDS pooled desktops roll back to this checkpoint on every logoff: "RDV_Rollback"
+    /// anywhere in its name, in any case (Microsoft's RDS guidance; PowerShell's `-like`).
     pub fn is_rds_rollback(&self) -> bool {
-        self.name.starts_with("RDV_ROLLBACK")
+        self.name.to_ascii_uppercase().contains("RDV_ROLLBACK")
     }
 }
 
@@ -158,8 +159,13 @@ pub enum AdapterLocation {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Adapter {
-    /// Hyper-V adapter `Name` (e.g. `Network Adapter`) or libvirt alias / target dev.
+    /// Hyper-V adapter `Name` (e.g. `Network Adapter`) or libvirt alias / target dev: for
+    /// display, not unique (Hyper-V names every new adapter "Network Adapter").
     pub name: String,
+    /// The hypervisor's own unique adapter id (Hyper-V `Id`), which is how an adapter is
+    /// addressed; `None` where the source has none (libvirt, the wire format, the store).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub id: Option<String>,
     pub mac: Mac,
     pub kind: MacKind,
     pub location: AdapterLocation,
@@ -211,6 +217,10 @@ pub struct HostInventory {
     dynamic_range: Option<MacRange>,
     cursor: Option<Mac>,
     vms: Vec<Vm>,
+    /// The management OS's own vNICs (Hyper-V `Get-VMNetworkAdapter -ManagementOS`): no VM's,
+    /// but drawn from the same dynamic range, so they count when judging how far it is used.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub management_adapters: Vec<Adapter>,
 }
 
 impl HostInventory {
@@ -226,6 +236,7 @@ impl HostInventory {
             dynamic_range: None,
             cursor: None,
             vms: Vec::new(),
+            management_adapters: Vec::new(),
         })
     }
 
@@ -400,12 +411,14 @@ mod tests {
         let mut h = HostInventory::new("HV1").unwrap();
         let mut vm = Vm::new("vm-1", "desk-01", VmState::Running).unwrap();
         vm.adapters.push(Adapter {
+            id: None,
             name: "Network Adapter".into(),
             mac: mac("00155D018511"),
             kind: MacKind::Dynamic,
             location: AdapterLocation::Live,
         });
         vm.adapters.push(Adapter {
+            id: None,
             name: "Network Adapter".into(),
             mac: mac("00155D018517"),
             kind: MacKind::Dynamic,

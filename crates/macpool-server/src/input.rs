@@ -178,6 +178,7 @@ pub fn inventory(host: &str, body: InventoryBody) -> Result<(HostInventory, u64)
                 }
             };
             vm.adapters.push(Adapter {
+                id: None,
                 name: a.name,
                 mac,
                 kind: if a.dynamic {

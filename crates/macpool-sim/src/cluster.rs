@@ -650,6 +650,7 @@ impl Cluster {
             }
         };
         vm.adapters.push(Adapter {
+            id: None,
             name: ADAPTER.into(),
             mac: v.nic.mac,
             kind: kind(v.nic),
@@ -657,6 +658,7 @@ impl Cluster {
         });
         if let Some(c) = &v.checkpoint {
             vm.adapters.push(Adapter {
+                id: None,
                 name: ADAPTER.into(),
                 mac: c.nic.mac,
                 kind: kind(c.nic),
@@ -1002,6 +1004,7 @@ mod tests {
         let nic = AdapterRef {
             vm_id: "q".into(),
             adapter: ADAPTER.into(),
+            id: None,
             checkpoint_id: None,
         };
         let err = rt

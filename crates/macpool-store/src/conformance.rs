@@ -377,6 +377,7 @@ pub fn host(name: &str, vms: Vec<TestVm>) -> HostInventory {
     for (id, live, checkpoints) in vms {
         let mut vm = Vm::new(id, format!("name-{id}"), VmState::Running).unwrap();
         let adapter = |mac, location| Adapter {
+            id: None,
             name: "Network Adapter".into(),
             mac,
             kind: MacKind::Dynamic,

@@ -205,6 +205,14 @@ pub enum HypervCommand {
         #[command(flatten)]
         powershell: PowerShellArgs,
     },
+    /// Print the agent's PowerShell bootstrap as a .ps1 file (UTF-8 with BOM, CRLF) for
+    /// `--bootstrap-file` (`-File` mode), e.g. to C:\ProgramData\macpool\agent-bootstrap.ps1;
+    /// sign it there for AllSigned sites. Rewrite it after every macpool upgrade.
+    BootstrapScript {
+        /// Write to this file instead of stdout (PowerShell's `>` would re-encode it).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// The Hyper-V stand-in used by the tests (speaks the agent's protocol on stdin/stdout).
     #[command(hide = true)]
     Standin {
@@ -620,7 +628,7 @@ pub struct AgentRunArgs {
     #[arg(long)]
     pub host: Option<String>,
     /// Checkpoint names that mark an RDS rollback (glob).
-    #[arg(long, default_value = "RDV_ROLLBACK*")]
+    #[arg(long, default_value = macpool_agent::decide::DEFAULT_ROLLBACK_PATTERN)]
     pub rollback_pattern: String,
     /// Full inventory push (and delegate check) interval.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -668,7 +676,7 @@ pub struct OnEventArgs {
     #[arg(long)]
     pub host: Option<String>,
     /// Checkpoint names that mark an RDS rollback (glob).
-    #[arg(long, default_value = "RDV_ROLLBACK*")]
+    #[arg(long, default_value = macpool_agent::decide::DEFAULT_ROLLBACK_PATTERN)]
     pub rollback_pattern: String,
     /// Decide and print the exact PowerShell, change nothing.
     #[arg(long)]
@@ -686,14 +694,27 @@ pub struct PowerShellArgs {
     /// An argument for --powershell (repeatable).
     #[arg(long = "powershell-arg", allow_hyphen_values = true)]
     pub powershell_args: Vec<String>,
+    /// Run the bootstrap from this file (`powershell.exe … -File FILE`) instead of loading it
+    /// through stdin with Invoke-Expression, which endpoint protection may flag. Write it with
+    /// `macpool hyperv bootstrap-script`; sign it where AllSigned applies.
+    #[arg(long, num_args = 0..=1, default_missing_value = macpool_agent::powershell::bootstrap::DEFAULT_FILE)]
+    pub bootstrap_file: Option<PathBuf>,
 }
 
 impl PowerShellArgs {
     pub fn child_config(&self) -> macpool_agent::powershell::ChildConfig {
         use macpool_agent::powershell::ChildConfig;
-        match &self.powershell {
-            Some(program) => ChildConfig::program(program, self.powershell_args.iter().cloned()),
-            None => ChildConfig::powershell(),
+        match (&self.powershell, &self.bootstrap_file) {
+            (Some(program), None) => {
+                ChildConfig::program(program, self.powershell_args.iter().cloned())
+            }
+            (Some(program), Some(file)) => {
+                let args = self.powershell_args.iter().cloned();
+                let file_args = ["-File".to_string(), file.display().to_string()];
+                ChildConfig::program(program, args.chain(file_args)).with_bootstrap_file(file)
+            }
+            (None, None) => ChildConfig::powershell(),
+            (None, Some(file)) => ChildConfig::powershell_file(file),
         }
     }
 }

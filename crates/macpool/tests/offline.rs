@@ -70,7 +70,7 @@ fn hyperv_ranges_flags_hosts_sharing_the_last_two_octets() {
         .args(["hyperv", "ranges", "--host", "HV1=10.0.1.5", "--host", "HV2=10.1.1.5"])
         .assert()
         .code(1)
-        .stdout(predicate::str::contains("Set-VMHost -ComputerName HV2 -MacAddressMinimum 00155DF00000 -MacAddressMaximum 00155DF000FF"));
+        .stdout(predicate::str::contains("Set-VMHost -ComputerName HV2 -MacAddressMinimum '00155DF00000' -MacAddressMaximum '00155DF000FF'"));
     macpool()
         .args([
             "hyperv",

@@ -32,6 +32,7 @@ fn adapters_of(d: &DomainXml, location: &AdapterLocation, out: &mut Adapters) {
                     continue;
                 }
                 out.adapters.push(Adapter {
+                    id: None,
                     name: i.name.clone(),
                     mac: *mac,
                     kind: MacKind::Static,

@@ -1,6 +1,10 @@
 //! The script the child runs: `bootstrap.ps1` (a read-eval loop over stdin, the event-log
-//! watchers, and the helper functions generated scripts call). It is sent as the first stdin
-//! line, base64-encoded so that `-Command -` sees one complete statement.
+//! watchers, and the helper functions generated scripts call). Two ways to load it:
+//! - `-Command -` (default): sent as the first stdin line, base64-encoded so that it is one
+//!   complete statement, and run with `Invoke-Expression` — a pattern endpoint protection
+//!   (AMSI/EDR) may flag;
+//! - `-File` ([`DEFAULT_FILE`]): written once by `macpool hyperv bootstrap-script`, signable for
+//!   AllSigned sites; the agent checks that the file still is this version's bootstrap.
 
 /// The bootstrap PowerShell: the shared inventory collector (`macpool-audit`'s `inventory.ps1`,
 /// also used by `macpool hyperv export-script`), then the agent's loop (`bootstrap.ps1`).
@@ -21,6 +25,34 @@ pub fn loader_line() -> String {
         "$macpoolBootstrap = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('{}')); Invoke-Expression $macpoolBootstrap",
         base64(bootstrap().as_bytes())
     )
+}
+
+/// Where `-File` mode expects the bootstrap by default (ProgramData: machine-wide, writable by
+/// administrators only).
+pub const DEFAULT_FILE: &str = r"C:\ProgramData\macpool\agent-bootstrap.ps1";
+
+/// The bootstrap as a `.ps1` file: UTF-8 with a BOM (Windows PowerShell 5.1 reads a BOM-less
+/// script in the ANSI code page) and CRLF line ends.
+pub fn file_bytes() -> Vec<u8> {
+    let mut out = b"\xef\xbb\xbf".to_vec();
+    out.extend_from_slice(
+        bootstrap()
+            .replace("\r\n", "\n")
+            .replace('\n', "\r\n")
+            .as_bytes(),
+    );
+    out
+}
+
+/// Whether a `-File` bootstrap is this version's (a signature block may follow it).
+pub fn file_matches(bytes: &[u8]) -> bool {
+    let bytes = bytes
+        .strip_prefix(b"\xef\xbb\xbf".as_slice())
+        .unwrap_or(bytes);
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return false;
+    };
+    text.replace("\r\n", "\n").starts_with(bootstrap())
 }
 
 /// The marker the stand-in looks for to accept the loader line.
@@ -92,6 +124,15 @@ mod tests {
         }
         assert_eq!(base64(b"Man"), "TWFu");
         assert_eq!(base64(b"Ma"), "TWE=");
+    }
+
+    #[test]
+    fn the_file_form_is_recognised_also_when_signed() {
+        let mut f = file_bytes();
+        assert!(file_matches(&f));
+        f.extend_from_slice(b"\r\n# SIG # Begin signature block\r\n# MIIe...\r\n");
+        assert!(file_matches(&f));
+        assert!(!file_matches(b"\xef\xbb\xbf# an older bootstrap\r\n"));
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! - Restarts back off exponentially (`min_restart_interval` doubling up to
 //!   `max_restart_interval`): a child that dies at once does not become a process storm.
 //! - Malformed lines are logged with their raw text, kept in [`PsChild::diagnostics`], skipped.
+//! - A watcher that fails (`watch_failed`) is resubscribed from the last delivered record ids,
+//!   backing off like restarts.
+//! - On every (re)subscribe the child reports each channel's newest record id; a bookmark ahead
+//!   of it means the log was cleared (record ids restart): it is re-anchored at the newest id,
+//!   reported in [`PsChild::take_reanchored`], so the agent saves it and pushes an inventory.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -23,7 +28,7 @@ use tokio::process::{Child, ChildStdin, Command as Proc};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::bootstrap::loader_line;
-use super::protocol::{EventLine, Incoming, Request, Response, classify};
+use super::protocol::{EventLine, Incoming, Request, Response, as_list, classify, request_line};
 use super::script::{Command, Subscription};
 use crate::hypervisor::{Bookmarks, HvError, HvResult};
 
@@ -35,6 +40,9 @@ pub struct ChildConfig {
     /// Send the bootstrap loader as the first stdin line (the real `powershell.exe -Command -`);
     /// the stand-in accepts it too.
     pub send_loader: bool,
+    /// `-File` mode: the bootstrap file the child runs, checked before every spawn to be this
+    /// version's bootstrap (`macpool hyperv bootstrap-script` writes it).
+    pub bootstrap_file: Option<PathBuf>,
     pub request_timeout: Duration,
     pub ready_timeout: Duration,
     pub min_restart_interval: Duration,
@@ -50,6 +58,33 @@ impl ChildConfig {
         )
     }
 
+    /// `powershell.exe -NoLogo -NoProfile -NonInteractive -ExecutionPolicy RemoteSigned -File
+    /// FILE`: the bootstrap from a file (no `Invoke-Expression`; signable). An AllSigned policy
+    /// set by Group Policy takes precedence over `-ExecutionPolicy`.
+    pub fn powershell_file(file: impl Into<PathBuf>) -> ChildConfig {
+        let file = file.into();
+        let mut c = ChildConfig::program(
+            "powershell.exe",
+            [
+                "-NoLogo",
+                "-NoProfile",
+                "-NonInteractive",
+                "-ExecutionPolicy",
+                "RemoteSigned",
+                "-File",
+            ],
+        );
+        c.args.push(file.display().to_string());
+        c.with_bootstrap_file(file)
+    }
+
+    /// This config, loading the bootstrap from `file` (already among `args`) instead of stdin.
+    pub fn with_bootstrap_file(mut self, file: impl Into<PathBuf>) -> ChildConfig {
+        self.send_loader = false;
+        self.bootstrap_file = Some(file.into());
+        self
+    }
+
     /// Any program speaking the protocol (the stand-in, `pwsh`).
     pub fn program<S: Into<String>>(
         program: impl Into<PathBuf>,
@@ -59,6 +94,7 @@ impl ChildConfig {
             program: program.into(),
             args: args.into_iter().map(Into::into).collect(),
             send_loader: true,
+            bootstrap_file: None,
             request_timeout: Duration::from_secs(120),
             ready_timeout: Duration::from_secs(60),
             min_restart_interval: Duration::from_millis(500),
@@ -77,6 +113,10 @@ struct Shared {
     /// The generation of the live child, 0 when none runs.
     current: AtomicU64,
     stderr_tail: StdMutex<VecDeque<String>>,
+    /// A watcher reported `watch_failed`: resubscribe.
+    watch_failed: std::sync::atomic::AtomicBool,
+    /// Channels re-anchored after a cleared log, not yet taken by the agent.
+    reanchored: StdMutex<Bookmarks>,
 }
 
 impl Shared {
@@ -105,6 +145,9 @@ struct State {
     last_spawn: Option<Instant>,
     backoff: Duration,
     subscriptions: Vec<Subscription>,
+    /// When a failed watcher may be resubscribed next, and the pause after that.
+    resubscribe_at: Option<Instant>,
+    resubscribe_backoff: Duration,
 }
 
 /// The child manager. Share it behind an `Arc`.
@@ -127,6 +170,8 @@ impl PsChild {
                 last_spawn: None,
                 backoff: cfg.min_restart_interval,
                 subscriptions: Vec::new(),
+                resubscribe_at: None,
+                resubscribe_backoff: cfg.min_restart_interval,
             }),
             cfg,
             shared: Arc::new(Shared {
@@ -136,6 +181,8 @@ impl PsChild {
                 diagnostics: StdMutex::new(VecDeque::new()),
                 current: AtomicU64::new(0),
                 stderr_tail: StdMutex::new(VecDeque::new()),
+                watch_failed: std::sync::atomic::AtomicBool::new(false),
+                reanchored: StdMutex::new(Bookmarks::new()),
             }),
             events_rx: Mutex::new(events_rx),
             next_id: AtomicU64::new(1),
@@ -173,6 +220,12 @@ impl PsChild {
     /// Per channel, the last record id handed out by [`PsChild::next_event`]'s queue.
     pub fn delivered(&self) -> Bookmarks {
         self.shared.delivered.lock().unwrap().clone()
+    }
+
+    /// Channels whose bookmark was ahead of the log's newest record (a cleared log) and were
+    /// re-anchored there since the last call: channel → the record id resumed after.
+    pub fn take_reanchored(&self) -> Bookmarks {
+        std::mem::take(&mut *self.shared.reanchored.lock().unwrap())
     }
 
     /// Runs one command; the value is the script's output as JSON.
@@ -217,6 +270,20 @@ impl PsChild {
     pub async fn next_event(&self, wait: Duration) -> HvResult<Option<EventLine>> {
         let deadline = Instant::now() + wait;
         loop {
+            if self.shared.alive() && self.shared.watch_failed.load(Ordering::SeqCst) {
+                let mut st = self.state.lock().await;
+                if st.resubscribe_at.is_none_or(|t| Instant::now() >= t) {
+                    self.shared.watch_failed.store(false, Ordering::SeqCst);
+                    let pause = st.resubscribe_backoff;
+                    st.resubscribe_backoff = (pause * 2).min(self.cfg.max_restart_interval);
+                    st.resubscribe_at = Some(Instant::now() + pause);
+                    if let Err(e) = self.resubscribe(&mut st).await {
+                        self.shared.watch_failed.store(true, Ordering::SeqCst);
+                        self.shared
+                            .diagnose(format!("resubscribing after a failed watcher: {e}"));
+                    }
+                }
+            }
             if !self.shared.alive() {
                 let mut st = self.state.lock().await;
                 if !st.subscriptions.is_empty()
@@ -291,13 +358,78 @@ impl PsChild {
             })
             .collect();
         let cmd = Command::Watch {
-            subscriptions: subs,
+            subscriptions: subs.clone(),
         };
-        self.request(st, cmd.op(), cmd.script(), None).await?;
+        let answer = self.request(st, cmd.op(), cmd.script(), None).await?;
+        // the newest record id per channel: a bookmark ahead of it means a cleared log
+        let newest = |channel: &str| {
+            as_list(&answer).into_iter().find_map(|v| {
+                let c = v.get("Channel").and_then(|c| c.as_str())?;
+                c.eq_ignore_ascii_case(channel)
+                    .then(|| v.get("Newest").and_then(|n| n.as_u64()).unwrap_or(0))
+            })
+        };
+        let mut again = false;
+        let subs: Vec<Subscription> = subs
+            .into_iter()
+            .map(|s| match (s.after, newest(&s.channel)) {
+                (Some(after), Some(n)) if after > n => {
+                    self.shared.diagnose(format!(
+                        "bookmark {after} of {} is ahead of its newest record {n}: the log was \
+                         cleared (record ids restart); re-anchored at {n}, an inventory push \
+                         covers the gap",
+                        s.channel
+                    ));
+                    self.shared
+                        .delivered
+                        .lock()
+                        .unwrap()
+                        .insert(s.channel.clone(), n);
+                    self.shared
+                        .reanchored
+                        .lock()
+                        .unwrap()
+                        .insert(s.channel.clone(), n);
+                    again = true;
+                    Subscription {
+                        after: Some(n),
+                        ..s
+                    }
+                }
+                (None, Some(n)) => {
+                    // "from now on" becomes a record id, so a resubscribe after a failed
+                    // watcher or a restart replays what happened in between
+                    self.shared
+                        .delivered
+                        .lock()
+                        .unwrap()
+                        .entry(s.channel.clone())
+                        .or_insert(n);
+                    s
+                }
+                _ => s,
+            })
+            .collect();
+        if again {
+            let cmd = Command::Watch {
+                subscriptions: subs,
+            };
+            self.request(st, cmd.op(), cmd.script(), None).await?;
+        }
         Ok(())
     }
 
     async fn spawn(&self) -> HvResult<Running> {
+        if let Some(file) = &self.cfg.bootstrap_file {
+            let ok = std::fs::read(file).is_ok_and(|b| super::bootstrap::file_matches(&b));
+            if !ok {
+                return Err(HvError::Unavailable(format!(
+                    "{} is missing or not this macpool's bootstrap: write it with `macpool hyperv bootstrap-script --output {}` (and sign it again where AllSigned applies)",
+                    file.display(),
+                    file.display()
+                )));
+            }
+        }
         let mut child = Proc::new(&self.cfg.program)
             .args(&self.cfg.args)
             .stdin(Stdio::piped())
@@ -383,7 +515,7 @@ impl PsChild {
             script,
             control,
         };
-        let line = serde_json::to_string(&req).expect("a request serialises") + "\n";
+        let line = request_line(&req) + "\n";
         let (tx, rx) = oneshot::channel();
         self.shared.pending.lock().unwrap().insert(id, tx);
         let running = st.running.as_mut().expect("ensured");
@@ -450,6 +582,9 @@ async fn read_stdout(
                 }
             }
             Incoming::Response(resp) => {
+                for w in &resp.warnings {
+                    tracing::warn!("PowerShell child, request {}: {w}", resp.id);
+                }
                 let tx = shared.pending.lock().unwrap().remove(&resp.id);
                 match tx {
                     Some(tx) => {
@@ -481,6 +616,12 @@ async fn read_stdout(
                         ev.channel
                     );
                 }
+            }
+            Incoming::WatchFailed { channel, error } => {
+                shared.diagnose(format!(
+                    "the watcher of {channel} failed ({error}): resubscribing"
+                ));
+                shared.watch_failed.store(true, Ordering::SeqCst);
             }
             Incoming::Log(l) => tracing::info!("PowerShell child: {l}"),
             Incoming::Malformed { raw, reason } => {

@@ -129,7 +129,12 @@ pub fn parse_host_range(v: &Value) -> HvResult<HostRangeState> {
         ),
         _ => None,
     };
-    let cursor = parse_mac_field(v, "CurrentMacAddress")?;
+    // The cursor's value name, type and byte order are unverified: an unreadable one is
+    // reported and treated as absent (delegate then falls back to the inventory), never fatal.
+    let cursor = parse_mac_field(v, "CurrentMacAddress").unwrap_or_else(|e| {
+        tracing::warn!("allocation cursor unreadable, treated as absent: {e}");
+        None
+    });
     // A cursor outside the range is reported, not trusted (the registry value is [likely]).
     let cursor = match (range, cursor) {
         (Some(r), Some(c)) if !r.contains(c) => {
@@ -264,6 +269,10 @@ impl Hypervisor for PowerShellHypervisor {
                 return Ok(None);
             }
         }
+    }
+
+    fn take_reanchored(&self) -> Bookmarks {
+        self.child.take_reanchored()
     }
 
     async fn event(&self, channel: &str, record_id: u64) -> HvResult<Option<HvEvent>> {

@@ -1,6 +1,7 @@
 //! The line protocol between the agent and its PowerShell child (or the stand-in).
 //!
-//! Agent → child, one JSON object per line (UTF-8):
+//! Agent → child, one JSON object per line, pure ASCII ([`request_line`]: Windows PowerShell
+//! decodes a redirected stdin with the OEM code page, so anything above 0x7E is `\uXXXX`):
 //! `{"id":7,"op":"turn-off","script":"Get-VM -Id '…' | Stop-VM -TurnOff -Force -Confirm:$false"}`.
 //! The child runs `script` (the real bootstrap ignores `op`; the stand-in dispatches on it and
 //! reads its arguments from the script's literals). Test-only stand-in requests carry `control`
@@ -11,7 +12,12 @@
 //! - `{"id":7,"ok":true,"result":…}` or `{"id":7,"ok":false,"error":"…"}` for request 7;
 //! - `{"event":{"channel":"…","record_id":N,"xml":"<Event …>"}}` pushed whenever the event-log
 //!   watcher sees a matching event (unsolicited);
+//! - `{"watch_failed":{"channel":"…","error":"…"}}` when a watcher reports an `EventException`
+//!   (it delivers nothing more; the agent resubscribes with backoff);
 //! - `{"log":"…"}` diagnostics from the child.
+//!
+//! Responses may carry `"warnings":["…"]`: the Warning/Verbose/Debug/Information streams of the
+//! request, captured so that they never reach stdout between protocol lines.
 //!
 //! Anything else is malformed: logged with the raw text and skipped.
 
@@ -36,6 +42,28 @@ pub struct Response {
     pub result: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// `req` as one protocol line (without the newline), every character above 0x7E escaped as
+/// `\uXXXX` (JSON's own escape, UTF-16 surrogate pairs beyond the BMP): Windows PowerShell reads
+/// a redirected stdin in the console's OEM code page, so only ASCII arrives intact.
+pub fn request_line(req: &Request) -> String {
+    let json = serde_json::to_string(req).expect("a request serialises");
+    // non-ASCII only occurs inside JSON strings, where \uXXXX means the same character
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() && c != '\u{7f}' {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
 }
 
 /// An event as the child pushes it: the rendered event XML (`EventRecord.ToXml()`), parsed on
@@ -53,6 +81,7 @@ pub enum Incoming {
     Ready { version: String },
     Response(Response),
     Event(EventLine),
+    WatchFailed { channel: String, error: String },
     Log(String),
     Malformed { raw: String, reason: String },
 }
@@ -75,6 +104,18 @@ struct Any {
     event: Option<Value>,
     #[serde(default)]
     log: Option<String>,
+    #[serde(default)]
+    watch_failed: Option<WatchFailed>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct WatchFailed {
+    #[serde(default)]
+    channel: String,
+    #[serde(default)]
+    error: String,
 }
 
 /// Classifies one line (without its newline; a UTF-8 BOM and `\r` are tolerated).
@@ -100,11 +141,18 @@ pub fn classify(line: &str) -> Incoming {
             ok,
             result: any.result,
             error: any.error,
+            warnings: any.warnings,
         });
     }
     if any.ready == Some(true) {
         return Incoming::Ready {
             version: any.version.unwrap_or_default(),
+        };
+    }
+    if let Some(w) = any.watch_failed {
+        return Incoming::WatchFailed {
+            channel: w.channel,
+            error: w.error,
         };
     }
     if let Some(l) = any.log {
@@ -189,5 +237,38 @@ mod tests {
         let s = serde_json::to_string(&r).unwrap();
         assert!(!s.contains('\n'));
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+    }
+
+    /// issue 17: "Büro-01" must reach an OEM-code-page stdin intact.
+    #[test]
+    fn request_lines_are_ascii_and_mean_the_same() {
+        let r = Request {
+            id: 2,
+            op: "inventory".into(),
+            script: "Get-VM -Name 'Büro-01' | 'Carte réseau' ‘q’ 桌面 \u{1F600} \u{7f}".into(),
+            control: None,
+        };
+        let line = request_line(&r);
+        assert!(line.bytes().all(|b| (0x20..0x7f).contains(&b)), "{line}");
+        assert!(line.contains("B\\u00fcro-01"), "{line}");
+        assert!(line.contains("\\ud83d\\ude00"), "{line}");
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+    }
+
+    #[test]
+    fn watch_failures_and_warnings_are_their_own_lines() {
+        assert_eq!(
+            classify(r#"{"watch_failed":{"channel":"C","error":"The handle is invalid."}}"#),
+            Incoming::WatchFailed {
+                channel: "C".into(),
+                error: "The handle is invalid.".into()
+            }
+        );
+        let Incoming::Response(r) =
+            classify(r#"{"id":4,"ok":true,"result":null,"warnings":["WARNING: x"]}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(r.warnings, ["WARNING: x"]);
     }
 }

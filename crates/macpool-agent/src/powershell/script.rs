@@ -25,6 +25,34 @@ pub enum SelfCheck {
     ChannelReadable,
     RangeReadable,
     CursorReadable,
+    /// The bootstrap's C# (EventLogWatcher, System.Core on Desktop edition) compiled.
+    WatcherCompiled,
+    /// Constrained Language Mode blocks Add-Type and `::new()`.
+    LanguageMode,
+    /// A non-ASCII literal survives stdin (OEM code page) and stdout (`'Ü'.Length` is 1).
+    NonAscii,
+    /// Every value under the `Worker` key: name, registry type, value (the cursor's are unverified).
+    CursorValues,
+    /// The newest VMMS-Admin 13002 and 18304 (which one a created VM logs).
+    CreatedEvents,
+    /// The channel's newest record id (for the watcher check).
+    NewestRecord,
+}
+
+impl SelfCheck {
+    pub const ALL: [SelfCheck; 11] = [
+        SelfCheck::HyperVModule,
+        SelfCheck::Elevated,
+        SelfCheck::ChannelReadable,
+        SelfCheck::RangeReadable,
+        SelfCheck::CursorReadable,
+        SelfCheck::WatcherCompiled,
+        SelfCheck::LanguageMode,
+        SelfCheck::NonAscii,
+        SelfCheck::CursorValues,
+        SelfCheck::CreatedEvents,
+        SelfCheck::NewestRecord,
+    ];
 }
 
 /// Everything the agent asks of the PowerShell child.
@@ -65,8 +93,9 @@ fn hex(mac: Mac) -> String {
     mac.display(MacFormat::Hyperv).to_string()
 }
 
-/// The adapter(s) with exactly this name (no wildcards: `-Name` would expand `*` and `[`),
-/// failing unless there is exactly one.
+/// The adapter with exactly this `Id` (names are not unique: Hyper-V names every new adapter
+/// "Network Adapter"), or without an id the one with exactly this name (no wildcards: `-Name`
+/// would expand `*` and `[`); failing unless there is exactly one.
 fn one_adapter(a: &AdapterRef) -> String {
     let source = match &a.checkpoint_id {
         None => format!("Get-VM -Id {} | Get-VMNetworkAdapter", quote(&a.vm_id)),
@@ -76,9 +105,13 @@ fn one_adapter(a: &AdapterRef) -> String {
             quote(cp)
         ),
     };
+    let (what, key) = match &a.id {
+        Some(id) => ("Id", id),
+        None => ("Name", &a.adapter),
+    };
     format!(
-        "$a = @({source} | Where-Object {{ $_.Name -eq {name} }}); if ($a.Count -ne 1) {{ throw \"expected one adapter with that name, found $($a.Count)\" }}; ",
-        name = quote(&a.adapter),
+        "$a = @({source} | Where-Object {{ \"$($_.{what})\" -eq {key} }}); if ($a.Count -ne 1) {{ throw \"expected one adapter with that {what}, found $($a.Count)\" }}; ",
+        key = quote(key),
     )
 }
 
@@ -112,7 +145,8 @@ impl Command {
     /// The exact PowerShell the child runs for this command.
     pub fn script(&self) -> String {
         match self {
-            Command::Inventory { vm_id: None } => "Get-MacpoolInventory".into(),
+            // the management OS's vNICs too: they draw from the same dynamic range
+            Command::Inventory { vm_id: None } => "Get-MacpoolInventory -ManagementOS".into(),
             Command::Inventory { vm_id: Some(id) } => {
                 format!("Get-MacpoolInventory -VMId {}", quote(id))
             }
@@ -164,6 +198,21 @@ impl Command {
                 ),
                 SelfCheck::RangeReadable => "$h = Get-VMHost; [ordered]@{ MacAddressMinimum = \"$($h.MacAddressMinimum)\"; MacAddressMaximum = \"$($h.MacAddressMaximum)\" }".into(),
                 SelfCheck::CursorReadable => "[ordered]@{ CurrentMacAddress = (Get-MacpoolCursor) }".into(),
+                SelfCheck::WatcherCompiled => "[ordered]@{ Compiled = [bool](([System.Management.Automation.PSTypeName]'MacpoolWatch').Type); Edition = \"$($PSVersionTable.PSEdition)\"; Version = \"$($PSVersionTable.PSVersion)\"; Clr = \"$($PSVersionTable.CLRVersion)\" }".into(),
+                SelfCheck::LanguageMode => "[ordered]@{ LanguageMode = \"$($ExecutionContext.SessionState.LanguageMode)\" }".into(),
+                SelfCheck::NonAscii => format!(
+                    "[ordered]@{{ Text = {u}; Length = {u}.Length; CodePoint = [int]{u}[0]; InputEncoding = [Console]::InputEncoding.WebName }}",
+                    u = quote("\u{dc}")
+                ),
+                SelfCheck::CursorValues => "$k = Get-Item -Path 'HKLM:\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Virtualization\\Worker' -ErrorAction SilentlyContinue; [ordered]@{ KeyExists = [bool]$k; Values = @(if ($k) { foreach ($n in $k.GetValueNames()) { $v = $k.GetValue($n); [ordered]@{ Name = $n; Kind = \"$($k.GetValueKind($n))\"; Value = $(if ($v -is [byte[]]) { ($v | ForEach-Object { $_.ToString('X2') }) -join '' } else { \"$v\" }) } } }) }".into(),
+                SelfCheck::CreatedEvents => format!(
+                    "$c = {c}; [ordered]@{{ E13002 = @(Get-WinEvent -LogName $c -FilterXPath '*[System[EventID=13002]]' -MaxEvents 1 -ErrorAction SilentlyContinue | ForEach-Object {{ $_.TimeCreated.ToUniversalTime().ToString('o') }}); E18304 = @(Get-WinEvent -LogName $c -FilterXPath '*[System[EventID=18304]]' -MaxEvents 1 -ErrorAction SilentlyContinue | ForEach-Object {{ $_.TimeCreated.ToUniversalTime().ToString('o') }}) }}",
+                    c = quote(crate::events::VMMS_ADMIN)
+                ),
+                SelfCheck::NewestRecord => format!(
+                    "[ordered]@{{ Newest = @(Get-WinEvent -LogName {} -MaxEvents 1 -ErrorAction SilentlyContinue | ForEach-Object {{ $_.RecordId }}) }}",
+                    quote(channel)
+                ),
             },
         }
     }
@@ -175,6 +224,7 @@ mod tests {
 
     const ID: &str = "5f0e6c3a-1b2c-4d5e-8f90-0123456789ab";
     const CP: &str = "9a8b7c6d-0000-4000-8000-00000000cafe";
+    const NIC: &str = "Microsoft:5F0E6C3A-1B2C-4D5E-8F90-0123456789AB\\2";
 
     fn mac(s: &str) -> Mac {
         s.parse().unwrap()
@@ -184,6 +234,7 @@ mod tests {
         AdapterRef {
             vm_id: ID.into(),
             adapter: name.into(),
+            id: None,
             checkpoint_id: None,
         }
     }
@@ -192,7 +243,7 @@ mod tests {
     fn golden_inventory_and_host() {
         assert_eq!(
             Command::Inventory { vm_id: None }.script(),
-            "Get-MacpoolInventory"
+            "Get-MacpoolInventory -ManagementOS"
         );
         assert_eq!(
             Command::Inventory {
@@ -216,19 +267,24 @@ mod tests {
 
     #[test]
     fn golden_set_adapter_mac() {
+        // issue 17: by Id, since every new adapter is called "Network Adapter"
         let s = Command::SetAdapterMac {
-            adapter: live("Network Adapter"),
+            adapter: AdapterRef {
+                id: Some(NIC.into()),
+                ..live("Network Adapter")
+            },
             setting: MacSetting::Static(mac("00:15:5d:0a:0b:0c")),
         }
         .script();
         assert_eq!(
             s,
-            "$a = @(Get-VM -Id '5f0e6c3a-1b2c-4d5e-8f90-0123456789ab' | Get-VMNetworkAdapter | Where-Object { $_.Name -eq 'Network Adapter' }); if ($a.Count -ne 1) { throw \"expected one adapter with that name, found $($a.Count)\" }; $a[0] | Set-VMNetworkAdapter -StaticMacAddress '00155D0A0B0C'"
+            "$a = @(Get-VM -Id '5f0e6c3a-1b2c-4d5e-8f90-0123456789ab' | Get-VMNetworkAdapter | Where-Object { \"$($_.Id)\" -eq 'Microsoft:5F0E6C3A-1B2C-4D5E-8F90-0123456789AB\\2' }); if ($a.Count -ne 1) { throw \"expected one adapter with that Id, found $($a.Count)\" }; $a[0] | Set-VMNetworkAdapter -StaticMacAddress '00155D0A0B0C'"
         );
         let s = Command::SetAdapterMac {
             adapter: AdapterRef {
                 vm_id: ID.into(),
                 adapter: "NIC 'prod' $x `t ‘q’ Ü".into(),
+                id: None,
                 checkpoint_id: Some(CP.into()),
             },
             setting: MacSetting::Dynamic,
@@ -236,7 +292,7 @@ mod tests {
         .script();
         assert_eq!(
             s,
-            "$a = @(Get-VM -Id '5f0e6c3a-1b2c-4d5e-8f90-0123456789ab' | Get-VMSnapshot | Where-Object { \"$($_.Id)\" -eq '9a8b7c6d-0000-4000-8000-00000000cafe' } | Get-VMNetworkAdapter | Where-Object { $_.Name -eq 'NIC ''prod'' $x `t ‘‘q’’ Ü' }); if ($a.Count -ne 1) { throw \"expected one adapter with that name, found $($a.Count)\" }; $a[0] | Set-VMNetworkAdapter -DynamicMacAddress"
+            "$a = @(Get-VM -Id '5f0e6c3a-1b2c-4d5e-8f90-0123456789ab' | Get-VMSnapshot | Where-Object { \"$($_.Id)\" -eq '9a8b7c6d-0000-4000-8000-00000000cafe' } | Get-VMNetworkAdapter | Where-Object { \"$($_.Name)\" -eq 'NIC ''prod'' $x `t ‘‘q’’ Ü' }); if ($a.Count -ne 1) { throw \"expected one adapter with that Name, found $($a.Count)\" }; $a[0] | Set-VMNetworkAdapter -DynamicMacAddress"
         );
         assert_eq!(
             crate::powershell::quote::literals(&s).unwrap(),
@@ -304,13 +360,7 @@ mod tests {
             c(SelfCheck::CursorReadable),
             "[ordered]@{ CurrentMacAddress = (Get-MacpoolCursor) }"
         );
-        for check in [
-            SelfCheck::HyperVModule,
-            SelfCheck::Elevated,
-            SelfCheck::ChannelReadable,
-            SelfCheck::RangeReadable,
-            SelfCheck::CursorReadable,
-        ] {
+        for check in SelfCheck::ALL {
             assert!(
                 !Command::Check {
                     check,

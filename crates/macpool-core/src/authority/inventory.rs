@@ -717,6 +717,7 @@ mod tests {
     fn vm(id: &str, name: &str, live: u64, cp: Option<(u64, &str)>) -> Vm {
         let mut v = Vm::new(id, name, VmState::Running).unwrap();
         v.adapters.push(Adapter {
+            id: None,
             name: "Network Adapter".into(),
             mac: mac(live),
             kind: MacKind::Dynamic,
@@ -724,6 +725,7 @@ mod tests {
         });
         if let Some((m, c)) = cp {
             v.adapters.push(Adapter {
+                id: None,
                 name: "Network Adapter".into(),
                 mac: mac(m),
                 kind: MacKind::Dynamic,

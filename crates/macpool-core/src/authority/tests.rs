@@ -518,6 +518,7 @@ fn vm(id: &str, live: &[&str], checkpoints: &[(&str, &str)]) -> Vm {
     let mut v = Vm::new(id, format!("name-{id}"), VmState::Running).unwrap();
     for m in live {
         v.adapters.push(Adapter {
+            id: None,
             name: "Network Adapter".into(),
             mac: mac(m),
             kind: MacKind::Dynamic,
@@ -526,6 +527,7 @@ fn vm(id: &str, live: &[&str], checkpoints: &[(&str, &str)]) -> Vm {
     }
     for (m, cp) in checkpoints {
         v.adapters.push(Adapter {
+            id: None,
             name: "Network Adapter".into(),
             mac: mac(m),
             kind: MacKind::Dynamic,

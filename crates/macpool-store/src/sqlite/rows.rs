@@ -281,6 +281,7 @@ fn load_inventories(conn: &Connection) -> SqlResult<Vec<StoredInventory>> {
                     }),
                 };
                 vm.adapters.push(Adapter {
+                    id: None,
                     name: a.get(0)?,
                     mac: mac_col(a.get(1)?)?,
                     kind: if a.get(2)? {

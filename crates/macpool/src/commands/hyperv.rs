@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use macpool_agent::events::{read_events_file, render_json, render_table};
-use macpool_agent::taskxml::{TaskOptions, task_xml, task_xml_utf16};
+use macpool_agent::taskxml::{TaskOptions, task_xml_utf8, task_xml_utf16};
 
 use crate::cli::HypervCommand;
 use crate::exit::{CmdResult, Failure, OK};
@@ -47,7 +47,7 @@ pub async fn run(out: Output, cmd: HypervCommand) -> CmdResult {
                 description: "macpool: on every RDV_ROLLBACK restore (event 18596), check the desktop's MACs with the authority and fix a duplicate".into(),
             };
             let bytes = if utf8 {
-                task_xml(&opts).into_bytes()
+                task_xml_utf8(&opts)
             } else {
                 task_xml_utf16(&opts)
             };
@@ -59,6 +59,22 @@ pub async fn run(out: Output, cmd: HypervCommand) -> CmdResult {
                 }
             };
             written.map_err(|e| Failure::usage(format!("cannot write the task XML: {e}")))?;
+            Ok(OK)
+        }
+        HypervCommand::BootstrapScript { output } => {
+            let bytes = macpool_agent::powershell::bootstrap::file_bytes();
+            let written = match &output {
+                Some(path) => path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(path, &bytes)),
+                None => {
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(&bytes).and_then(|()| stdout.flush())
+                }
+            };
+            written.map_err(|e| Failure::usage(format!("cannot write the bootstrap: {e}")))?;
             Ok(OK)
         }
         HypervCommand::ExportScript { cluster } => {
