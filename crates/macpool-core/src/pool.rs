@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::mac::Mac;
 use crate::range::MacRange;
 
 /// A pool name: 1–64 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit, so it
@@ -194,6 +195,13 @@ pub struct PoolSpec {
 impl PoolSpec {
     pub fn size(&self) -> u64 {
         self.ranges.iter().map(MacRange::len).sum()
+    }
+
+    /// The lowest and the highest address of the pool's ranges (a pool has at least one).
+    pub fn span(&self) -> (Mac, Mac) {
+        let lo = self.ranges.iter().map(MacRange::first).min();
+        let hi = self.ranges.iter().map(MacRange::last).max();
+        (lo.unwrap_or(Mac::ZERO), hi.unwrap_or(Mac::ZERO))
     }
 }
 

@@ -103,7 +103,7 @@ pub fn app(state: Arc<AppState>) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
-        .merge(ui::router(state.clone()))
+        .merge(ui::router())
         .route("/healthz", get(routes::system::healthz))
         .route("/metrics", get(routes::system::metrics))
         .fallback(no_route)

@@ -369,16 +369,18 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
             Ok(a.address_map(&pool, first, cell_size, cells, &conflicts)?)
         })
     }
-    /// A pool's address table from `from`, at most `limit` rows, and where the next page starts.
+    /// A pool's address table from `from`: at most `limit` rows that `keep` accepts, found in one
+    /// read (one run of the conflict engine), and where the next page starts.
     fn address_rows(
         &self,
         pool: String,
         from: Mac,
         limit: usize,
+        keep: impl Fn(&AddressRow) -> bool + Send + 'static,
     ) -> impl Future<Output = StoreResult<(Vec<AddressRow>, Option<Mac>)>> + Send {
         self.read(move |a| {
             let conflicts = a.conflicting_macs();
-            Ok(a.address_rows(&pool, from, limit, &conflicts)?)
+            Ok(a.address_rows(&pool, from, limit, &conflicts, &keep)?)
         })
     }
     /// Every pool with its longest free run, conflicts and last report (the pools page).

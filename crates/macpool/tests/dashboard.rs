@@ -1597,6 +1597,15 @@ async fn screenshots() {
         axe: None,
         http: reqwest::Client::new(),
     };
+    let shoot = |file: &'static str| {
+        let (web, out) = (ctx.web.clone(), out.clone());
+        async move {
+            std::fs::write(out.join(file), web.screenshot().await.unwrap()).unwrap();
+            let _ = writeln!(std::io::stderr(), "screenshots: {file}");
+        }
+    };
+    ctx.web.goto(&ctx.url("/login")).await.unwrap();
+    shoot("login.png").await;
     assert!(ctx.sign_in(&admin).await.unwrap(), "demo sign-in failed");
     for (file, path) in [
         ("pools.png", "/pools".to_string()),
@@ -1609,12 +1618,50 @@ async fn screenshots() {
         ("hosts.png", "/hosts".into()),
         ("mac.png", format!("/mac/{first}")),
         ("history.png", "/history".into()),
+        ("tokens.png", "/tokens".into()),
+        ("audit.png", "/audit".into()),
+        ("search.png", "/search?q=desk".into()),
+        ("error.png", "/pools/nope/map".into()),
     ] {
         ctx.web.goto(&ctx.url(&path)).await.unwrap();
         let png = ctx.web.screenshot().await.unwrap();
         std::fs::write(out.join(file), png).unwrap();
         let _ = writeln!(std::io::stderr(), "screenshots: {file} ← {path}");
     }
+    // the map's side panel, opened by a click on a leased cell
+    ctx.web
+        .goto(&ctx.url(&format!("/pools/campus/map?at={first}")))
+        .await
+        .unwrap();
+    ctx.web
+        .find(Locator::Css(&format!("a.cell[data-mac='{first}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    shoot("map-panel.png").await;
+    // an action's preview: allocate 4 consecutive on the free-runs page
+    ctx.web.goto(&ctx.url("/pools/campus/free")).await.unwrap();
+    for (css, value) in [("#a-vm", "vm-demo-preview"), ("#a-name", "Desk-Preview")] {
+        let input = ctx.web.find(Locator::Css(css)).await.unwrap();
+        input.send_keys(value).await.unwrap();
+    }
+    ctx.web
+        .find(Locator::Css("details.action form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    for _ in 0..30 {
+        if ctx.web.source().await.unwrap().contains("name=\"confirm\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    shoot("preview.png").await;
     drop(ctx);
     browser.close().await;
 }

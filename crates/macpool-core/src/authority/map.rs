@@ -159,7 +159,6 @@ impl Authority {
                 "a map needs at least one cell of at least one address".into(),
             ));
         }
-        let span = pool_span(&p.spec.ranges);
         let max = crate::mac::MAC_MAX;
         let start = first.to_u64();
         let cell_at = |i: u64| -> Option<(Mac, Mac)> {
@@ -207,24 +206,31 @@ impl Authority {
             first,
             cell_size,
             cells,
-            span,
+            span: p.spec.span(),
         })
     }
 
     /// The pool's addresses in order from `from`: each used address (leased, held, cooling, or
     /// free but seen in an inventory), each delegated block as one row, and the free runs between
-    /// them, at most `limit` rows. Also returns where the next page starts. O(log n + rows).
+    /// them; of those, at most `limit` rows that `keep` accepts. Also returns where the next page
+    /// starts. O(log n + rows looked at).
     pub fn address_rows(
         &self,
         pool: &str,
         from: Mac,
         limit: usize,
         conflicts: &BTreeSet<Mac>,
+        keep: &dyn Fn(&AddressRow) -> bool,
     ) -> Result<(Vec<AddressRow>, Option<Mac>)> {
         let p = self.pool_state(pool)?;
         let mut ranges = p.spec.ranges.clone();
         ranges.sort_by_key(MacRange::first);
         let mut rows = Vec::new();
+        let push = |rows: &mut Vec<AddressRow>, row: AddressRow| {
+            if keep(&row) {
+                rows.push(row);
+            }
+        };
         for r in ranges.iter().filter(|r| r.last() >= from) {
             let mut at = r.first().max(from).to_u64();
             let end = r.last().to_u64();
@@ -240,31 +246,32 @@ impl Authority {
                         let l = l.min(r.last());
                         match self.seen.range(mac..=l).next().map(|(m, _)| *m) {
                             Some(seen) if seen == mac => {
-                                rows.push(self.used_row(mac, conflicts));
+                                push(&mut rows, self.used_row(mac, conflicts));
                                 at += 1;
                             }
                             Some(seen) => {
-                                rows.push(AddressRow::Free {
-                                    first: mac,
-                                    last: Mac::from_u64(seen.to_u64() - 1).unwrap(),
-                                });
+                                let last = Mac::from_u64(seen.to_u64() - 1).unwrap();
+                                push(&mut rows, AddressRow::Free { first: mac, last });
                                 at = seen.to_u64();
                             }
                             None => {
-                                rows.push(AddressRow::Free {
-                                    first: mac,
-                                    last: l,
-                                });
+                                push(
+                                    &mut rows,
+                                    AddressRow::Free {
+                                        first: mac,
+                                        last: l,
+                                    },
+                                );
                                 at = l.to_u64() + 1;
                             }
                         }
                     }
                     _ => {
                         if let Some(b) = self.block_at(mac) {
-                            rows.push(AddressRow::Block(b.clone()));
+                            push(&mut rows, AddressRow::Block(b.clone()));
                             at = b.range.last().to_u64() + 1;
                         } else {
-                            rows.push(self.used_row(mac, conflicts));
+                            push(&mut rows, self.used_row(mac, conflicts));
                             at += 1;
                         }
                     }
@@ -281,17 +288,6 @@ impl Authority {
             conflict: conflicts.contains(&mac),
         }
     }
-}
-
-/// The lowest and highest address of a pool's ranges.
-fn pool_span(ranges: &[MacRange]) -> (Mac, Mac) {
-    let lo = ranges
-        .iter()
-        .map(MacRange::first)
-        .min()
-        .unwrap_or(Mac::ZERO);
-    let hi = ranges.iter().map(MacRange::last).max().unwrap_or(Mac::ZERO);
-    (lo, hi)
 }
 
 /// How many addresses `a..=b` shares with `r`.

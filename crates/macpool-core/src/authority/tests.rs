@@ -1774,7 +1774,7 @@ fn address_rows_cover_the_pool_once_in_order_with_free_runs_between() {
     let a = every_state();
     let conflicts = a.conflicting_macs();
     let (rows, next) = a
-        .address_rows("p", mac("00155D000000"), 1000, &conflicts)
+        .address_rows("p", mac("00155D000000"), 1000, &conflicts, &|_| true)
         .unwrap();
     assert_eq!(next, None);
     let mut expect = 0x00155D000000u64;
@@ -1808,11 +1808,28 @@ fn address_rows_cover_the_pool_once_in_order_with_free_runs_between() {
     let mut paged = Vec::new();
     let mut from = Some(mac("00155D000000"));
     while let Some(f) = from {
-        let (page, next) = a.address_rows("p", f, 2, &conflicts).unwrap();
+        let (page, next) = a.address_rows("p", f, 2, &conflicts, &|_| true).unwrap();
         paged.extend(page);
         from = next;
     }
     assert_eq!(paged, rows);
+    // a filter applies inside the read: one page of kept rows, whatever lies between them
+    let free_only = |r: &AddressRow| matches!(r, AddressRow::Free { .. });
+    let (kept, next) = a
+        .address_rows("p", mac("00155D000000"), 3, &conflicts, &free_only)
+        .unwrap();
+    let want: Vec<AddressRow> = rows
+        .iter()
+        .filter(|r| free_only(r))
+        .take(3)
+        .cloned()
+        .collect();
+    assert_eq!(kept, want);
+    assert_eq!(
+        next,
+        Some(mac("00155D000010")),
+        "the page ends after the third free run"
+    );
 }
 
 #[test]
@@ -1826,7 +1843,7 @@ fn a_map_of_no_cells_or_an_unknown_pool_is_refused() {
         "invalid-input"
     );
     assert_eq!(
-        a.address_rows("nope", mac("00155D000000"), 4, &none)
+        a.address_rows("nope", mac("00155D000000"), 4, &none, &|_| true)
             .unwrap_err()
             .kind(),
         "not-found"

@@ -16,11 +16,10 @@ use macpool_api::dto::{
     AllocateBody, HoldBody, PoolCreate, PoolEditBody, ReleaseBody, TokenCreate, UnholdBody,
 };
 use macpool_core::Mac;
-use macpool_core::mac::MacFormat;
 use macpool_store::Store;
 
-use super::html::{Esc, Html, Section, Url, csrf_field};
-use super::{User, csrf_refused, error_page};
+use super::html::{Esc, Html, Section, Url, csrf_field, ieee};
+use super::{User, bad, csrf_refused, error_page};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::routes::{leases, pools, tokens};
@@ -49,8 +48,15 @@ fn confirmed(f: &BTreeMap<String, String>) -> bool {
     f.get("confirm").is_some_and(|v| v == "1")
 }
 
-/// The preview: what will happen, and a form that repeats every field with `confirm=1`.
-fn preview(user: &User, action: &str, f: &BTreeMap<String, String>, what: Html) -> Response {
+/// The preview: what will happen, and a form that repeats every field with `confirm=1`;
+/// Cancel leads to `back`, the page the action was started from.
+fn preview(
+    user: &User,
+    action: &str,
+    back: &str,
+    f: &BTreeMap<String, String>,
+    what: Html,
+) -> Response {
     let mut h = Html::default();
     w!(h, "<h1>Preview</h1><section class=\"preview\">");
     h.0.push_str(&what.0);
@@ -74,7 +80,8 @@ fn preview(user: &User, action: &str, f: &BTreeMap<String, String>, what: Html) 
     w!(
         h,
         "<button type=\"submit\" name=\"confirm\" value=\"1\">Confirm</button> \
-         <a href=\"javascript:history.back()\">Cancel</a></form>"
+         <a href=\"{}\">Cancel</a></form>",
+        Esc(back)
     );
     user.page("Preview", Section::None, h)
 }
@@ -87,16 +94,8 @@ fn done(user: &User, title: &str, body: Html) -> Response {
     user.page(title, Section::None, h)
 }
 
-fn ieee(m: Mac) -> String {
-    m.display(MacFormat::Ieee).to_string()
-}
-
 fn refused(user: &User, e: ApiError) -> Response {
     error_page(Some(user), e)
-}
-
-fn bad(user: &User, msg: String) -> Response {
-    refused(user, ApiError::bad_request("invalid-input", msg))
 }
 
 /// Allocate next / N (consecutive) / a specific MAC in a pool.
@@ -168,6 +167,7 @@ pub async fn allocate(
         return Ok(preview(
             &user,
             &format!("/pools/{}/allocate", Url(&pool)),
+            &format!("/pools/{}/free", Url(&pool)),
             &shown,
             h,
         ));
@@ -242,6 +242,7 @@ pub async fn release(
         return Ok(preview(
             &user,
             &format!("/mac/{}/release", Url(&mac)),
+            &format!("/mac/{}", Url(&mac)),
             &f,
             h,
         ));
@@ -298,7 +299,13 @@ pub async fn hold(
                 .map(|r| format!(", {r}"))
                 .unwrap_or_default())
         );
-        return Ok(preview(&user, &format!("/mac/{}/hold", Url(&mac)), &f, h));
+        return Ok(preview(
+            &user,
+            &format!("/mac/{}/hold", Url(&mac)),
+            &format!("/mac/{}", Url(&mac)),
+            &f,
+            h,
+        ));
     }
     let held = leases::hold_in(
         &st,
@@ -344,7 +351,13 @@ pub async fn unhold(
             Esc(reason.as_deref().unwrap_or("every")),
             Esc(&mac)
         );
-        return Ok(preview(&user, &format!("/mac/{}/unhold", Url(&mac)), &f, h));
+        return Ok(preview(
+            &user,
+            &format!("/mac/{}/unhold", Url(&mac)),
+            &format!("/mac/{}", Url(&mac)),
+            &f,
+            h,
+        ));
     }
     let removed = leases::unhold_in(
         &st,
@@ -382,6 +395,7 @@ pub async fn drain_block(
         return Ok(preview(
             &user,
             &format!("/hosts/{}/blocks/{id}/drain", Url(&host)),
+            "/hosts",
             &f,
             h,
         ));
@@ -432,7 +446,7 @@ pub async fn create_pool(
             Esc(&range),
             Esc(cooldown.as_deref().unwrap_or("24h"))
         );
-        return Ok(preview(&user, "/pools", &f, h));
+        return Ok(preview(&user, "/pools", "/pools", &f, h));
     }
     let view = pools::create_pool_in(&st, &user.caller, body)
         .await
@@ -472,7 +486,7 @@ pub async fn create_token(
                 .map(|x| format!(" for host {x}"))
                 .unwrap_or_default())
         );
-        return Ok(preview(&user, "/tokens", &f, h));
+        return Ok(preview(&user, "/tokens", "/tokens", &f, h));
     }
     let created = tokens::create_token_in(&st, &user.caller, body)
         .await
@@ -507,6 +521,7 @@ pub async fn revoke_token(
         return Ok(preview(
             &user,
             &format!("/tokens/{}/revoke", Url(&id)),
+            "/tokens",
             &f,
             h,
         ));
@@ -567,6 +582,7 @@ pub async fn edit_pool(
         return Ok(preview(
             &user,
             &format!("/pools/{}/edit", Url(&pool)),
+            &format!("/pools/{}/map", Url(&pool)),
             &f,
             h,
         ));

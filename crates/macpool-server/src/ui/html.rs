@@ -133,6 +133,11 @@ pub fn page(title: &str, section: Section, viewer: Option<&Viewer>, body: Html) 
     h.0
 }
 
+/// A MAC as the dashboard spells it everywhere: IEEE, `00-15-5D-F0-00-7A`.
+pub fn ieee(m: macpool_core::Mac) -> String {
+    m.display(macpool_core::mac::MacFormat::Ieee).to_string()
+}
+
 /// A count with thousands separators: 1,048,576.
 pub fn count(n: u64) -> String {
     let s = n.to_string();

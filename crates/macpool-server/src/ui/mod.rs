@@ -31,7 +31,7 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
      connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Every dashboard route. Mounted beside the API; `/api/v1` is not touched.
-pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/pools") }))
         .route("/login", get(pages::login_form).post(login))
@@ -68,13 +68,13 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         )
         .route("/tokens", get(pages::tokens).post(actions::create_token))
         .route("/tokens/{id}/revoke", post(actions::revoke_token))
-        .layer(middleware::from_fn_with_state(state, headers))
+        .layer(middleware::from_fn(headers))
         // pages are text with much repetition (a map page is ~50 KB, ~5 KB gzipped)
         .layer(tower_http::compression::CompressionLayer::new().gzip(true))
 }
 
 /// Security headers on every dashboard response.
-async fn headers(State(_st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     h.insert(
@@ -137,7 +137,7 @@ impl FromRequestParts<Arc<AppState>> for User {
     type Rejection = SignIn;
 
     async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, SignIn> {
-        let id = session::cookie(&parts.headers).ok_or(SignIn)?;
+        let id = session::cookie(&parts.headers, session::COOKIE_NAME).ok_or(SignIn)?;
         let session = st.sessions.get(&id).ok_or(SignIn)?;
         st.tokens.refresh_if_stale(|| st.store.tokens()).await;
         match st.tokens.active(&session.token_id) {
@@ -168,9 +168,10 @@ pub fn error_page(user: Option<&User>, e: ApiError) -> Response {
     let mut h = Html::default();
     w!(
         h,
-        "<h1>{}</h1><p class=\"problem\" role=\"alert\"><strong>{}</strong> {}</p>\
-         <p><a href=\"javascript:history.back()\" class=\"back\">Back</a></p>",
+        "<h1>{} {}</h1><p class=\"problem\" role=\"alert\"><strong>{}</strong> {}</p>\
+         <p>Go back with the browser, or to the <a href=\"/pools\">pools</a>.</p>",
         e.status.as_u16(),
+        e.status.canonical_reason().unwrap_or(""),
         Esc(e.slug),
         Esc(&e.detail)
     );
@@ -238,6 +239,16 @@ async fn logout(
     let mut res = Redirect::to("/login").into_response();
     set_cookie(&mut res, &session::set_cookie("", st.config.tls));
     res
+}
+
+/// A store failure as a page, for `map_err`.
+pub fn fail(user: &User) -> impl Fn(macpool_store::StoreError) -> Response + '_ {
+    move |e| error_page(Some(user), e.into())
+}
+
+/// Bad input named precisely, as a 400 page.
+pub fn bad(user: &User, detail: String) -> Response {
+    error_page(Some(user), ApiError::bad_request("invalid-input", detail))
 }
 
 pub fn csrf_refused() -> ApiError {

@@ -19,10 +19,9 @@ use macpool_core::{Mac, Timestamp};
 use macpool_store::{HistoryFilter, HistoryRecord, Store};
 use serde::Deserialize;
 
-use super::html::{self, Esc, Html, Section, Url, count, csrf_field};
-use super::{User, error_page, html_response};
+use super::html::{self, Esc, Html, Section, Url, count, csrf_field, ieee};
+use super::{User, bad, error_page, fail, html_response};
 use crate::AppState;
-use crate::error::ApiError;
 use crate::w;
 
 /// Rows per page of the address table and the history.
@@ -32,18 +31,9 @@ const LOGIN_COOKIE: &str = "macpool_login";
 
 type Page = Result<Response, Response>;
 
-fn fail(user: &User) -> impl Fn(macpool_store::StoreError) -> Response + '_ {
-    move |e| error_page(Some(user), e.into())
-}
-
-fn bad(user: &User, detail: String) -> Response {
-    error_page(Some(user), ApiError::bad_request("invalid-input", detail))
-}
-
 // ----- sign-in ---------------------------------------------------------------------------------
 
-pub async fn login_form(State(st): State<Arc<AppState>>) -> Response {
-    let _ = st;
+pub async fn login_form() -> Response {
     login_page(StatusCode::OK, "")
 }
 
@@ -84,15 +74,8 @@ pub fn login_page(status: StatusCode, message: &str) -> Response {
 /// The sign-in form's CSRF value equals its cookie's.
 pub fn login_csrf_ok(headers: &HeaderMap, presented: &str) -> bool {
     use subtle::ConstantTimeEq;
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == LOGIN_COOKIE)
-        .map(|(_, v)| v.to_string());
-    cookie.is_some_and(|c| !c.is_empty() && bool::from(c.as_bytes().ct_eq(presented.as_bytes())))
+    super::session::cookie(headers, LOGIN_COOKIE)
+        .is_some_and(|c| !c.is_empty() && bool::from(c.as_bytes().ct_eq(presented.as_bytes())))
 }
 
 pub fn clear_login_cookie(secure: bool) -> String {
@@ -102,21 +85,14 @@ pub fn clear_login_cookie(secure: bool) -> String {
 
 // ----- shared bits -----------------------------------------------------------------------------
 
-fn ieee(m: Mac) -> String {
-    m.display(MacFormat::Ieee).to_string()
-}
-
 fn mac_link(h: &mut Html, m: Mac) {
     let s = ieee(m);
     w!(h, "<a class=\"mac\" href=\"/mac/{s}\"><code>{s}</code></a>");
 }
 
 /// The MAC in every spelling, each ready to copy (a button with JavaScript, selectable without).
-fn mac_spellings(h: &mut Html, m: Mac) {
-    w!(
-        h,
-        "<details class=\"spell\"><summary>spellings</summary><ul>"
-    );
+fn spelling_list(h: &mut Html, m: Mac) {
+    w!(h, "<ul>");
     for f in MacFormat::ALL {
         let s = m.display(f).to_string();
         w!(
@@ -125,7 +101,14 @@ fn mac_spellings(h: &mut Html, m: Mac) {
             f.name()
         );
     }
-    w!(h, "</ul></details>");
+    w!(h, "</ul>");
+}
+
+/// [`spelling_list`] folded away, for table rows.
+fn mac_spellings(h: &mut Html, m: Mac) {
+    w!(h, "<details class=\"spell\"><summary>spellings</summary>");
+    spelling_list(h, m);
+    w!(h, "</details>");
 }
 
 fn opt(s: &Option<String>) -> &str {
@@ -380,20 +363,7 @@ pub async fn map(
     Query(q): Query<MapQuery>,
 ) -> Page {
     let view = st.store.pool(pool.clone()).await.map_err(fail(&user))?;
-    let span_lo = view
-        .spec
-        .ranges
-        .iter()
-        .map(|r| r.first())
-        .min()
-        .unwrap_or(Mac::ZERO);
-    let span_hi = view
-        .spec
-        .ranges
-        .iter()
-        .map(|r| r.last())
-        .max()
-        .unwrap_or(Mac::ZERO);
+    let (span_lo, span_hi) = view.spec.span();
     let zoom = usize::from(q.zoom.unwrap_or(0).min(2));
     let at = match q.at.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         Some(s) => Mac::parse(s).map_err(|e| bad(&user, format!("go to '{s}': {e}")))?,
@@ -805,13 +775,7 @@ pub async fn addresses(
         ));
     }
     let view = st.store.pool(pool.clone()).await.map_err(fail(&user))?;
-    let lo = view
-        .spec
-        .ranges
-        .iter()
-        .map(|r| r.first())
-        .min()
-        .unwrap_or(Mac::ZERO);
+    let (lo, _) = view.spec.span();
     let from = match q.from.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Mac::parse(s).map_err(|e| bad(&user, format!("from '{s}': {e}")))?,
         None => lo,
@@ -819,25 +783,12 @@ pub async fn addresses(
     if let Some(fmt) = q.format.as_deref() {
         return export(&st, &user, pool, lo, &q, fmt).await;
     }
-    // read until a page of kept rows is full; `next` is the first kept row past it
-    let mut rows = Vec::new();
-    let mut next = None;
-    let mut cursor = Some(from);
-    'pages: while let Some(at) = cursor {
-        let (page, after) = st
-            .store
-            .address_rows(pool.clone(), at, PAGE_ROWS * 4)
-            .await
-            .map_err(fail(&user))?;
-        for r in page.into_iter().filter(|r| q.keeps(r)) {
-            if rows.len() == PAGE_ROWS {
-                next = Some(row_first(&r));
-                break 'pages;
-            }
-            rows.push(r);
-        }
-        cursor = after;
-    }
+    let filter = q.clone();
+    let (rows, next) = st
+        .store
+        .address_rows(pool.clone(), from, PAGE_ROWS, move |r| filter.keeps(r))
+        .await
+        .map_err(fail(&user))?;
     let now = macpool_store::now();
     let mut h = Html::default();
     pool_tabs(&mut h, &pool, "addresses");
@@ -881,7 +832,7 @@ pub async fn addresses(
     for r in &rows {
         let f = flatten(r);
         match r {
-            AddressRow::Free { first, .. } => {
+            AddressRow::Free { .. } => {
                 w!(
                     h,
                     "<tr data-row=\"free\" class=\"free\"><td colspan=\"10\"><a href=\"/pools/{purl}/free\">{} free</a> ({} … {})</td></tr>",
@@ -889,7 +840,6 @@ pub async fn addresses(
                     f.mac,
                     f.last
                 );
-                let _ = first;
             }
             _ => {
                 let conflict = if f.conflict {
@@ -946,14 +896,6 @@ pub async fn addresses(
     Ok(user.page(&format!("{pool} · addresses"), Section::Pools, h))
 }
 
-fn row_first(r: &AddressRow) -> Mac {
-    match r {
-        AddressRow::Used { status, .. } => status.mac,
-        AddressRow::Block(b) => b.range.first(),
-        AddressRow::Free { first, .. } => *first,
-    }
-}
-
 fn parse_time(s: &str) -> Result<Timestamp, ()> {
     if s.is_empty() {
         return Err(());
@@ -974,12 +916,13 @@ async fn export(
     q: &AddressQuery,
     fmt: &str,
 ) -> Page {
+    let filter = q.clone();
     let (rows, _) = st
         .store
-        .address_rows(pool.clone(), from, usize::MAX)
+        .address_rows(pool.clone(), from, usize::MAX, move |r| filter.keeps(r))
         .await
         .map_err(fail(user))?;
-    let kept = rows.iter().filter(|r| q.keeps(r)).map(flatten);
+    let kept = rows.iter().map(flatten);
     let (body, kind, ext) = match fmt {
         "csv" => {
             let mut out = String::from(
@@ -1371,19 +1314,34 @@ pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
 
 // ----- MAC page, panel and search --------------------------------------------------------------
 
-fn history_table(h: &mut Html, rows: &[HistoryRecord], now: Timestamp) {
+/// History rows; `one_mac` leaves out the MAC and pool columns (the map's narrow side panel,
+/// where every row is of the MAC it shows).
+fn history_table(h: &mut Html, rows: &[HistoryRecord], now: Timestamp, one_mac: bool) {
+    let mac_cols = if one_mac {
+        ""
+    } else {
+        "<th scope=\"col\">MAC</th><th scope=\"col\">Pool</th>"
+    };
     w!(
         h,
-        "<table class=\"history\"><caption class=\"sr\">History</caption><thead><tr><th scope=\"col\">When</th><th scope=\"col\">Action</th><th scope=\"col\">MAC</th>\
-         <th scope=\"col\">Pool</th><th scope=\"col\">VM</th><th scope=\"col\">Host</th><th scope=\"col\">Actor</th><th scope=\"col\">Why</th></tr></thead><tbody>"
+        "<table class=\"history\"><caption class=\"sr\">History</caption><thead><tr><th scope=\"col\">When</th><th scope=\"col\">Action</th>{mac_cols}\
+         <th scope=\"col\">VM</th><th scope=\"col\">Host</th><th scope=\"col\">Actor</th><th scope=\"col\">Why</th></tr></thead><tbody>"
     );
     for r in rows {
         let e = &r.entry;
         w!(h, "<tr data-id=\"{}\"><td>", r.id);
         time(h, e.at, now);
-        w!(h, "</td><td>{}</td><td>", e.action.name());
-        if let Some(m) = e.mac {
-            mac_link(h, m);
+        w!(h, "</td><td>{}</td>", e.action.name());
+        if !one_mac {
+            w!(h, "<td>");
+            if let Some(m) = e.mac {
+                mac_link(h, m);
+            }
+            w!(
+                h,
+                "</td><td>{}</td>",
+                Esc(e.pool.as_ref().map(|p| p.as_str()).unwrap_or(""))
+            );
         }
         let vm = match (&e.vm_name, &e.vm_id) {
             (Some(n), Some(id)) => format!("{n} ({id})"),
@@ -1393,8 +1351,7 @@ fn history_table(h: &mut Html, rows: &[HistoryRecord], now: Timestamp) {
         };
         w!(
             h,
-            "</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            Esc(e.pool.as_ref().map(|p| p.as_str()).unwrap_or("")),
+            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             Esc(&vm),
             Esc(opt(&e.host)),
             Esc(&e.actor),
@@ -1413,24 +1370,20 @@ async fn mac_summary(
     full: bool,
 ) -> Result<(), Response> {
     let status = st.store.mac_status(mac).await.map_err(fail(user))?;
-    let state = st
-        .store
-        .address_map(
-            status
-                .pool
-                .as_ref()
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            mac,
-            1,
-            1,
-        )
-        .await
-        .ok()
-        .and_then(|m| match m.cells {
+    // the address's cell of its pool's map; a MAC outside every pool has none
+    let state = match &status.pool {
+        Some(pool) => match st
+            .store
+            .address_map(pool.to_string(), mac, 1, 1)
+            .await
+            .map_err(fail(user))?
+            .cells
+        {
             MapCells::Addresses(c) => c.into_iter().next(),
             MapCells::Summaries(_) => None,
-        });
+        },
+        None => None,
+    };
     let now = macpool_store::now();
     let (key, label, conflict) = match &state {
         Some(c) => (c.state.key(), state_label(&c.state, now), c.conflict),
@@ -1530,7 +1483,7 @@ async fn mac_summary(
     if rows.is_empty() {
         w!(h, "<p>No history for this MAC.</p>");
     } else {
-        history_table(h, &rows, now);
+        history_table(h, &rows, now, !full);
     }
     if user.is_admin() {
         actions_for(h, user, &status);
@@ -1599,19 +1552,9 @@ pub async fn mac_page(
     let mut h = Html::default();
     w!(h, "<h1>MAC {}</h1>", ieee(m));
     mac_summary(&st, &user, m, &mut h, true).await?;
-    w!(
-        h,
-        "<section class=\"spellings\"><h3>Every spelling</h3><ul>"
-    );
-    for f in MacFormat::ALL {
-        let s = m.display(f).to_string();
-        w!(
-            h,
-            "<li>{}: <code>{s}</code> <button type=\"button\" class=\"copy\" data-copy=\"{s}\">copy</button></li>",
-            f.name()
-        );
-    }
-    w!(h, "</ul></section>");
+    w!(h, "<section class=\"spellings\"><h3>Every spelling</h3>");
+    spelling_list(&mut h, m);
+    w!(h, "</section>");
     Ok(user.page(&ieee(m), Section::None, h))
 }
 
@@ -1719,7 +1662,12 @@ pub async fn search(
             "<p>No lease matches. MACs only seen in inventories are found by their full address.</p>"
         );
     } else {
-        w!(h, "<ul class=\"hits\">");
+        let says = match hits.len() {
+            1 => "1 MAC matches".to_string(),
+            n if n >= 500 => format!("{n} MACs match (the first {n})"),
+            n => format!("{n} MACs match"),
+        };
+        w!(h, "<p>{says}.</p><ul class=\"hits\">");
         for (m, why) in &hits {
             w!(h, "<li>");
             mac_link(&mut h, *m);
@@ -1823,7 +1771,7 @@ pub async fn history(
     if rows.is_empty() {
         w!(h, "<p>No history matches.</p>");
     } else {
-        history_table(&mut h, &rows, now);
+        history_table(&mut h, &rows, now, false);
     }
     if rows.len() == PAGE_ROWS
         && let Some(last) = rows.last()

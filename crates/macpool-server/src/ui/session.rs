@@ -85,15 +85,15 @@ impl Sessions {
     }
 }
 
-/// The session id the request's cookie carries.
-pub fn cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of the request's cookie `name` (the session id is [`COOKIE_NAME`]).
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE_NAME)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
@@ -127,7 +127,7 @@ mod tests {
             COOKIE,
             HeaderValue::from_str(&format!("other=1; {COOKIE_NAME}={id}")).unwrap(),
         );
-        let found = s.get(&cookie(&h).unwrap()).unwrap();
+        let found = s.get(&cookie(&h, COOKIE_NAME).unwrap()).unwrap();
         assert_eq!(found.token_id, "tok1");
         assert!(csrf_matches(&found, Some(&csrf)));
         assert!(!csrf_matches(&found, Some("nope")));

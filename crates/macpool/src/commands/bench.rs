@@ -20,7 +20,7 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
         BenchCommand::Decide(args) => return super::bench_decide::run(out, args).await,
         BenchCommand::Sql(args) => return super::bench_sql::run(out, args).await,
         BenchCommand::Dashboard(args) => {
-            return super::bench_dashboard::run(out, token, args).await;
+            return super::bench_dashboard::run(out, args).await;
         }
     };
     if !(0.0..100.0).contains(&args.fill) {

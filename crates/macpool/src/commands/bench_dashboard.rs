@@ -32,7 +32,7 @@ fn fail(e: impl std::fmt::Display) -> Failure {
     Failure::usage(e.to_string())
 }
 
-pub async fn run(out: Output, _token: &Option<String>, args: BenchDashboardArgs) -> CmdResult {
+pub async fn run(out: Output, args: BenchDashboardArgs) -> CmdResult {
     if args.hosts > 255 {
         return Err(Failure::usage("--hosts must be at most 255"));
     }
@@ -248,8 +248,7 @@ async fn seed(api: &Client, args: &BenchDashboardArgs) -> Result<(), Failure> {
 /// One HTTP/1.1 GET over a fresh loopback connection; returns the status and the body's bytes
 /// as sent (gzip accepted).
 async fn get(addr: &str, path: &str, cookie: &str) -> Result<(u16, usize), Failure> {
-    let (status, head, body) = request(addr, "GET", path, cookie, None, true).await?;
-    let _ = head;
+    let (status, _, body) = request(addr, "GET", path, cookie, None, true).await?;
     Ok((status, body.len()))
 }
 
