@@ -59,6 +59,38 @@ impl Actor {
             Scope::Host(h) => host == Some(h.as_str()),
         }
     }
+
+    /// Whether this actor may read `what`. An agent reads exactly what its strategies need:
+    /// one MAC's status (guard asks who else uses an address) and its own host's blocks and
+    /// inventory (delegate; the push's answer). Pools, leases, holds, history, conflicts, other
+    /// hosts and metrics are for people and monitoring, so an agent token is refused them: a
+    /// stolen agent token then shows neither the fleet's VMs nor their addresses wholesale.
+    pub fn may_read(&self, what: Read<'_>) -> Result<()> {
+        let Scope::Host(h) = &self.scope else {
+            return Ok(());
+        };
+        match what {
+            Read::Mac => Ok(()),
+            Read::Host(host) if host == h => Ok(()),
+            Read::Host(host) => Err(AuthorityError::Forbidden(format!(
+                "this agent token is bound to host '{h}' and cannot read host '{host}'"
+            ))),
+            Read::Fleet(what) => Err(AuthorityError::Forbidden(format!(
+                "an agent token (host '{h}') cannot read {what}; use a reader token"
+            ))),
+        }
+    }
+}
+
+/// What a caller asks to read; see [`Actor::may_read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read<'a> {
+    /// One MAC's leases, holds and sightings (`GET /macs/{mac}`).
+    Mac,
+    /// One host's own records: its blocks, its latest inventory.
+    Host(&'a str),
+    /// Anything across the fleet, named for the refusal: "pools", "leases", "the history", …
+    Fleet(&'a str),
 }
 
 /// The circumstances of one operation.
@@ -1131,6 +1163,7 @@ impl Authority {
                 by: self.describe_users(req.mac),
             });
         }
+        self.may_act_for_vm(&ctx.actor, &req.vm_id)?;
         let status = self.mac_status(req.mac);
         for lease in &status.leases {
             if !ctx.actor.may_act_on_host(lease.owner.host.as_deref()) {
@@ -1199,6 +1232,8 @@ impl Authority {
                 req.vm_id, req.mac
             )));
         }
+        self.may_act_for_vm(&ctx.actor, &req.vm_id)?;
+        self.no_other_host_relies_on(&ctx.actor, req.mac, &req.vm_id)?;
         let status = self.mac_status(req.mac);
         for lease in &status.leases {
             if !ctx.actor.may_act_on_host(lease.owner.host.as_deref()) {

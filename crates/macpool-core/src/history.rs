@@ -25,10 +25,13 @@ pub enum HistoryAction {
     BlockDraining,
     /// Nothing uses the block's MACs any more and the cooldown passed: back in the pool.
     BlockFreed,
+    /// A token was created (its name, id, role and host in the reason; never its secret).
+    TokenCreated,
+    TokenRevoked,
 }
 
 impl HistoryAction {
-    pub const ALL: [HistoryAction; 13] = [
+    pub const ALL: [HistoryAction; 15] = [
         HistoryAction::PoolCreated,
         HistoryAction::PoolEdited,
         HistoryAction::PoolDeleted,
@@ -42,6 +45,8 @@ impl HistoryAction {
         HistoryAction::BlockActivated,
         HistoryAction::BlockDraining,
         HistoryAction::BlockFreed,
+        HistoryAction::TokenCreated,
+        HistoryAction::TokenRevoked,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +64,8 @@ impl HistoryAction {
             HistoryAction::BlockActivated => "block-activated",
             HistoryAction::BlockDraining => "block-draining",
             HistoryAction::BlockFreed => "block-freed",
+            HistoryAction::TokenCreated => "token-created",
+            HistoryAction::TokenRevoked => "token-revoked",
         }
     }
 

@@ -3,13 +3,16 @@
 //! enough at rest (no password stretching needed); only the hash is ever stored.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use macpool_core::authority::{Actor, Scope};
+use macpool_core::authority::{Actor, Read, Scope};
 use macpool_store::{Role, Store, StoreResult, TokenRecord};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -48,11 +51,74 @@ fn split(token: &str) -> (&str, &str) {
     (BOOTSTRAP_ID, token)
 }
 
+/// Failed presentations a client address may make in a burst before it is slowed down.
+const THROTTLE_BURST: f64 = 10.0;
+/// How fast the allowance comes back: one failure forgiven per second.
+const THROTTLE_DRAIN_PER_SEC: f64 = 1.0;
+/// Client addresses remembered at most (an address whose allowance is full is forgotten first).
+const THROTTLE_TRACKED: usize = 10_000;
+
+/// Unknown or revoked tokens per client address, as a leaky bucket: each failure fills one unit,
+/// units drain at [`THROTTLE_DRAIN_PER_SEC`]; a full bucket refuses every token from that
+/// address (429 with `Retry-After`) until it drains. Secrets are 256 random bits, so guessing is
+/// hopeless anyway: this keeps a scanner or a misconfigured script from hammering the server, and
+/// makes it visible (`macpool_auth_failures_total`). Behind a proxy every client shares the
+/// proxy's address (docs: SECURITY.md).
+#[derive(Default)]
+pub struct Throttle {
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl Throttle {
+    fn level(entry: (f64, Instant), now: Instant) -> f64 {
+        let drained = now.saturating_duration_since(entry.1).as_secs_f64() * THROTTLE_DRAIN_PER_SEC;
+        (entry.0 - drained).max(0.0)
+    }
+
+    /// `Err(seconds to wait)` while `client` has no allowance left: [`THROTTLE_BURST`] failures
+    /// in quick succession use it up, and each second gives one back.
+    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), u64> {
+        let buckets = self.buckets.lock().unwrap();
+        let level = buckets
+            .get(&client)
+            .map_or(0.0, |&e| Throttle::level(e, now));
+        let over = level - (THROTTLE_BURST - 1.0);
+        if over > 0.0 {
+            Err((over / THROTTLE_DRAIN_PER_SEC).ceil().max(1.0) as u64)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// One more failure from `client`.
+    pub fn fail(&self, client: IpAddr, now: Instant) {
+        let mut buckets = self.buckets.lock().unwrap();
+        if buckets.len() >= THROTTLE_TRACKED && !buckets.contains_key(&client) {
+            buckets.retain(|_, e| Throttle::level(*e, now) > 0.0);
+            if buckets.len() >= THROTTLE_TRACKED {
+                return; // a flood of addresses: remember none rather than grow without bound
+            }
+        }
+        let e = buckets.entry(client).or_insert((0.0, now));
+        *e = (Throttle::level(*e, now) + 1.0, now);
+    }
+}
+
+/// Why a presented token was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Unknown, wrong secret, or revoked.
+    Unknown,
+    /// Too many failures from this address: retry after this many seconds.
+    Throttled(u64),
+}
+
 /// The tokens, cached in memory so a request does not wait for the store.
 pub struct TokenCache {
     inner: RwLock<(HashMap<String, TokenRecord>, Instant)>,
     /// Held while one caller reloads a stale cache; the others wait for that load.
     reloading: tokio::sync::Mutex<()>,
+    throttle: Throttle,
 }
 
 impl TokenCache {
@@ -60,6 +126,7 @@ impl TokenCache {
         TokenCache {
             inner: RwLock::new((index(tokens), Instant::now())),
             reloading: tokio::sync::Mutex::new(()),
+            throttle: Throttle::default(),
         }
     }
 
@@ -101,6 +168,19 @@ impl TokenCache {
         guard.0.get(id).filter(|r| r.revoked.is_none()).cloned()
     }
 
+    /// [`TokenCache::verify`] for a request from `client`, slowed down after repeated failures
+    /// from that address: the API's and the dashboard sign-in's one way to check a token.
+    pub fn verify_from(&self, presented: &str, client: IpAddr) -> Result<TokenRecord, Refusal> {
+        let now = Instant::now();
+        self.throttle
+            .check(client, now)
+            .map_err(Refusal::Throttled)?;
+        self.verify(presented).ok_or_else(|| {
+            self.throttle.fail(client, now);
+            Refusal::Unknown
+        })
+    }
+
     /// The record of a presented token, if it is valid and not revoked.
     pub fn verify(&self, presented: &str) -> Option<TokenRecord> {
         let (id, secret) = split(presented);
@@ -135,6 +215,11 @@ impl Caller {
                 scope: Scope::All,
             },
         }
+    }
+
+    /// Refuses what this caller's scope may not read (the rule is the core's [`Actor::may_read`]).
+    pub fn may_read(&self, what: Read<'_>) -> Result<(), ApiError> {
+        Ok(self.actor().may_read(what)?)
     }
 
     pub fn require_admin(&self) -> Result<(), ApiError> {
@@ -182,11 +267,30 @@ impl FromRequestParts<std::sync::Arc<AppState>> for Caller {
                 ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
             })?;
         state.tokens.refresh_if_stale(|| state.store.tokens()).await;
-        state
+        match state
             .tokens
-            .verify(token)
-            .map(|token| Caller { token })
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+            .verify_from(token, client_address(&parts.extensions))
+        {
+            Ok(token) => Ok(Caller { token }),
+            Err(refusal) => Err(refused(state, refusal)),
+        }
+    }
+}
+
+/// The address a request came from; requests built in-process (tests) have none and share one.
+pub fn client_address(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// The answer to a refused token, counted in `/metrics`.
+pub fn refused(state: &AppState, refusal: Refusal) -> ApiError {
+    state.metrics.count_auth_failure();
+    match refusal {
+        Refusal::Unknown => ApiError::unauthorized("unknown or revoked token"),
+        Refusal::Throttled(secs) => ApiError::throttled(secs),
     }
 }
 
@@ -223,6 +327,45 @@ mod tests {
         }
         assert!(cache.verify(&wrong).is_none());
         assert!(cache.verify("mp_nothere_abc").is_none());
+    }
+
+    #[test]
+    fn ten_quick_failures_throttle_an_address_until_its_allowance_drains() {
+        let t = Throttle::default();
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..9 {
+            t.fail(a, t0);
+        }
+        assert_eq!(t.check(a, t0), Ok(()), "nine failures leave one try");
+        t.fail(a, t0);
+        assert_eq!(t.check(a, t0), Err(1));
+        assert_eq!(t.check(b, t0), Ok(()), "another address is not slowed down");
+        t.fail(a, t0);
+        assert_eq!(
+            t.check(a, t0),
+            Err(2),
+            "a failure while throttled waits longer"
+        );
+        assert_eq!(t.check(a, t0 + Duration::from_millis(1500)), Err(1));
+        assert_eq!(t.check(a, t0 + Duration::from_secs(2)), Ok(()));
+    }
+
+    #[test]
+    fn the_throttle_remembers_a_bounded_number_of_addresses() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for i in 0..(THROTTLE_TRACKED as u32 + 50) {
+            t.fail(IpAddr::V4(std::net::Ipv4Addr::from(i)), now);
+        }
+        assert_eq!(t.buckets.lock().unwrap().len(), THROTTLE_TRACKED);
+        let later = now + Duration::from_secs(5);
+        t.fail("192.0.2.1".parse().unwrap(), later);
+        assert_eq!(
+            t.buckets.lock().unwrap().len(),
+            1,
+            "drained addresses are forgotten"
+        );
     }
 
     #[test]

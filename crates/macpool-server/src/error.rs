@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub slug: &'static str,
     pub detail: String,
+    /// Seconds for a `Retry-After` header (429 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -20,6 +22,19 @@ impl ApiError {
             status,
             slug,
             detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Too many failed sign-ins from this client: try again after `secs`.
+    pub fn throttled(secs: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-failures",
+                format!("too many unknown or revoked tokens from this address; retry in {secs} s"),
+            )
         }
     }
 
@@ -94,6 +109,10 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         // Lets the metrics middleware count errors by type without parsing the body.
         res.extensions_mut().insert(ErrorSlug(self.slug));

@@ -50,6 +50,7 @@ pub struct Metrics {
     latency_sum_us: AtomicU64,
     allocations: Mutex<BTreeMap<String, u64>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    auth_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -74,6 +75,11 @@ impl Metrics {
                 .entry(pool.to_string())
                 .or_default() += n;
         }
+    }
+
+    /// A presented token was unknown, revoked, or refused while its address was throttled.
+    pub fn count_auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_error(&self, slug: &'static str) {
@@ -153,6 +159,11 @@ impl Metrics {
         for (slug, n) in self.errors.lock().unwrap().iter() {
             let _ = writeln!(out, "macpool_errors_total{{type=\"{slug}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP macpool_auth_failures_total Presented tokens refused: unknown, revoked, or from a throttled address.\n# TYPE macpool_auth_failures_total counter\nmacpool_auth_failures_total {}",
+            self.auth_failures.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP macpool_store_commits_total Durable commits (one fsync each).\n# TYPE macpool_store_commits_total counter\nmacpool_store_commits_total {}",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use macpool_core::authority::Actor;
 use macpool_store::{AnyStore, Location, Role, Store, TokenRecord};
 
 use crate::auth::{self, BOOTSTRAP_ID, MIN_BOOTSTRAP_LEN, TokenCache};
@@ -61,9 +62,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     match tls {
         None => {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?;
+            // The peer address feeds the failed-token throttle (auth::Throttle).
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
         }
         Some((cert, key)) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
@@ -83,7 +88,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             });
             axum_server::from_tcp_rustls(listener, config)
                 .handle(handle)
-                .serve(router.into_make_service())
+                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
                 .await?;
         }
     }
@@ -115,15 +120,18 @@ async fn ensure_admin_token(store: &AnyStore, bootstrap: Option<&str>) -> anyhow
         None => auth::generate(),
     };
     store
-        .save_token(TokenRecord {
-            id,
-            name: "bootstrap-admin".into(),
-            role: Role::Admin,
-            host: None,
-            secret_hash,
-            created: macpool_store::now(),
-            revoked: None,
-        })
+        .save_token(
+            Actor::admin("bootstrap"),
+            TokenRecord {
+                id,
+                name: "bootstrap-admin".into(),
+                role: Role::Admin,
+                host: None,
+                secret_hash,
+                created: macpool_store::now(),
+                revoked: None,
+            },
+        )
         .await?;
     if bootstrap.is_none() {
         println!("created the first admin token; it is shown only this once:\n\n    {token}\n");

@@ -537,7 +537,9 @@ async fn tokens_are_admin_only_and_revocation_takes_effect() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
     let secret = created["token"].as_str().unwrap().to_string();
-    let (s, _) = api.call("GET", "/api/v1/pools", Some(&secret), None).await;
+    // (an agent reads one MAC's status; pools are not for agents, see authz.rs)
+    let probe = "/api/v1/macs/02AA00000001";
+    let (s, _) = api.call("GET", probe, Some(&secret), None).await;
     assert_eq!(s, StatusCode::OK);
     let (_, list) = api.admin("GET", "/api/v1/tokens", None).await;
     assert!(
@@ -549,7 +551,7 @@ async fn tokens_are_admin_only_and_revocation_takes_effect() {
         .admin("DELETE", &format!("/api/v1/tokens/{id}"), None)
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = api.call("GET", "/api/v1/pools", Some(&secret), None).await;
+    let (s, _) = api.call("GET", probe, Some(&secret), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, v) = api
         .admin(

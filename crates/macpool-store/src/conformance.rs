@@ -358,14 +358,52 @@ async fn tokens_round_trip<S: Store>(store: &S) {
         created: Timestamp(1),
         revoked: None,
     };
-    store.save_token(t.clone()).await.unwrap();
+    let admin = Actor::admin("conf-admin");
+    store.save_token(admin.clone(), t.clone()).await.unwrap();
     assert!(store.tokens().await.unwrap().contains(&t));
-    let revoked = store.revoke_token("conf1".into()).await.unwrap();
+    let revoked = store
+        .revoke_token(admin.clone(), "conf1".into())
+        .await
+        .unwrap();
     assert!(revoked.revoked.is_some());
+    // Revoking again changes nothing, and is not recorded twice.
+    let again = store
+        .revoke_token(admin.clone(), "conf1".into())
+        .await
+        .unwrap();
+    assert_eq!(again.revoked, revoked.revoked);
     assert!(matches!(
-        store.revoke_token("nope".into()).await,
+        store.revoke_token(admin, "nope".into()).await,
         Err(StoreError::NotFound(_))
     ));
+    // Both are in the history, under the admin who did them, naming the token, never its hash.
+    let token_rows: Vec<_> = store
+        .history(HistoryFilter {
+            limit: 100,
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry)
+        .filter(|e| e.reason.as_deref().is_some_and(|r| r.contains("id conf1")))
+        .collect();
+    let actions: Vec<_> = token_rows.iter().map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        [HistoryAction::TokenRevoked, HistoryAction::TokenCreated],
+        "{token_rows:?}"
+    );
+    for e in &token_rows {
+        assert_eq!(e.actor, "conf-admin");
+        assert_eq!(e.host.as_deref(), Some("h1"));
+        let reason = e.reason.as_deref().unwrap();
+        assert!(
+            reason.contains("'ci'") && reason.contains("role agent"),
+            "{reason}"
+        );
+        assert!(!reason.contains("0707"), "no hash in the history: {reason}");
+    }
 }
 
 /// A host inventory with one VM: live MACs and `(mac, checkpoint id)` checkpoint adapters.

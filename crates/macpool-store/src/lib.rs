@@ -100,6 +100,35 @@ impl std::fmt::Debug for TokenRecord {
     }
 }
 
+/// The history row of a token's creation or revocation: who did it, and which token (name, id,
+/// role, host) — never its secret or hash. Both back ends write it in the token's transaction.
+pub(crate) fn token_history(
+    actor: &Actor,
+    action: HistoryAction,
+    t: &TokenRecord,
+    at: Timestamp,
+) -> HistoryEntry {
+    let host = t.host.as_deref().map(|h| format!(", host {h}"));
+    HistoryEntry {
+        at,
+        actor: actor.name.clone(),
+        action,
+        mac: None,
+        pool: None,
+        vm_id: None,
+        vm_name: None,
+        adapter_id: None,
+        host: t.host.clone(),
+        reason: Some(format!(
+            "token '{}' (id {}, role {}{})",
+            t.name,
+            t.id,
+            t.role.name(),
+            host.unwrap_or_default()
+        )),
+    }
+}
+
 /// Which history rows to return, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct HistoryFilter {
@@ -426,8 +455,18 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
         self.read(move |a| Ok(a.blocks(&filter)))
     }
 
-    fn save_token(&self, token: TokenRecord) -> impl Future<Output = StoreResult<()>> + Send;
-    fn revoke_token(&self, id: String) -> impl Future<Output = StoreResult<TokenRecord>> + Send;
+    /// Saves a new token; `actor` goes into the history row (`token-created`).
+    fn save_token(
+        &self,
+        actor: Actor,
+        token: TokenRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Revokes a token (idempotent); the first revocation is in the history (`token-revoked`).
+    fn revoke_token(
+        &self,
+        actor: Actor,
+        id: String,
+    ) -> impl Future<Output = StoreResult<TokenRecord>> + Send;
     /// All tokens, revoked ones included.
     fn tokens(&self) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
 
@@ -531,11 +570,11 @@ impl Store for AnyStore {
     async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryRecord>> {
         dispatch!(self, s => s.history(filter).await)
     }
-    async fn save_token(&self, token: TokenRecord) -> StoreResult<()> {
-        dispatch!(self, s => s.save_token(token).await)
+    async fn save_token(&self, actor: Actor, token: TokenRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.save_token(actor, token).await)
     }
-    async fn revoke_token(&self, id: String) -> StoreResult<TokenRecord> {
-        dispatch!(self, s => s.revoke_token(id).await)
+    async fn revoke_token(&self, actor: Actor, id: String) -> StoreResult<TokenRecord> {
+        dispatch!(self, s => s.revoke_token(actor, id).await)
     }
     async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
         dispatch!(self, s => s.tokens().await)

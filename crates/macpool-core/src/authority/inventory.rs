@@ -161,6 +161,60 @@ impl Authority {
         keys
     }
 
+    /// An agent holds and unholds only for its own host's VMs: one its host's latest inventory
+    /// lists, or one leased on its host. (Otherwise HV-A's token could free a MAC frozen in a
+    /// checkpoint on HV-B and lease it to its own VM: the very duplicate macpool prevents.)
+    pub(super) fn may_act_for_vm(&self, actor: &Actor, vm_id: &str) -> Result<()> {
+        let Scope::Host(h) = &actor.scope else {
+            return Ok(());
+        };
+        let listed = self
+            .inventories
+            .get(h)
+            .is_some_and(|s| lists_vm(&s.inventory, vm_id));
+        if listed
+            || self
+                .leases
+                .values()
+                .any(|l| same_vm(&l.owner.vm_id, vm_id) && l.owner.host.as_deref() == Some(h))
+        {
+            return Ok(());
+        }
+        Err(AuthorityError::Forbidden(format!(
+            "this agent token is bound to host '{h}'; VM {vm_id} is neither in that host's \
+             latest inventory nor leased on it"
+        )))
+    }
+
+    /// An agent may not remove a hold that another host's latest inventory still shows the
+    /// VM's MAC in (live or in a checkpoint): that host's inventory created it and relies on it.
+    pub(super) fn no_other_host_relies_on(
+        &self,
+        actor: &Actor,
+        mac: Mac,
+        vm_id: &str,
+    ) -> Result<()> {
+        let Scope::Host(h) = &actor.scope else {
+            return Ok(());
+        };
+        let other = self.seen.get(&mac).and_then(|seen| {
+            seen.iter()
+                .find(|s| s.host != *h && same_vm(&s.vm_id, vm_id))
+        });
+        match other {
+            None => Ok(()),
+            Some(s) => Err(AuthorityError::Forbidden(format!(
+                "this agent token is bound to host '{h}'; host '{}' still reports {mac} of VM \
+                 {vm_id}{}, so only its own inventory (or an admin) may remove the hold",
+                s.host,
+                s.checkpoint
+                    .as_ref()
+                    .map(|c| format!(" in checkpoint '{c}'"))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
     /// Every host's latest inventory, by host name.
     pub fn inventories(&self) -> Vec<StoredInventory> {
         self.inventories.values().cloned().collect()

@@ -674,6 +674,102 @@ fn agent_may_send_only_its_own_hosts_inventory() {
     assert_eq!(out.bound.len(), 1);
 }
 
+/// The seed's duplicate through an agent token: HV-A may not free the MAC frozen in HV-B's
+/// rollback checkpoint (held by HV-B's inventory), nor hold for HV-B's VMs; HV-B's own agent may.
+#[test]
+fn an_agent_holds_and_unholds_only_for_its_own_hosts_vms() {
+    let mut a = authority_with_pool(16, AllocationOrder::Lowest, HOUR);
+    push(
+        &mut a,
+        1,
+        host_inv("hvb", vec![vm("desk", &[], &[("00155D000005", "cp1")])]),
+        1,
+    );
+    let frozen = mac("00155D000005");
+    assert_eq!(
+        a.mac_status(frozen).holds.len(),
+        1,
+        "hvb's inventory holds it"
+    );
+    let unhold = UnholdRequest {
+        mac: frozen,
+        vm_id: "desk".into(),
+        reason: None,
+        reference: None,
+    };
+    let err = a.unhold(&agent("hva"), unhold.clone()).unwrap_err();
+    assert_eq!(err.kind(), "forbidden");
+    assert!(err.to_string().contains("VM desk is neither"), "{err}");
+    assert_eq!(a.mac_status(frozen).holds.len(), 1, "nothing changed");
+    let mut taken = req("p", "intruder");
+    taken.mac = Some(frozen);
+    assert_eq!(
+        a.allocate(&agent("hva"), taken).unwrap_err().kind(),
+        "mac-in-use"
+    );
+    let hold = |m: &str, vm: &str| HoldRequest {
+        mac: mac(m),
+        vm_id: vm.into(),
+        reason: HoldReason::Backup,
+        reference: String::new(),
+    };
+    assert_eq!(
+        a.hold(&agent("hva"), hold("00155D000006", "desk"))
+            .unwrap_err()
+            .kind(),
+        "forbidden"
+    );
+    // The VM's own host may hold for it, and its agent may remove a hold only its host needs.
+    a.hold(&agent("hvb"), hold("00155D000006", "desk")).unwrap();
+    let mine = UnholdRequest {
+        mac: mac("00155D000006"),
+        vm_id: "desk".into(),
+        reason: None,
+        reference: None,
+    };
+    a.unhold(&agent("hvb"), mine).unwrap();
+    a.check_invariants().unwrap();
+}
+
+/// A VM that migrated keeps its checkpoint on the old host's last report too: the new host's
+/// agent may not drop the hold while the old host still shows it.
+#[test]
+fn an_agent_may_not_remove_a_hold_another_hosts_inventory_relies_on() {
+    let mut a = authority_with_pool(16, AllocationOrder::Lowest, HOUR);
+    let inv = |h: &str| host_inv(h, vec![vm("desk", &[], &[("00155D000005", "cp1")])]);
+    push(&mut a, 1, inv("hva"), 1);
+    push(&mut a, 2, inv("hvb"), 1);
+    let unhold = UnholdRequest {
+        mac: mac("00155D000005"),
+        vm_id: "desk".into(),
+        reason: None,
+        reference: None,
+    };
+    let err = a.unhold(&agent("hva"), unhold.clone()).unwrap_err();
+    assert_eq!(err.kind(), "forbidden");
+    assert!(
+        err.to_string().contains("host 'hvb' still reports"),
+        "{err}"
+    );
+    a.unhold(&admin(3), unhold).unwrap();
+}
+
+#[test]
+fn an_agent_reads_only_what_its_strategies_need() {
+    let h1 = agent("h1").actor;
+    assert!(h1.may_read(Read::Mac).is_ok());
+    assert!(h1.may_read(Read::Host("h1")).is_ok());
+    assert_eq!(
+        h1.may_read(Read::Host("h2")).unwrap_err().kind(),
+        "forbidden"
+    );
+    let err = h1.may_read(Read::Fleet("leases")).unwrap_err();
+    assert!(err.to_string().contains("cannot read leases"), "{err}");
+    let admin = Actor::admin("a");
+    assert!(admin.may_read(Read::Fleet("leases")).is_ok());
+    assert!(admin.may_read(Read::Host("h2")).is_ok());
+}
+
 #[test]
 fn invalid_inventory_field_is_refused_naming_the_adapter() {
     let (mut a, _) = leased_to("vm1");

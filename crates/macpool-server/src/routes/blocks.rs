@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use macpool_api::dto::*;
 use macpool_api::{Problem, convert};
-use macpool_core::authority::{BlockClaim, BlockFilter};
+use macpool_core::authority::{BlockClaim, BlockFilter, Read};
 use macpool_store::Store;
 
 use crate::AppState;
@@ -47,9 +47,10 @@ pub async fn claim_block(
     responses((status = 200, body = [BlockInfo]), (status = 401, body = Problem)))]
 pub async fn host_blocks(
     State(st): State<Arc<AppState>>,
-    _c: Caller,
+    c: Caller,
     Path(host): Path<String>,
 ) -> ApiResult<Json<Vec<BlockInfo>>> {
+    c.may_read(Read::Host(&host))?;
     let filter = BlockFilter {
         host: Some(host),
         pool: None,
@@ -62,8 +63,9 @@ pub async fn host_blocks(
     responses((status = 200, body = [BlockInfo]), (status = 401, body = Problem)))]
 pub async fn list_blocks(
     State(st): State<Arc<AppState>>,
-    _c: Caller,
+    c: Caller,
 ) -> ApiResult<Json<Vec<BlockInfo>>> {
+    c.may_read(Read::Fleet("every host's blocks"))?;
     Ok(Json(blocks(&st, BlockFilter::default()).await?))
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use macpool_api::dto::*;
 use macpool_api::{Problem, convert};
+use macpool_core::authority::Read;
 use macpool_store::Store;
 
 use crate::auth::Caller;
@@ -36,9 +37,10 @@ pub async fn put_inventory(
     responses((status = 200, body = InventoryInfo), (status = 404, body = Problem)))]
 pub async fn get_inventory(
     State(st): State<Arc<AppState>>,
-    _c: Caller,
+    c: Caller,
     Path(host): Path<String>,
 ) -> ApiResult<Json<InventoryInfo>> {
+    c.may_read(Read::Host(&host))?;
     Ok(Json(convert::inventory(&st.store.inventory(host).await?)))
 }
 
@@ -47,8 +49,9 @@ pub async fn get_inventory(
     responses((status = 200, body = [ConflictInfo]), (status = 401, body = Problem)))]
 pub async fn conflicts(
     State(st): State<Arc<AppState>>,
-    _c: Caller,
+    c: Caller,
 ) -> ApiResult<Json<Vec<ConflictInfo>>> {
+    c.may_read(Read::Fleet("conflicts"))?;
     Ok(Json(
         st.store
             .conflicts()

@@ -6,7 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use macpool_api::dto::*;
 use macpool_api::{Problem, convert};
-use macpool_core::authority::{HoldRequest, LeaseFilter, ReleaseSelector, Released, UnholdRequest};
+use macpool_core::authority::{
+    HoldRequest, LeaseFilter, Read, ReleaseSelector, Released, UnholdRequest,
+};
 use macpool_core::lease::Hold;
 use macpool_store::{HistoryFilter, Store};
 
@@ -42,9 +44,10 @@ pub(crate) async fn allocate_in(
     responses((status = 200, body = [LeaseInfo]), (status = 401, body = Problem)))]
 pub async fn list_leases(
     State(st): State<Arc<AppState>>,
-    _c: Caller,
+    c: Caller,
     Query(q): Query<LeaseQuery>,
 ) -> ApiResult<Json<Vec<LeaseInfo>>> {
+    c.may_read(Read::Fleet("leases"))?;
     let filter = LeaseFilter {
         pool: q.pool,
         host: q.host,
@@ -138,9 +141,10 @@ pub async fn mac_info(
 #[utoipa::path(get, path = "/holds", tag = "holds", params(HoldQuery), responses((status = 200, body = [HoldInfo])))]
 pub async fn list_holds(
     State(st): State<Arc<AppState>>,
-    _c: Caller,
+    c: Caller,
     Query(q): Query<HoldQuery>,
 ) -> ApiResult<Json<Vec<HoldInfo>>> {
+    c.may_read(Read::Fleet("holds"))?;
     Ok(Json(
         st.store
             .holds(q.vm)
@@ -201,9 +205,10 @@ pub(crate) async fn unhold_in(st: &AppState, c: &Caller, body: UnholdBody) -> Ap
 #[utoipa::path(get, path = "/history", tag = "history", params(HistoryQuery), responses((status = 200, body = [HistoryInfo])))]
 pub async fn history(
     State(st): State<Arc<AppState>>,
-    _c: Caller,
+    c: Caller,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<Vec<HistoryInfo>>> {
+    c.may_read(Read::Fleet("the history"))?;
     let filter = HistoryFilter {
         mac: q.mac.as_deref().map(|m| input::mac("mac", m)).transpose()?,
         vm_id: q.vm,

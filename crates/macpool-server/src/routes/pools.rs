@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use macpool_api::dto::*;
 use macpool_api::{Problem, convert};
+use macpool_core::authority::Read;
 use macpool_store::Store;
 
 use crate::auth::Caller;
@@ -21,8 +22,9 @@ const DEFAULT_AVAILABLE_LIMIT: u64 = 65_536;
     responses((status = 200, body = [PoolInfo]), (status = 401, body = Problem)))]
 pub async fn list_pools(
     State(st): State<Arc<AppState>>,
-    _c: Caller,
+    c: Caller,
 ) -> ApiResult<Json<Vec<PoolInfo>>> {
+    c.may_read(Read::Fleet("pools"))?;
     Ok(Json(
         st.store.pools().await?.iter().map(convert::pool).collect(),
     ))
@@ -55,9 +57,10 @@ pub(crate) async fn create_pool_in(
     responses((status = 200, body = PoolInfo), (status = 404, body = Problem)))]
 pub async fn get_pool(
     State(st): State<Arc<AppState>>,
-    _c: Caller,
+    c: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<PoolInfo>> {
+    c.may_read(Read::Fleet("pools"))?;
     Ok(Json(convert::pool(&st.store.pool(name).await?)))
 }
 
@@ -104,10 +107,11 @@ pub async fn delete_pool(
     responses((status = 200, body = AvailableInfo), (status = 404, body = Problem)))]
 pub async fn list_available(
     State(st): State<Arc<AppState>>,
-    _c: Caller,
+    c: Caller,
     Path(name): Path<String>,
     Query(q): Query<AvailableQuery>,
 ) -> ApiResult<Json<AvailableInfo>> {
+    c.may_read(Read::Fleet("pools"))?;
     let limit = q.limit.unwrap_or(DEFAULT_AVAILABLE_LIMIT);
     Ok(Json(convert::available(
         &st.store.available(name, limit).await?,

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use macpool_api::dto::Health;
+use macpool_core::authority::Read;
 use macpool_store::Store;
 
 use crate::AppState;
@@ -27,10 +28,14 @@ pub async fn metrics(
     State(st): State<Arc<AppState>>,
     caller: Result<Caller, crate::error::ApiError>,
 ) -> ApiResult<impl IntoResponse> {
-    if !st.config.public_metrics && caller.is_err() {
-        return Err(crate::error::ApiError::unauthorized(
-            "metrics need a token (or start the server with --public-metrics)",
-        ));
+    match &caller {
+        Err(_) if !st.config.public_metrics => {
+            return Err(crate::error::ApiError::unauthorized(
+                "metrics need a token (or start the server with --public-metrics)",
+            ));
+        }
+        Ok(c) if !st.config.public_metrics => c.may_read(Read::Fleet("metrics"))?,
+        _ => {}
     }
     let scrape = crate::metrics::Scrape {
         pools: st.store.pools().await?,

@@ -83,7 +83,7 @@ pub(crate) async fn create_token_in(
         created: macpool_store::now(),
         revoked: None,
     };
-    st.store.save_token(record.clone()).await?;
+    st.store.save_token(c.actor(), record.clone()).await?;
     st.tokens.replace(st.store.tokens().await?);
     Ok(TokenCreated {
         info: info(&record),
@@ -125,7 +125,7 @@ pub(crate) async fn revoke_token_in(
             "this is the last active admin token; create another admin token first",
         ));
     }
-    let revoked = st.store.revoke_token(id).await?;
+    let revoked = st.store.revoke_token(c.actor(), id).await?;
     st.tokens.replace(st.store.tokens().await?);
     st.sessions.remove_token(&revoked.id);
     Ok(revoked)

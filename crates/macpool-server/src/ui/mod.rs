@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use macpool_store::{Role, Store};
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::w;
 use html::{Esc, Html, Section, Viewer};
@@ -194,8 +194,10 @@ struct LoginForm {
 async fn login(
     State(st): State<Arc<AppState>>,
     req_headers: axum::http::HeaderMap,
+    extensions: axum::http::Extensions,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
+    let client = auth::client_address(&extensions);
     if !pages::login_csrf_ok(&req_headers, &form.csrf) {
         return pages::login_page(
             StatusCode::FORBIDDEN,
@@ -203,9 +205,13 @@ async fn login(
         );
     }
     st.tokens.refresh_if_stale(|| st.store.tokens()).await;
-    let Some(token) = st.tokens.verify(form.token.trim()) else {
-        st.metrics.count_error("unauthorized");
-        return pages::login_page(StatusCode::UNAUTHORIZED, "Unknown or revoked token.");
+    let token = match st.tokens.verify_from(form.token.trim(), client) {
+        Ok(token) => token,
+        Err(refusal) => {
+            let e = auth::refused(&st, refusal);
+            st.metrics.count_error(e.slug);
+            return pages::login_page(e.status, &e.detail);
+        }
     };
     if token.role == Role::Agent {
         return pages::login_page(

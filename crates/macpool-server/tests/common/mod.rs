@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use macpool_core::authority::Actor;
 use macpool_server::auth::{TokenCache, hash_secret};
 use macpool_server::metrics::Metrics;
 use macpool_server::{AppState, ServerConfig, app};
@@ -35,7 +36,10 @@ pub async fn app_with_tokens() -> (axum::Router, Arc<AppState>, tempfile::TempDi
         token("rdr", "secretreader", Role::Reader, None),
     ];
     for t in &tokens {
-        store.save_token(t.clone()).await.unwrap();
+        store
+            .save_token(Actor::admin("test"), t.clone())
+            .await
+            .unwrap();
     }
     let state = Arc::new(AppState {
         store,

@@ -44,13 +44,14 @@ use std::time::{Duration, Instant};
 
 use macpool_core::Timestamp;
 use macpool_core::authority::{Actor, Authority, AuthorityError, Change, Context};
+use macpool_core::history::HistoryAction;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     Counts, HistoryFilter, HistoryRecord, Snapshot, Store, StoreError, StoreResult, StoreStats,
-    TokenRecord, now,
+    TokenRecord, now, token_history,
 };
 use rows::RowWrites;
 
@@ -863,33 +864,47 @@ impl Store for PostgresStore {
             .map_err(unavailable)
     }
 
-    async fn save_token(&self, token: TokenRecord) -> StoreResult<()> {
+    async fn save_token(&self, actor: Actor, token: TokenRecord) -> StoreResult<()> {
         let mut conn = self.conn().await?;
-        rows::save_token(&mut conn, &token)
+        let mut tx = conn.begin().await.map_err(unavailable)?;
+        let entry = token_history(&actor, HistoryAction::TokenCreated, &token, now());
+        rows::save_token(&mut tx, &token)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        rows::insert_history(&mut tx, &[entry])
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
     }
 
-    async fn revoke_token(&self, id: String) -> StoreResult<TokenRecord> {
+    async fn revoke_token(&self, actor: Actor, id: String) -> StoreResult<TokenRecord> {
         let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await.map_err(unavailable)?;
         let at = now();
-        let row = sqlx::query(
-            "UPDATE tokens SET revoked_ms = COALESCE(revoked_ms, $2) WHERE id = $1 RETURNING id",
+        // Only the first revocation sets revoked_ms (and is recorded); a repeat changes nothing.
+        let first = sqlx::query(
+            "UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL RETURNING id",
         )
         .bind(&id)
         .bind(at.0 as i64)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(unavailable)?;
-        if row.is_none() {
-            return Err(StoreError::NotFound(format!("no token with id '{id}'")));
-        }
-        rows::tokens(&mut conn)
+        .map_err(unavailable)?
+        .is_some();
+        let token = rows::tokens(&mut tx)
             .await
             .map_err(unavailable)?
             .into_iter()
             .find(|t| t.id == id)
-            .ok_or_else(|| StoreError::NotFound(format!("no token with id '{id}'")))
+            .ok_or_else(|| StoreError::NotFound(format!("no token with id '{id}'")))?;
+        if first {
+            let entry = token_history(&actor, HistoryAction::TokenRevoked, &token, at);
+            rows::insert_history(&mut tx, &[entry])
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(token)
     }
 
     async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {

@@ -31,12 +31,13 @@ use std::thread::JoinHandle;
 
 use macpool_core::Timestamp;
 use macpool_core::authority::{Actor, Authority, Change, Context};
+use macpool_core::history::HistoryAction;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     HistoryFilter, HistoryRecord, Snapshot, Store, StoreError, StoreResult, StoreStats,
-    TokenRecord, now,
+    TokenRecord, now, token_history,
 };
 
 /// Most requests one commit carries; bounds the latency of the last one in a batch.
@@ -446,12 +447,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn save_token(&self, token: TokenRecord) -> StoreResult<()> {
-        self.call(move |_, _| (Ok(()), vec![Write::TokenSaved(token)]))
-            .await
+    async fn save_token(&self, actor: Actor, token: TokenRecord) -> StoreResult<()> {
+        self.call(move |_, now| {
+            let entry = token_history(&actor, HistoryAction::TokenCreated, &token, now);
+            let writes = vec![
+                Write::TokenSaved(token),
+                Write::Domain(Change::History(entry)),
+            ];
+            (Ok(()), writes)
+        })
+        .await
     }
 
-    async fn revoke_token(&self, id: String) -> StoreResult<TokenRecord> {
+    async fn revoke_token(&self, actor: Actor, id: String) -> StoreResult<TokenRecord> {
         self.call(move |w, now| {
             let found = rows::tokens(&w.conn)
                 .map_err(|e| StoreError::Unavailable(e.to_string()))
@@ -464,7 +472,11 @@ impl Store for SqliteStore {
                 Ok(mut t) => {
                     let writes = if t.revoked.is_none() {
                         t.revoked = Some(now);
-                        vec![Write::TokenRevoked { id, at: now }]
+                        let entry = token_history(&actor, HistoryAction::TokenRevoked, &t, now);
+                        vec![
+                            Write::TokenRevoked { id, at: now },
+                            Write::Domain(Change::History(entry)),
+                        ]
                     } else {
                         Vec::new()
                     };
