@@ -1953,7 +1953,11 @@ proptest! {
 /// it opens, the lease stays (outside the pool now, releasable), the address is never reissued.
 #[test]
 fn a_stored_lease_of_the_zero_address_opens_and_is_never_reissued() {
-    let zero_pool = spec("z", &["000000000000-000000000003"], policy(AllocationOrder::Lowest, Duration::ZERO));
+    let zero_pool = spec(
+        "z",
+        &["000000000000-000000000003"],
+        policy(AllocationOrder::Lowest, Duration::ZERO),
+    );
     let lease = Lease {
         mac: Mac::ZERO,
         pool: zero_pool.name.clone(),
@@ -1962,15 +1966,36 @@ fn a_stored_lease_of_the_zero_address_opens_and_is_never_reissued() {
         created: Timestamp(0),
         duplicate: false,
     };
-    let mut a = Authority::restore(vec![(zero_pool, Mac::ZERO)], vec![lease], Vec::new(), Vec::new(), Timestamp(0)).unwrap();
+    let mut a = Authority::restore(
+        vec![(zero_pool, Mac::ZERO)],
+        vec![lease],
+        Vec::new(),
+        Vec::new(),
+        Timestamp(0),
+    )
+    .unwrap();
     assert_eq!(a.check_invariants(), Ok(()));
     assert_eq!(a.pool("z").unwrap().usage.size, 3);
     assert_eq!(a.leases(&LeaseFilter::default()).len(), 1);
-    a.release(&admin(1), ReleaseSelector::Vm { vm_id: "old".into(), adapter_id: None }).unwrap();
+    a.release(
+        &admin(1),
+        ReleaseSelector::Vm {
+            vm_id: "old".into(),
+            adapter_id: None,
+        },
+    )
+    .unwrap();
     let mut got = Vec::new();
     while let Ok((v, _)) = a.allocate(&admin(2), req("z", &format!("vm{}", got.len()))) {
         got.push(v[0].lease.mac);
     }
-    assert_eq!(got, vec![mac("00-00-00-00-00-01"), mac("00-00-00-00-00-02"), mac("00-00-00-00-00-03")]);
+    assert_eq!(
+        got,
+        vec![
+            mac("00-00-00-00-00-01"),
+            mac("00-00-00-00-00-02"),
+            mac("00-00-00-00-00-03")
+        ]
+    );
     assert_eq!(a.check_invariants(), Ok(()));
 }

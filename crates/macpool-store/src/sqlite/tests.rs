@@ -83,7 +83,9 @@ async fn closed_store_with_a_pool() -> tempfile::TempDir {
 }
 
 fn refusal(dir: &tempfile::TempDir) -> String {
-    SqliteStore::open(dir.path()).err().expect("the store opened")
+    SqliteStore::open(dir.path())
+        .err()
+        .expect("the store opened")
 }
 
 #[tokio::test]
@@ -95,7 +97,11 @@ async fn an_emptied_database_is_refused_not_reinitialised() {
     assert!(err.contains("is empty (0 bytes)"), "{err}");
     assert!(err.contains("macpool.store"), "{err}");
     assert!(err.contains("from a backup"), "{err}");
-    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "the refusal wrote");
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        0,
+        "the refusal wrote"
+    );
     // A store from before the marker existed: its lock file is the sign.
     std::fs::remove_file(dir.path().join("macpool.store")).unwrap();
     let err = refusal(&dir);
@@ -114,7 +120,10 @@ async fn a_missing_database_beside_its_marker_is_refused() {
     std::fs::remove_file(dir.path().join("macpool.db")).unwrap();
     let err = refusal(&dir);
     assert!(err.contains("is missing"), "{err}");
-    assert!(!dir.path().join("macpool.db").exists(), "the refusal created it");
+    assert!(
+        !dir.path().join("macpool.db").exists(),
+        "the refusal created it"
+    );
 }
 
 #[tokio::test]
