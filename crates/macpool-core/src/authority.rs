@@ -510,9 +510,20 @@ impl Authority {
         now: Timestamp,
     ) -> std::result::Result<Authority, String> {
         let mut a = Authority::new();
-        for (spec, cursor) in pools {
-            a.check_ranges(&spec.name, &spec.ranges)
-                .map_err(|e| format!("stored pool '{}': {e}", spec.name))?;
+        for (mut spec, cursor) in pools {
+            // Stores written before such ranges were refused may hold a range starting at the
+            // all-zero address: it is read without that address, so it is never handed out. A
+            // pool that was nothing but that address opens empty.
+            let stored = spec.ranges.len();
+            spec.ranges = spec
+                .ranges
+                .into_iter()
+                .filter_map(MacRange::without_invalid)
+                .collect();
+            if !spec.ranges.is_empty() || stored == 0 {
+                a.check_ranges(&spec.name, &spec.ranges)
+                    .map_err(|e| format!("stored pool '{}': {e}", spec.name))?;
+            }
             a.insert_pool(spec, cursor);
         }
         for lease in leases {
@@ -1289,6 +1300,18 @@ impl Authority {
             return Err(AuthorityError::InvalidInput(format!(
                 "pool '{name}' has {} ranges; the limit is {MAX_RANGES_PER_POOL}",
                 ranges.len()
+            )));
+        }
+        if let Some((r, (mac, why))) = ranges
+            .iter()
+            .find_map(|r| r.invalid_address().map(|bad| (r, bad)))
+        {
+            let valid = r.without_invalid().map_or_else(
+                || "leave it out".to_string(),
+                |v| format!("use {v} instead"),
+            );
+            return Err(AuthorityError::InvalidInput(format!(
+                "range {r} of pool '{name}' contains {mac}: {why}; {valid}"
             )));
         }
         for pair in ranges.windows(2) {

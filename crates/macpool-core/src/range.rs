@@ -111,6 +111,26 @@ impl MacRange {
         self.first <= other.last && other.first <= self.last
     }
 
+    /// The address of this range that no adapter may have ([`Mac::invalid_reason`]), with why.
+    /// A unicast range holds no group address (so no broadcast either): the all-zero address,
+    /// which can only be a range's first, is the one such address a range can contain.
+    pub fn invalid_address(&self) -> Option<(Mac, &'static str)> {
+        self.first.invalid_reason().map(|why| (self.first, why))
+    }
+
+    /// This range without the address [`MacRange::invalid_address`] names; `None` when that
+    /// address was all of it. How a pool stored before such ranges were refused is read.
+    pub fn without_invalid(self) -> Option<MacRange> {
+        match self.invalid_address() {
+            None => Some(self),
+            Some(_) if self.first == self.last => None,
+            Some((mac, _)) => Some(MacRange {
+                first: mac.next()?,
+                last: self.last,
+            }),
+        }
+    }
+
     /// The address `offset` places after `first`, if still inside the range.
     pub fn nth(&self, offset: u64) -> Option<Mac> {
         (offset < self.len()).then(|| Mac::from_u64(self.first.to_u64() + offset).unwrap())
@@ -194,6 +214,19 @@ mod tests {
             MacRange::parse("00155D00000G-00155D0000FF"),
             Err(RangeError::Mac(_))
         ));
+    }
+
+    #[test]
+    fn the_zero_address_is_the_only_invalid_address_a_range_can_hold() {
+        let zero = r("000000000000-0000000000FF");
+        assert_eq!(zero.invalid_address().map(|(m, _)| m), Some(Mac::ZERO));
+        assert_eq!(zero.without_invalid(), Some(r("000000000001-0000000000FF")));
+        assert_eq!(r("000000000000-000000000000").without_invalid(), None);
+        let fine = r("00155D000000-00155D0000FF");
+        assert_eq!(fine.invalid_address(), None);
+        assert_eq!(fine.without_invalid(), Some(fine));
+        // Broadcast is a group address: no range can reach it.
+        assert!(MacRange::parse("FEFFFFFFFFFF-FFFFFFFFFFFF").is_err());
     }
 
     #[test]

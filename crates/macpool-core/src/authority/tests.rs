@@ -1572,6 +1572,8 @@ enum Op {
     /// Adds MACs 8..12 to pool `p` as a second range, or removes that range again (refused
     /// while any of them is leased or held).
     ToggleSecondRange,
+    /// Tries to add a range starting at the all-zero address to pool `p` (always refused).
+    AddZeroRange,
     /// Creates pool `c` (MACs 0x200..0x204), or deletes it.
     TogglePoolC,
     /// A host's whole inventory: `(vm, live MAC, checkpoint MAC, checkpoint id)` per VM;
@@ -1602,6 +1604,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u16..500).prop_map(|ms| Op::Tick { ms }),
         1 => Just(Op::ToggleDuplicates),
         1 => Just(Op::ToggleSecondRange),
+        1 => Just(Op::AddZeroRange),
         1 => Just(Op::TogglePoolC),
         3 => (0u8..3, proptest::bool::weighted(0.1), proptest::collection::vec((0u8..12, proptest::option::of(0u8..16), proptest::option::of(0u8..16), 0u8..2), 0..5))
             .prop_map(|(host, stale, vms)| Op::Inventory { host, stale, vms }),
@@ -1656,6 +1659,12 @@ proptest! {
                     let has = a.pool("p").unwrap().spec.ranges.contains(&second);
                     let edit = if has { PoolEdit { remove_ranges: vec![second], ..PoolEdit::default() } } else { PoolEdit { add_ranges: vec![second], ..PoolEdit::default() } };
                     a.edit_pool(&ctx, "p", edit).map(|(_, c)| c)
+                }
+                Op::AddZeroRange => {
+                    let zero: MacRange = "000000000000-000000000003".parse().unwrap();
+                    let r = a.edit_pool(&ctx, "p", PoolEdit { add_ranges: vec![zero], ..PoolEdit::default() }).map(|(_, c)| c);
+                    prop_assert_eq!(r.as_ref().map_err(|e| e.kind()).err(), Some("invalid-input"), "{:?}", r);
+                    r
                 }
                 Op::TogglePoolC => {
                     if a.pool("c").is_ok() {
@@ -1990,4 +1999,99 @@ fn a_specific_mac_with_a_count_takes_that_many_consecutive_addresses_or_none() {
     );
     assert_eq!(a.pool("p").unwrap().usage, before);
     a.check_invariants().unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// No pool holds the all-zero address: a range with it is refused at create and edit and
+    /// changes nothing; a pool stored with one (before they were refused) opens without it, and
+    /// every address it hands out, lists as free or counts is a valid adapter address.
+    #[test]
+    fn the_zero_address_is_never_in_a_pool(last in 0u64..40, order in any::<bool>(), random in any::<u64>(), cursor in 0u64..41) {
+        let order = if order { AllocationOrder::NextFit } else { AllocationOrder::Lowest };
+        let zero = MacRange::new(Mac::ZERO, Mac::from_u64(last).unwrap()).unwrap();
+        let z = || PoolSpec { name: PoolName::new("z").unwrap(), ranges: vec![zero], policy: policy(order, HOUR) };
+        let mut a = Authority::new();
+        let err = a.create_pool(&admin(0), z(), random).unwrap_err();
+        prop_assert!(err.to_string().contains("all-zero"), "{}", err);
+        prop_assert!(a.pools().is_empty());
+        a.create_pool(&admin(0), spec("p", &["00155D000000-00155D000003"], policy(order, HOUR)), random).unwrap();
+        let before = a.pools();
+        for edit in [PoolEdit { add_ranges: vec![zero], ..PoolEdit::default() }, PoolEdit { ranges: Some(vec![zero]), ..PoolEdit::default() }] {
+            let err = a.edit_pool(&admin(0), "p", edit).unwrap_err();
+            prop_assert_eq!(err.kind(), "invalid-input");
+        }
+        prop_assert_eq!(a.pools(), before);
+
+        let mut b = Authority::restore(vec![(z(), Mac::from_u64(cursor).unwrap())], Vec::new(), Vec::new(), Vec::new(), Timestamp(0)).unwrap();
+        let view = b.pool("z").unwrap();
+        prop_assert_eq!(view.usage.size, last);
+        prop_assert!(view.spec.ranges.iter().all(|r| r.invalid_address().is_none()));
+        prop_assert!(b.available("z", 100).unwrap().runs.iter().all(|(f, _)| f.invalid_reason().is_none()));
+        prop_assert!(b.pool_of(Mac::ZERO).is_none());
+        let mut handed = HashSet::new();
+        for i in 0..=last {
+            match b.allocate(&admin(0), req("z", &format!("vm{i}"))) {
+                Ok((v, _)) => {
+                    prop_assert_eq!(v[0].lease.mac.invalid_reason(), None);
+                    prop_assert!(handed.insert(v[0].lease.mac));
+                }
+                Err(e) => prop_assert_eq!(e.kind(), "pool-exhausted"),
+            }
+        }
+        prop_assert_eq!(handed.len() as u64, last);
+        prop_assert_eq!(b.check_invariants(), Ok(()));
+    }
+}
+
+/// A store from before zero was refused, whose pool already handed 00-00-00-00-00-00 to a VM:
+/// it opens, the lease stays (outside the pool now, releasable), the address is never reissued.
+#[test]
+fn a_stored_lease_of_the_zero_address_opens_and_is_never_reissued() {
+    let zero_pool = spec(
+        "z",
+        &["000000000000-000000000003"],
+        policy(AllocationOrder::Lowest, Duration::ZERO),
+    );
+    let lease = Lease {
+        mac: Mac::ZERO,
+        pool: zero_pool.name.clone(),
+        owner: owner("old"),
+        state: LeaseState::Reserved,
+        created: Timestamp(0),
+        duplicate: false,
+    };
+    let mut a = Authority::restore(
+        vec![(zero_pool, Mac::ZERO)],
+        vec![lease],
+        Vec::new(),
+        Vec::new(),
+        Timestamp(0),
+    )
+    .unwrap();
+    assert_eq!(a.check_invariants(), Ok(()));
+    assert_eq!(a.pool("z").unwrap().usage.size, 3);
+    assert_eq!(a.leases(&LeaseFilter::default()).len(), 1);
+    a.release(
+        &admin(1),
+        ReleaseSelector::Vm {
+            vm_id: "old".into(),
+            adapter_id: None,
+        },
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    while let Ok((v, _)) = a.allocate(&admin(2), req("z", &format!("vm{}", got.len()))) {
+        got.push(v[0].lease.mac);
+    }
+    assert_eq!(
+        got,
+        vec![
+            mac("00-00-00-00-00-01"),
+            mac("00-00-00-00-00-02"),
+            mac("00-00-00-00-00-03")
+        ]
+    );
+    assert_eq!(a.check_invariants(), Ok(()));
 }

@@ -20,6 +20,7 @@
 //! after a failed fsync the kernel may have dropped the dirty pages, so the only safe state is the
 //! one on disk.
 
+mod guard;
 mod rows;
 pub mod schema;
 
@@ -110,32 +111,54 @@ pub struct SqliteStore {
     counters: Arc<Counters>,
     worker: Option<JoinHandle<()>>,
     checkpointer: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
-    _lock: File,
+    /// `macpool.lock` and `macpool.db`, locked; dropped after the connections are closed (on Unix
+    /// closing a descriptor of the database would drop SQLite's own `fcntl` locks on it).
+    _locks: (File, File),
     path: PathBuf,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in directory `dir`, migrates the schema and loads
-    /// the authority. Refuses a directory another running macpool holds.
+    /// the authority. Refuses a directory another running macpool holds, and a store that existed
+    /// but whose database is now empty or unreadable ([`guard`]).
     pub fn open(dir: &Path) -> Result<SqliteStore, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
-        let lock_path = dir.join("macpool.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        lock.try_lock().map_err(|_| {
-            format!(
-                "data directory {} is in use by another macpool process",
-                dir.display()
-            )
-        })?;
-        let path = dir.join("macpool.db");
+        let evidence = guard::Evidence::gather(dir);
+        guard::create_private_dir(dir)?;
+        let lock = guard::lock_directory(dir)?;
+        let path = dir.join(guard::DATABASE);
+        let db = match guard::open_private(&path, false) {
+            Ok(db) => db,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !evidence.is_empty() => {
+                return Err(evidence.refuse(dir, "missing"));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => guard::open_private(&path, true)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?,
+            Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+        };
+        guard::lock_database(dir, &db)?;
+        let len = db
+            .metadata()
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .len();
+        if len == 0 && !evidence.is_empty() {
+            return Err(evidence.refuse(dir, "empty (0 bytes)"));
+        }
         let mut conn =
             Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        // Read before anything writes: a database without macpool's schema where a store existed
+        // is a lost store, and a file that is no database at all is never reinitialised.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| {
+                format!(
+                    "cannot read {}: {e}; it is not a readable macpool store. Restore it from a \
+                     backup, or move it away to start a new, empty store on purpose",
+                    path.display()
+                )
+            })?;
+        if version == 0 && !evidence.is_empty() {
+            return Err(evidence.refuse(dir, "a database without macpool's tables"));
+        }
         conn.execute_batch(
             "PRAGMA page_size = 1024; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
@@ -160,13 +183,12 @@ impl SqliteStore {
             .conn
             .execute_batch("PRAGMA wal_checkpoint(FULL);")
             .map_err(|e| format!("cannot checkpoint {}: {e}", path.display()))?;
-        let wal = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join("macpool.db-wal"))
+        let wal = guard::open_private(&dir.join(guard::WAL), true)
             .map_err(|e| format!("cannot open the write-ahead log of {}: {e}", path.display()))?;
+        // The WAL may be new (SQLite removes it when the last connection closes): its name must
+        // be durable before the first fdatasync of it acknowledges anything.
+        guard::sync_dir(dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+        guard::write_marker(dir)?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let (to_syncer, from_worker) = std::sync::mpsc::channel::<Synced>();
@@ -189,7 +211,7 @@ impl SqliteStore {
             counters,
             worker: Some(handle),
             checkpointer: Some(checkpointer),
-            _lock: lock,
+            _locks: (lock, db),
             path,
         })
     }

@@ -61,3 +61,112 @@ async fn concurrent_mutations_share_commits() {
         after.commits - before.commits
     );
 }
+
+#[tokio::test]
+async fn the_database_itself_is_locked_when_the_lock_file_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(&dir);
+    std::fs::remove_file(dir.path().join("macpool.lock")).unwrap();
+    let err = SqliteStore::open(dir.path()).err().unwrap();
+    assert!(err.contains("in use by another macpool process"), "{err}");
+    assert!(err.contains("holds a lock on"), "{err}");
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+}
+
+/// A store with a pool, closed: `macpool.db`, `macpool.lock` and the marker remain.
+async fn closed_store_with_a_pool() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    conformance::create_pool(&store, "p", "00155D000000-00155D0000FF").await;
+    drop(store);
+    dir
+}
+
+fn refusal(dir: &tempfile::TempDir) -> String {
+    SqliteStore::open(dir.path())
+        .err()
+        .expect("the store opened")
+}
+
+#[tokio::test]
+async fn an_emptied_database_is_refused_not_reinitialised() {
+    let dir = closed_store_with_a_pool().await;
+    let db = dir.path().join("macpool.db");
+    File::create(&db).unwrap(); // a stray `>`
+    let err = refusal(&dir);
+    assert!(err.contains("is empty (0 bytes)"), "{err}");
+    assert!(err.contains("macpool.store"), "{err}");
+    assert!(err.contains("from a backup"), "{err}");
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        0,
+        "the refusal wrote"
+    );
+    // A store from before the marker existed: its lock file is the sign.
+    std::fs::remove_file(dir.path().join("macpool.store")).unwrap();
+    let err = refusal(&dir);
+    assert!(err.contains("macpool.lock (left by"), "{err}");
+    // A deliberate fresh start: remove what the message names.
+    for f in ["macpool.db", "macpool.lock"] {
+        std::fs::remove_file(dir.path().join(f)).unwrap();
+    }
+    let store = open(&dir);
+    assert!(store.pools().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_database_beside_its_marker_is_refused() {
+    let dir = closed_store_with_a_pool().await;
+    std::fs::remove_file(dir.path().join("macpool.db")).unwrap();
+    let err = refusal(&dir);
+    assert!(err.contains("is missing"), "{err}");
+    assert!(
+        !dir.path().join("macpool.db").exists(),
+        "the refusal created it"
+    );
+}
+
+#[tokio::test]
+async fn a_database_that_is_no_database_is_refused() {
+    let dir = closed_store_with_a_pool().await;
+    std::fs::write(dir.path().join("macpool.db"), vec![0x5a; 4096]).unwrap();
+    let err = refusal(&dir);
+    assert!(err.contains("not a readable macpool store"), "{err}");
+}
+
+#[tokio::test]
+async fn a_write_ahead_log_beside_an_empty_database_is_refused() {
+    // SQLite would delete this WAL (and everything in it) and start empty.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("macpool.db"), b"").unwrap();
+    std::fs::write(dir.path().join("macpool.db-wal"), vec![1u8; 4096]).unwrap();
+    let err = refusal(&dir);
+    assert!(err.contains("macpool.db-wal (4096 bytes"), "{err}");
+    assert_eq!(
+        std::fs::metadata(dir.path().join("macpool.db-wal"))
+            .unwrap()
+            .len(),
+        4096
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("new/data");
+    let store = SqliteStore::open(&dir).unwrap();
+    conformance::create_pool(&store, "p", "00155D000000-00155D0000FF").await;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    for f in [
+        "macpool.db",
+        "macpool.db-wal",
+        "macpool.db-shm",
+        "macpool.lock",
+        "macpool.store",
+    ] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+}
