@@ -781,7 +781,12 @@ mod tests {
         ];
         for (line, expected) in cases {
             match (parse_line(line.as_bytes()), expected) {
-                (Line::Mac { value: v, label, .. }, Some((m, l))) => {
+                (
+                    Line::Mac {
+                        value: v, label, ..
+                    },
+                    Some((m, l)),
+                ) => {
                     assert_eq!(v, value(m), "{line:?}");
                     assert_eq!(label, Some(l.as_bytes()), "{line:?}");
                 }
@@ -924,7 +929,11 @@ mod tests {
                     let Seen::Listed { label } = &g.seen else {
                         panic!()
                     };
-                    (g.mac.to_string(), g.owner.location.as_deref().unwrap(), label.as_deref())
+                    (
+                        g.mac.to_string(),
+                        g.owner.location.as_deref().unwrap(),
+                        label.as_deref(),
+                    )
                 })
                 .collect();
             assert_eq!(

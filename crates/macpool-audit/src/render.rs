@@ -414,7 +414,10 @@ impl Serialize for FileJson<'_> {
         m.serialize_entry("reason", &reason)?;
         m.serialize_entry("records", &f.records)?;
         m.serialize_entry("bad_records", &f.bad_records)?;
-        m.serialize_entry("diagnostics", &Seq(f.diagnostics.iter().map(DiagnosticJson)))?;
+        m.serialize_entry(
+            "diagnostics",
+            &Seq(f.diagnostics.iter().map(DiagnosticJson)),
+        )?;
         m.end()
     }
 }
@@ -527,7 +530,16 @@ pub fn write_csv(w: &mut dyn Write, report: &Report, format: MacFormat) -> io::R
                     let owner = format!("{who} ({origin})");
                     row(
                         w,
-                        [&range, "range", &owner, "", &src, "", &c.explanation, &c.fix],
+                        [
+                            &range,
+                            "range",
+                            &owner,
+                            "",
+                            &src,
+                            "",
+                            &c.explanation,
+                            &c.fix,
+                        ],
                     )?;
                 }
             }

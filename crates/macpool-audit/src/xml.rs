@@ -89,7 +89,10 @@ mod tests {
     fn depth_is_counted_outside_comments_cdata_quotes_and_empty_tags() {
         assert_eq!(check(&nested(MAX_DEPTH)), Ok(()));
         let why = check(&format!("<r>\n{}", nested(MAX_DEPTH))).unwrap_err();
-        assert!(why.contains("more than 256 levels deep (at line 2)"), "{why}");
+        assert!(
+            why.contains("more than 256 levels deep (at line 2)"),
+            "{why}"
+        );
         let flat = "<r><!-- <a><a> --><![CDATA[<a><a>]]><?pi <a> ?><b/><c a='<'/></r>".repeat(300);
         assert_eq!(check(&flat), Ok(()));
         assert_eq!(check(&"<a/>".repeat(10_000)), Ok(()));

@@ -15,7 +15,11 @@ fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
 }
 
 fn status<'a>(r: &'a Report, name: &str) -> &'a FileStatus {
-    &r.files.iter().find(|f| f.path.ends_with(name)).unwrap().status
+    &r.files
+        .iter()
+        .find(|f| f.path.ends_with(name))
+        .unwrap()
+        .status
 }
 
 fn unreadable_because<'a>(r: &'a Report, name: &str) -> &'a str {
@@ -40,7 +44,10 @@ fn xml_nested_15000_levels_is_refused_and_the_other_files_are_audited() {
     write(dir.path(), "dup.txt", DUP);
     let r = audit_paths(&[dir.path().to_path_buf()], &AuditOptions::default());
     let why = unreadable_because(&r, "deep.xml");
-    assert!(why.starts_with("XML nested more than 256 levels deep (at line 1)"), "{why}");
+    assert!(
+        why.starts_with("XML nested more than 256 levels deep (at line 1)"),
+        "{why}"
+    );
     assert_eq!(r.summary.files_read, 1);
     assert_eq!(r.conflicts.len(), 1, "the list was still audited");
 }
@@ -58,7 +65,10 @@ fn an_internal_entity_is_never_expanded() {
     write(dir.path(), "bomb.xml", bomb);
     let r = audit_paths(&[dir.path().to_path_buf()], &AuditOptions::default());
     let why = unreadable_because(&r, "bomb.xml");
-    assert!(why.contains("declares an entity") && why.contains("line 3"), "{why}");
+    assert!(
+        why.contains("declares an entity") && why.contains("line 3"),
+        "{why}"
+    );
     assert_eq!(r.summary.records, 0);
     // a DTD without entities is still read
     write(
@@ -98,11 +108,17 @@ fn json_nested_15000_levels_is_a_diagnostic_not_a_crash() {
 fn diagnostics_quote_an_excerpt_of_a_huge_line() {
     let dir = tempfile::tempdir().unwrap();
     let huge = "0".repeat(5_000_000);
-    write(dir.path(), "list.txt", format!("00:15:5d:00:00:01\n{huge}\n"));
+    write(
+        dir.path(),
+        "list.txt",
+        format!("00:15:5d:00:00:01\n{huge}\n"),
+    );
     write(
         dir.path(),
         "hv.json",
-        format!(r#"[{{"Name":"n","VMName":"v","MacAddress":"00155D00000G{huge}"}},{{"Name":"n","VMName":"w","MacAddress":"00155D000002"}}]"#),
+        format!(
+            r#"[{{"Name":"n","VMName":"v","MacAddress":"00155D00000G{huge}"}},{{"Name":"n","VMName":"w","MacAddress":"00155D000002"}}]"#
+        ),
     );
     let r = audit_paths(&[dir.path().to_path_buf()], &AuditOptions::default());
     for f in &r.files {
@@ -154,7 +170,8 @@ fn every_mac_of_a_csv_line_is_audited() {
 
 #[test]
 fn a_utf16_export_gives_the_same_inventories_as_utf8() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hyperv/export-cluster-CL1.json");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hyperv/export-cluster-CL1.json");
     let utf8 = std::fs::read(path).unwrap();
     let text = std::str::from_utf8(&utf8).unwrap();
     let mut utf16 = vec![0xFF, 0xFE];
@@ -193,14 +210,20 @@ fn corpus_inputs_run_through_every_fuzz_target() {
     }
     assert!(
         inputs.iter().any(|p| p.ends_with("seeds/deep-nesting.xml"))
-            && inputs.iter().any(|p| p.ends_with("seeds/entity-expansion.xml")),
+            && inputs
+                .iter()
+                .any(|p| p.ends_with("seeds/entity-expansion.xml")),
         "the hostile seeds are part of the corpus"
     );
     for input in &inputs {
         let bytes = std::fs::read(input).unwrap();
         for (name, target) in macpool_audit::fuzz::TARGETS {
             let run = std::panic::catch_unwind(|| target(&bytes));
-            assert!(run.is_ok(), "fuzz target {name} failed on {}", input.display());
+            assert!(
+                run.is_ok(),
+                "fuzz target {name} failed on {}",
+                input.display()
+            );
         }
     }
 }
