@@ -7,8 +7,11 @@ use macpool_core::{Mac, MacFormat, MacRange};
 
 use crate::{AuditOptions, Format, hyperv_json, parse_bytes};
 
+/// A target's body: it panics on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target by its name in `fuzz/Cargo.toml`.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("hyperv_json", hyperv_json),
     ("libvirt_xml", libvirt_xml),
     ("mac_list", mac_list),
