@@ -4,13 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${SECONDS_PER_TARGET:-60}
+# The same inputs run as ordinary tests under `cargo test` (macpool-audit's tests/audit.rs:
+# corpus_inputs_run_through_every_fuzz_target), since stable Rust cannot build these targets.
 data=../crates/macpool-audit/tests/data
+# hostile inputs (XML 15,000 levels deep, an entity expansion, JSON 15,000 levels deep), kept out of
+# tests/data, whose whole-directory audit is a test of its own
+hostile=../crates/macpool-audit/tests/seeds
 declare -A seeds=(
-  [hyperv_json]="$data/hyperv $data/malformed"
-  [libvirt_xml]="$data/libvirt $data/malformed"
-  [mac_list]="$data/lists"
+  [hyperv_json]="$data/hyperv $data/malformed $hostile"
+  [libvirt_xml]="$data/libvirt $data/malformed $hostile"
+  [mac_list]="$data/lists $hostile"
   [dhcp_leases]="$data/dhcp"
-  [detect_and_parse]="$data/hyperv $data/libvirt $data/lists $data/dhcp $data/malformed"
+  [detect_and_parse]="$data/hyperv $data/libvirt $data/lists $data/dhcp $data/malformed $hostile"
   [mac_and_range]=""
 )
 failed=0

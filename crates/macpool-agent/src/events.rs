@@ -119,6 +119,8 @@ fn text_of(n: Option<Node>) -> Option<String> {
 
 /// Parses one `<Event>` element's text.
 pub fn parse_event_xml(xml: &str) -> Result<EventRecord, String> {
+    // the parser recurses per nesting level: a hostile export must not overflow the stack
+    macpool_audit::xml::check(xml)?;
     let doc = Document::parse(xml).map_err(|e| format!("not well-formed XML: {e}"))?;
     let ev = doc.root_element();
     if ev.tag_name().name() != "Event" {

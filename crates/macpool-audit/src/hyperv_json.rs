@@ -865,7 +865,13 @@ fn vm_state(s: &str) -> VmState {
 /// Adapters whose host is unknown are grouped under `unknown-host`; problems come back as
 /// diagnostics, exactly as the audit reports them.
 pub fn inventories(bytes: &[u8], max: usize) -> (Vec<HostInventory>, Vec<Diagnostic>) {
-    let (text, note) = decode::text(bytes);
+    // the audit's own decoding: BOMs and UTF-16 (Windows PowerShell 5.1's `>` and `Out-File`)
+    let decoded = match decode::decode(bytes) {
+        Ok(d) => d,
+        Err(why) => return (Vec::new(), vec![Diagnostic::whole_file(why)]),
+    };
+    let (text, text_note) = decode::text(&decoded.text);
+    let note = decoded.note.or(text_note);
     let mut c = collect(&text, max, true);
     let mut hosts: Vec<HostInventory> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();

@@ -14,12 +14,17 @@
 
 mod decode;
 pub mod dhcp;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod hyperv_json;
 pub mod libvirt;
 pub mod maclist;
 mod render;
+#[cfg(test)]
+mod render_before;
 pub mod script;
 mod walk;
+pub mod xml;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -30,7 +35,7 @@ use macpool_core::conflict::{ConflictClass, ConflictInput, HostRange, Sighting, 
 use macpool_core::hyperv::HostSpec;
 
 pub use macpool_core::conflict::Conflict;
-pub use render::{render_csv, render_json, render_table};
+pub use render::{render_csv, render_json, render_table, write_csv, write_json, write_table};
 pub use script::export_script;
 
 /// The input formats the audit understands.
@@ -125,19 +130,37 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// Both texts are cut to an [`excerpt`]: they may quote the input.
     pub fn at(location: impl Into<String>, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
-            location: Some(location.into()),
-            message: message.into(),
+            location: Some(excerpt(location.into())),
+            message: excerpt(message.into()),
         }
     }
 
     pub fn whole_file(message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             location: None,
-            message: message.into(),
+            message: excerpt(message.into()),
         }
     }
+}
+
+/// Longest text a diagnostic keeps, in characters.
+pub const MAX_EXCERPT_CHARS: usize = 240;
+
+/// `text` cut to at most about [`MAX_EXCERPT_CHARS`]: its head and tail with the number of
+/// characters left out between them. Messages quote the input (a MAC that is not one, a line), and
+/// a 50 MB line must not become a 50 MB report.
+pub fn excerpt(text: String) -> String {
+    let n = text.chars().count();
+    if n <= MAX_EXCERPT_CHARS {
+        return text;
+    }
+    let (head, tail) = (MAX_EXCERPT_CHARS * 2 / 3, MAX_EXCERPT_CHARS / 4);
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(n - tail).collect();
+    format!("{start}…[{} characters left out]…{end}", n - head - tail)
 }
 
 /// What happened to a file.
@@ -203,15 +226,44 @@ pub struct Report {
     pub summary: Summary,
 }
 
-/// The process exit status for monitoring: 0 clean, 1 conflicts found, 2 nothing readable.
-/// (Usage errors are the CLI's, also 2.)
+/// What an audit amounts to for monitoring, most severe first. `macpool audit` turns it into its
+/// exit status in one place (the CLI's `exit.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No file could be read at all: there is no report.
+    NothingRead,
+    /// Conflicts were found (whether or not every input could be read).
+    Conflicts,
+    /// No conflict in what was read, but some input could not be read (missing, unreadable,
+    /// refused): the report is incomplete and must not pass for clean.
+    Incomplete,
+    /// Every input read (bad records aside), no conflict.
+    Clean,
+}
+
+impl Report {
+    pub fn verdict(&self) -> Verdict {
+        if self.summary.files_read == 0 {
+            Verdict::NothingRead
+        } else if !self.conflicts.is_empty() {
+            Verdict::Conflicts
+        } else if self.summary.files_unreadable > 0 {
+            Verdict::Incomplete
+        } else {
+            Verdict::Clean
+        }
+    }
+}
+
+/// The exit status `macpool audit` gives: 0 clean, 1 conflicts found, 2 nothing readable,
+/// 4 some input unreadable (the CLI's `exit.rs` maps [`Verdict`]s to these, and a test there keeps
+/// the two equal).
 pub fn exit_code(report: &Report) -> i32 {
-    if report.summary.files_read == 0 {
-        2
-    } else if !report.conflicts.is_empty() {
-        1
-    } else {
-        0
+    match report.verdict() {
+        Verdict::Clean => 0,
+        Verdict::Conflicts => 1,
+        Verdict::NothingRead => 2,
+        Verdict::Incomplete => 4,
     }
 }
 
@@ -351,9 +403,9 @@ pub fn audit_paths(paths: &[PathBuf], opts: &AuditOptions) -> Report {
         report.bad_records = parsed.bad_records;
         report.diagnostics.append(&mut parsed.diagnostics);
         report.status = if let Some(reason) = parsed.skipped {
-            FileStatus::Skipped(reason)
+            FileStatus::Skipped(excerpt(reason))
         } else if let Some(reason) = parsed.unreadable {
-            FileStatus::Unreadable(reason)
+            FileStatus::Unreadable(excerpt(reason))
         } else {
             FileStatus::Read
         };

@@ -109,8 +109,11 @@ fn line_of(doc: &Document, n: Node) -> u32 {
     doc.text_pos_at(n.range().start).row
 }
 
-/// Reads a libvirt XML document. `Err` is why it is not well-formed XML, with the position.
+/// Reads a libvirt XML document. `Err` is why it is not well-formed XML, with the position, or
+/// why it is not read at all ([`crate::xml::check`]: too deep, or declaring entities).
 pub fn read(text: &str) -> Result<LibvirtXml, String> {
+    crate::xml::check(text)?;
+    // a DTD without entity declarations is harmless (check refused any that declares one)
     let opts = ParsingOptions {
         allow_dtd: true,
         ..ParsingOptions::default()

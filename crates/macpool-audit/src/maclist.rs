@@ -114,7 +114,10 @@ pub(crate) enum Line<'a> {
     Blank,
     Mac {
         value: u64,
-        label: &'a [u8],
+        /// `None`: the label is every field of the line that is not a MAC ([`label_of`]).
+        label: Option<&'a [u8]>,
+        /// The text after the MAC's field, where more MACs may be ([`more_macs`]).
+        more: &'a [u8],
     },
     Bad {
         error: String,
@@ -122,32 +125,67 @@ pub(crate) enum Line<'a> {
     },
 }
 
-/// One line: `MAC`, `MAC<sep>label…` or `label<sep>MAC`; `#` starts a comment line.
+/// The first MAC-shaped field of `b` and the text after it.
+fn first_mac_field(mut b: &[u8]) -> Option<(u64, &[u8])> {
+    while !b.is_empty() {
+        let (field, rest) = split_field(b);
+        if let Some(v) = fast_mac(unquote(field)) {
+            return Some((v, rest));
+        }
+        b = rest;
+    }
+    None
+}
+
+/// Every further MAC of a line (a CSV row may list several adapters), from [`Line::Mac`]'s `more`.
+pub(crate) fn more_macs(mut more: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    std::iter::from_fn(move || {
+        let (v, rest) = first_mac_field(more)?;
+        more = rest;
+        Some(v)
+    })
+}
+
+/// One line: `MAC`, `MAC<sep>label…` or `label<sep>MAC`, and any number of further MAC fields;
+/// `#` starts a comment line.
 pub(crate) fn parse_line(raw: &[u8]) -> Line<'_> {
     let line = trim(raw);
     if line.is_empty() || line[0] == b'#' {
         return Line::Blank;
     }
     if let Some(value) = fast_mac(line) {
-        return Line::Mac { value, label: &[] };
+        return Line::Mac {
+            value,
+            label: Some(&[]),
+            more: &[],
+        };
     }
     let (first, rest) = split_field(line);
     let first_err = match mac_of(unquote(first)) {
         Ok(value) => {
             return Line::Mac {
                 value,
-                label: unquote(rest),
+                label: Some(unquote(rest)),
+                more: rest,
             };
         }
         Err(e) => e,
     };
-    let (second, _) = split_field(trim(rest));
+    let (second, after) = split_field(trim(rest));
     if !second.is_empty()
-        && let Ok(value) = mac_of(unquote(second))
+        && let Some(value) = fast_mac(unquote(second))
     {
         return Line::Mac {
             value,
-            label: unquote(first),
+            label: Some(unquote(first)),
+            more: after,
+        };
+    }
+    if let Some((value, more)) = first_mac_field(after) {
+        return Line::Mac {
+            value,
+            label: None,
+            more,
         };
     }
     Line::Bad {
@@ -155,6 +193,32 @@ pub(crate) fn parse_line(raw: &[u8]) -> Line<'_> {
         looks_like_header: line
             .iter()
             .any(|b| b.is_ascii_alphabetic() && HEX[*b as usize] == 0xFF),
+    }
+}
+
+/// The label pass 2 gives the MACs of a line: the field beside a lone MAC, as before; for a line
+/// with several MACs, its other fields, space-separated.
+fn label_of(line: &[u8], label: Option<&[u8]>, more: &[u8]) -> Option<String> {
+    match label {
+        Some(l) if more_macs(more).next().is_none() => {
+            (!l.is_empty()).then(|| String::from_utf8_lossy(l).into_owned())
+        }
+        _ => {
+            let mut out = String::new();
+            let mut rest = trim(line);
+            while !rest.is_empty() {
+                let (field, after) = split_field(rest);
+                let field = unquote(field);
+                if !field.is_empty() && fast_mac(field).is_none() {
+                    if !out.is_empty() {
+                        out.push(' ');
+                    }
+                    out.push_str(&String::from_utf8_lossy(field));
+                }
+                rest = after;
+            }
+            (!out.is_empty()).then_some(out)
+        }
     }
 }
 
@@ -194,6 +258,8 @@ pub struct Chunk {
     values: Vec<u64>,
     /// Chunk-relative (1-based) numbers of the lines that yielded no value, ascending.
     skipped: Vec<u64>,
+    /// Chunk-relative numbers of the lines that yielded one more value, once per extra value.
+    extra: Vec<u64>,
     /// `line_index[k]` is the chunk-relative byte offset of line `(k + 1) * LINE_INDEX_EVERY`.
     line_index: Vec<usize>,
     lines: u64,
@@ -265,9 +331,13 @@ fn scan_chunk(start: usize, chunk: &[u8], first_chunk: bool, max: usize) -> Chun
         pos = end + 1;
         match parse_line(line) {
             Line::Blank => c.skipped.push(c.lines),
-            Line::Mac { value, .. } => {
+            Line::Mac { value, more, .. } => {
                 content_seen = true;
                 c.values.push(value);
+                for v in more_macs(more) {
+                    c.values.push(v);
+                    c.extra.push(c.lines);
+                }
             }
             Line::Bad {
                 error,
@@ -645,22 +715,27 @@ fn collect_chunk(
     let mut out = Vec::new();
     let text = bytes.get(c.start..c.start + c.len).unwrap_or(&[]);
     let mut skipped = c.skipped.iter().peekable();
+    let mut extra = c.extra.iter().peekable();
     let mut line = 0u64;
+    let mut same_line = false;
     for &v in &c.values {
-        line += 1;
-        while skipped.next_if(|&&s| s == line).is_some() {
+        if !same_line {
             line += 1;
+            while skipped.next_if(|&&s| s == line).is_some() {
+                line += 1;
+            }
         }
+        // the next value comes from this line too
+        same_line = extra.next_if(|&&e| e == line).is_some();
         if !wanted.contains(v) {
             continue;
         }
         let Some(mac) = Mac::from_u64(v) else {
             continue;
         };
-        let label = match parse_line(line_text(text, &c.line_index, line)) {
-            Line::Mac { label, .. } if !label.is_empty() => {
-                Some(String::from_utf8_lossy(label).into_owned())
-            }
+        let raw = line_text(text, &c.line_index, line);
+        let label = match parse_line(raw) {
+            Line::Mac { label, more, .. } => label_of(raw, label, more),
             _ => None,
         };
         out.push(Sighting {
@@ -706,9 +781,14 @@ mod tests {
         ];
         for (line, expected) in cases {
             match (parse_line(line.as_bytes()), expected) {
-                (Line::Mac { value: v, label }, Some((m, l))) => {
+                (
+                    Line::Mac {
+                        value: v, label, ..
+                    },
+                    Some((m, l)),
+                ) => {
                     assert_eq!(v, value(m), "{line:?}");
-                    assert_eq!(label, l.as_bytes(), "{line:?}");
+                    assert_eq!(label, Some(l.as_bytes()), "{line:?}");
                 }
                 (Line::Blank, None) => {}
                 _ => panic!("{line:?} parsed wrongly"),
@@ -832,6 +912,42 @@ mod tests {
                 label: Some("c".into())
             }
         );
+    }
+
+    #[test]
+    fn every_mac_field_of_a_line_is_read_with_its_line_number() {
+        let text = b"host,nic1,nic2\ndesk-01,00:15:5d:01:85:11,\"00-15-5D-01-85-12\",rack 4\n\n00155d018512;00155d018513\nHV1 desk-02 0015.5d01.8514\n00:15:5d:01:85:14\n";
+        for threads in [1, 3] {
+            let s = scan(text, threads, 10);
+            assert_eq!(s.records(), 6, "every MAC of every line");
+            assert_eq!(s.parsed().bad_records, 0, "the header is not a bad record");
+            let all: Vec<u64> = s.values().flatten().copied().collect();
+            let got = collect("l", text, &s, &Wanted::new(all));
+            let seen: Vec<(String, &str, Option<&str>)> = got
+                .iter()
+                .map(|g| {
+                    let Seen::Listed { label } = &g.seen else {
+                        panic!()
+                    };
+                    (
+                        g.mac.to_string(),
+                        g.owner.location.as_deref().unwrap(),
+                        label.as_deref(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                seen,
+                [
+                    ("00-15-5D-01-85-11".into(), "line 2", Some("desk-01 rack 4")),
+                    ("00-15-5D-01-85-12".into(), "line 2", Some("desk-01 rack 4")),
+                    ("00-15-5D-01-85-12".into(), "line 4", None),
+                    ("00-15-5D-01-85-13".into(), "line 4", None),
+                    ("00-15-5D-01-85-14".into(), "line 5", Some("HV1 desk-02")),
+                    ("00-15-5D-01-85-14".into(), "line 6", None),
+                ]
+            );
+        }
     }
 
     #[test]

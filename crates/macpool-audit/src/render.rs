@@ -1,10 +1,16 @@
 //! The report as a table for people, JSON for scripts and CSV for spreadsheets.
+//!
+//! Each is written as it goes into any `io::Write` (`write_*`): a report of 12,000 conflicts
+//! must cost about as much to print as to find, so no conflict is built as strings or as a JSON
+//! tree first; cells go into one reused buffer, JSON through `serde_json`'s streaming serializer.
+//! `render_*` collect the same bytes into a `String`.
 
 use std::fmt::Write as _;
+use std::io::{self, Write};
 
 use macpool_core::conflict::{Conflict, RangeClaim, RangeOrigin, Seen, Sighting, Subject};
-use macpool_core::{MacFormat, MacRange};
-use serde_json::{Value, json};
+use macpool_core::{Mac, MacFormat, MacRange};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::{FileReport, FileStatus, Report};
 
@@ -18,43 +24,53 @@ fn kind(s: &Sighting) -> &'static str {
 }
 
 /// The owner column: who uses the MAC, without the host (it has its own column).
-fn owner(s: &Sighting) -> String {
+fn write_owner(out: &mut String, s: &Sighting) {
     let o = &s.owner;
-    let vm = || match (&o.vm_name, &o.vm_id) {
-        (Some(n), _) if !n.is_empty() => format!("VM '{n}'"),
-        (_, Some(id)) => format!("VM {id}"),
-        _ => "-".to_string(),
+    let vm = |out: &mut String| match (&o.vm_name, &o.vm_id) {
+        (Some(n), _) if !n.is_empty() => {
+            let _ = write!(out, "VM '{n}'");
+        }
+        (_, Some(id)) => {
+            let _ = write!(out, "VM {id}");
+        }
+        _ => out.push('-'),
     };
-    let adapter = o
-        .adapter
-        .as_deref()
-        .map(|a| format!(" adapter '{a}'"))
-        .unwrap_or_default();
+    let adapter = |out: &mut String| {
+        if let Some(a) = o.adapter.as_deref() {
+            let _ = write!(out, " adapter '{a}'");
+        }
+    };
     match &s.seen {
-        Seen::Live => format!("{}{adapter}", vm()),
-        Seen::Checkpoint { name, .. } => format!("checkpoint '{name}' of {}{adapter}", vm()),
-        Seen::Listed { label } => label.clone().unwrap_or_else(|| "-".into()),
+        Seen::Live => {
+            vm(out);
+            adapter(out);
+        }
+        Seen::Checkpoint { name, .. } => {
+            let _ = write!(out, "checkpoint '{name}' of ");
+            vm(out);
+            adapter(out);
+        }
+        Seen::Listed { label } => out.push_str(label.as_deref().unwrap_or("-")),
         Seen::DhcpLease {
             ip,
             client_id,
             hostname,
         } => {
-            let mut s = format!("lease {}", ip.as_deref().unwrap_or("?"));
+            let _ = write!(out, "lease {}", ip.as_deref().unwrap_or("?"));
             if let Some(h) = hostname {
-                let _ = write!(s, " host '{h}'");
+                let _ = write!(out, " host '{h}'");
             }
             if let Some(c) = client_id {
-                let _ = write!(s, " client-id {c}");
+                let _ = write!(out, " client-id {c}");
             }
-            s
         }
     }
 }
 
-fn source(s: &Sighting) -> String {
-    match &s.owner.location {
-        Some(l) => format!("{} ({l})", s.owner.source),
-        None => s.owner.source.clone(),
+fn write_source(out: &mut String, s: &Sighting) {
+    out.push_str(&s.owner.source);
+    if let Some(l) = &s.owner.location {
+        let _ = write!(out, " ({l})");
     }
 }
 
@@ -83,38 +99,60 @@ fn claim_row(c: &RangeClaim, f: MacFormat) -> [String; 4] {
     }
 }
 
-/// Rows as aligned columns, two spaces apart, each line indented.
-fn table(out: &mut String, indent: &str, header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut l = String::from(indent);
-        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
-            if i + 1 == widths.len() {
-                l.push_str(cell);
-            } else {
-                let _ = write!(l, "{cell:<w$}  ");
-            }
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(&mut header.iter().copied());
-    for r in rows {
-        line(&mut r.iter().map(String::as_str));
-    }
+/// Table cells of one conflict, four to a row, in one buffer reused from conflict to conflict.
+#[derive(Default)]
+struct Cells {
+    text: String,
+    ends: Vec<usize>,
+    line: String,
 }
 
-fn subject_title(c: &Conflict, f: MacFormat) -> String {
-    match &c.subject {
-        Subject::Mac { mac, .. } => mac.display(f).to_string(),
-        Subject::Ranges { overlap, .. } => {
-            format!("{} ({} addresses)", range_text(overlap, f), overlap.len())
+impl Cells {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    fn push(&mut self, f: impl FnOnce(&mut String)) {
+        f(&mut self.text);
+        self.ends.push(self.text.len());
+    }
+
+    fn cell(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    /// The rows as aligned columns, two spaces apart, each line indented and trimmed at the end.
+    fn write(&mut self, w: &mut dyn Write, indent: &str, header: &[&str; 4]) -> io::Result<()> {
+        let rows = self.ends.len() / 4;
+        let mut widths = header.map(|h| h.chars().count());
+        for r in 0..rows {
+            for (c, width) in widths.iter_mut().enumerate() {
+                *width = (*width).max(self.cell(r * 4 + c).chars().count());
+            }
         }
+        let mut line = std::mem::take(&mut self.line);
+        for r in 0..=rows {
+            line.clear();
+            line.push_str(indent);
+            for (c, width) in widths.iter().enumerate() {
+                let cell = if r == 0 {
+                    header[c]
+                } else {
+                    self.cell((r - 1) * 4 + c)
+                };
+                line.push_str(cell);
+                if c + 1 < widths.len() {
+                    let pad = width - cell.chars().count() + 2;
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            w.write_all(line.trim_end().as_bytes())?;
+            w.write_all(b"\n")?;
+        }
+        self.line = line;
+        Ok(())
     }
 }
 
@@ -167,229 +205,533 @@ fn summary_line(r: &Report) -> String {
 
 /// The report for people: each conflict with its explanation, fix and every owner with its source
 /// file, then the problems met while reading, then the summary.
-pub fn render_table(report: &Report, format: MacFormat) -> String {
-    let mut out = String::new();
+pub fn write_table(w: &mut dyn Write, report: &Report, format: MacFormat) -> io::Result<()> {
+    let mut cells = Cells::default();
     for (i, c) in report.conflicts.iter().enumerate() {
-        let _ = writeln!(out, "{}. {}  {}", i + 1, c.class, subject_title(c, format));
-        let _ = writeln!(out, "   {}", c.explanation);
-        let _ = writeln!(out, "   fix: {}", c.fix);
+        write!(w, "{}. {}  ", i + 1, c.class)?;
+        match &c.subject {
+            Subject::Mac { mac, .. } => writeln!(w, "{}", mac.display(format))?,
+            Subject::Ranges { overlap, .. } => writeln!(
+                w,
+                "{} ({} addresses)",
+                range_text(overlap, format),
+                overlap.len()
+            )?,
+        }
+        writeln!(w, "   {}", c.explanation)?;
+        writeln!(w, "   fix: {}", c.fix)?;
+        cells.clear();
         match &c.subject {
             Subject::Mac { sightings, .. } => {
-                let rows: Vec<Vec<String>> = sightings
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            kind(s).into(),
-                            owner(s),
-                            s.owner.host.clone().unwrap_or_else(|| "-".into()),
-                            source(s),
-                        ]
-                    })
-                    .collect();
-                table(&mut out, "   ", &["KIND", "OWNER", "HOST", "SOURCE"], &rows);
+                for s in sightings {
+                    cells.push(|t| t.push_str(kind(s)));
+                    cells.push(|t| write_owner(t, s));
+                    cells.push(|t| t.push_str(s.owner.host.as_deref().unwrap_or("-")));
+                    cells.push(|t| write_source(t, s));
+                }
+                cells.write(w, "   ", &["KIND", "OWNER", "HOST", "SOURCE"])?;
             }
             Subject::Ranges { a, b, .. } => {
-                let rows: Vec<Vec<String>> = [a, b]
-                    .iter()
-                    .map(|c| claim_row(c, format).to_vec())
-                    .collect();
-                table(
-                    &mut out,
-                    "   ",
-                    &["OWNER", "RANGE", "ORIGIN", "SOURCE"],
-                    &rows,
-                );
+                for claim in [a, b] {
+                    for cell in claim_row(claim, format) {
+                        cells.push(|t| t.push_str(&cell));
+                    }
+                }
+                cells.write(w, "   ", &["OWNER", "RANGE", "ORIGIN", "SOURCE"])?;
             }
         }
-        out.push('\n');
+        w.write_all(b"\n")?;
     }
     let problems: Vec<String> = report.files.iter().flat_map(problems).collect();
     if !problems.is_empty() {
-        out.push_str("Problems:\n");
+        w.write_all(b"Problems:\n")?;
         for p in problems {
-            let _ = writeln!(out, "  {p}");
+            writeln!(w, "  {p}")?;
         }
-        out.push('\n');
+        w.write_all(b"\n")?;
     }
-    let _ = writeln!(out, "Summary: {}", summary_line(report));
-    out
+    writeln!(w, "Summary: {}", summary_line(report))
 }
 
-fn sighting_json(s: &Sighting, f: MacFormat) -> Value {
-    let o = &s.owner;
-    let mut v = json!({
-        "kind": kind(s),
-        "mac": s.mac.display(f).to_string(),
-        "source": o.source,
-        "location": o.location,
-        "host": o.host,
-        "vm_id": o.vm_id,
-        "vm_name": o.vm_name,
-        "adapter": o.adapter,
-        "dynamic": s.dynamic,
-    });
-    match &s.seen {
-        Seen::Live => {}
-        Seen::Checkpoint { id, name } => {
-            v["checkpoint_id"] = json!(id);
-            v["checkpoint_name"] = json!(name);
-        }
-        Seen::Listed { label } => v["label"] = json!(label),
-        Seen::DhcpLease {
-            ip,
-            client_id,
-            hostname,
-        } => {
-            v["ip"] = json!(ip);
-            v["client_id"] = json!(client_id);
-            v["hostname"] = json!(hostname);
-        }
-    }
-    v
-}
+/// A MAC as a JSON string, formatted straight into the output.
+struct MacJson(Mac, MacFormat);
 
-fn claim_json(c: &RangeClaim, f: MacFormat) -> Value {
-    match c {
-        RangeClaim::Host(h) => json!({
-            "kind": "host",
-            "host": h.host,
-            "cluster": h.cluster,
-            "first": h.range.first().display(f).to_string(),
-            "last": h.range.last().display(f).to_string(),
-            "origin": match h.origin { RangeOrigin::Configured => "configured".to_string(), RangeOrigin::DerivedFromIp(ip) => format!("derived-from-ip {ip}") },
-            "source": h.source,
-        }),
-        RangeClaim::Pool(p) => json!({
-            "kind": "pool",
-            "pool": p.pool,
-            "first": p.range.first().display(f).to_string(),
-            "last": p.range.last().display(f).to_string(),
-        }),
+impl Serialize for MacJson {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0.display(self.1))
     }
 }
 
-/// The report for scripts: `summary`, `conflicts` (class slug, MAC or ranges, owners) and `files`.
-pub fn render_json(report: &Report, format: MacFormat) -> String {
-    let s = &report.summary;
-    let by_class: serde_json::Map<String, Value> = s
-        .conflicts_by_class
-        .iter()
-        .map(|(c, n)| (c.slug().to_string(), json!(n)))
-        .collect();
-    let conflicts: Vec<Value> = report
-        .conflicts
-        .iter()
-        .map(|c| {
-            let mut v =
-                json!({ "class": c.class.slug(), "explanation": c.explanation, "fix": c.fix });
-            match &c.subject {
-                Subject::Mac { mac, sightings } => {
-                    v["mac"] = json!(mac.display(format).to_string());
-                    v["owners"] =
-                        Value::Array(sightings.iter().map(|s| sighting_json(s, format)).collect());
-                }
-                Subject::Ranges { a, b, overlap } => {
-                    v["overlap"] = json!({
-                        "first": overlap.first().display(format).to_string(),
-                        "last": overlap.last().display(format).to_string(),
-                        "addresses": overlap.len(),
-                    });
-                    v["ranges"] = json!([claim_json(a, format), claim_json(b, format)]);
-                }
+/// A JSON array of whatever the iterator yields.
+struct Seq<I>(I);
+
+impl<I, T> Serialize for Seq<I>
+where
+    I: Iterator<Item = T> + Clone,
+    T: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.clone())
+    }
+}
+
+struct SightingJson<'a>(&'a Sighting, MacFormat);
+
+impl Serialize for SightingJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let (s, o) = (self.0, &self.0.owner);
+        let extra = match &s.seen {
+            Seen::Live => 0,
+            Seen::Checkpoint { .. } => 2,
+            Seen::Listed { .. } => 1,
+            Seen::DhcpLease { .. } => 3,
+        };
+        let mut m = ser.serialize_map(Some(9 + extra))?;
+        m.serialize_entry("kind", kind(s))?;
+        m.serialize_entry("mac", &MacJson(s.mac, self.1))?;
+        m.serialize_entry("source", &o.source)?;
+        m.serialize_entry("location", &o.location)?;
+        m.serialize_entry("host", &o.host)?;
+        m.serialize_entry("vm_id", &o.vm_id)?;
+        m.serialize_entry("vm_name", &o.vm_name)?;
+        m.serialize_entry("adapter", &o.adapter)?;
+        m.serialize_entry("dynamic", &s.dynamic)?;
+        match &s.seen {
+            Seen::Live => {}
+            Seen::Checkpoint { id, name } => {
+                m.serialize_entry("checkpoint_id", id)?;
+                m.serialize_entry("checkpoint_name", name)?;
             }
-            v
-        })
-        .collect();
-    let files: Vec<Value> = report
-        .files
-        .iter()
-        .map(|f| {
-            let (status, reason) = match &f.status {
-                FileStatus::Read => ("read", None),
-                FileStatus::Skipped(r) => ("skipped", Some(r)),
-                FileStatus::Unreadable(r) => ("unreadable", Some(r)),
-            };
-            json!({
-                "path": f.path.display().to_string(),
-                "format": f.format.map(|f| f.name()),
-                "status": status,
-                "reason": reason,
-                "records": f.records,
-                "bad_records": f.bad_records,
-                "diagnostics": f.diagnostics.iter().map(|d| json!({"location": d.location, "message": d.message})).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let doc = json!({
-        "summary": {
-            "files_read": s.files_read,
-            "files_skipped": s.files_skipped,
-            "files_unreadable": s.files_unreadable,
-            "records": s.records,
-            "bad_records": s.bad_records,
-            "conflicts": s.conflicts(),
-            "conflicts_by_class": by_class,
-        },
-        "conflicts": conflicts,
-        "files": files,
-    });
-    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    text.push('\n');
-    text
+            Seen::Listed { label } => m.serialize_entry("label", label)?,
+            Seen::DhcpLease {
+                ip,
+                client_id,
+                hostname,
+            } => {
+                m.serialize_entry("ip", ip)?;
+                m.serialize_entry("client_id", client_id)?;
+                m.serialize_entry("hostname", hostname)?;
+            }
+        }
+        m.end()
+    }
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+struct ClaimJson<'a>(&'a RangeClaim, MacFormat);
+
+impl Serialize for ClaimJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let f = self.1;
+        match self.0 {
+            RangeClaim::Host(h) => {
+                let mut m = ser.serialize_map(Some(7))?;
+                m.serialize_entry("kind", "host")?;
+                m.serialize_entry("host", &h.host)?;
+                m.serialize_entry("cluster", &h.cluster)?;
+                m.serialize_entry("first", &MacJson(h.range.first(), f))?;
+                m.serialize_entry("last", &MacJson(h.range.last(), f))?;
+                match h.origin {
+                    RangeOrigin::Configured => m.serialize_entry("origin", "configured")?,
+                    RangeOrigin::DerivedFromIp(ip) => {
+                        m.serialize_entry("origin", &format!("derived-from-ip {ip}"))?
+                    }
+                }
+                m.serialize_entry("source", &h.source)?;
+                m.end()
+            }
+            RangeClaim::Pool(p) => {
+                let mut m = ser.serialize_map(Some(4))?;
+                m.serialize_entry("kind", "pool")?;
+                m.serialize_entry("pool", &p.pool)?;
+                m.serialize_entry("first", &MacJson(p.range.first(), f))?;
+                m.serialize_entry("last", &MacJson(p.range.last(), f))?;
+                m.end()
+            }
+        }
     }
+}
+
+struct OverlapJson<'a>(&'a MacRange, MacFormat);
+
+impl Serialize for OverlapJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_map(Some(3))?;
+        m.serialize_entry("first", &MacJson(self.0.first(), self.1))?;
+        m.serialize_entry("last", &MacJson(self.0.last(), self.1))?;
+        m.serialize_entry("addresses", &self.0.len())?;
+        m.end()
+    }
+}
+
+struct ConflictJson<'a>(&'a Conflict, MacFormat);
+
+impl Serialize for ConflictJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let (c, f) = (self.0, self.1);
+        let mut m = ser.serialize_map(Some(5))?;
+        m.serialize_entry("class", c.class.slug())?;
+        m.serialize_entry("explanation", &c.explanation)?;
+        m.serialize_entry("fix", &c.fix)?;
+        match &c.subject {
+            Subject::Mac { mac, sightings } => {
+                m.serialize_entry("mac", &MacJson(*mac, f))?;
+                m.serialize_entry("owners", &Seq(sightings.iter().map(|s| SightingJson(s, f))))?;
+            }
+            Subject::Ranges { a, b, overlap } => {
+                m.serialize_entry("overlap", &OverlapJson(overlap, f))?;
+                m.serialize_entry("ranges", &[ClaimJson(a, f), ClaimJson(b, f)])?;
+            }
+        }
+        m.end()
+    }
+}
+
+struct DiagnosticJson<'a>(&'a crate::Diagnostic);
+
+impl Serialize for DiagnosticJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_map(Some(2))?;
+        m.serialize_entry("location", &self.0.location)?;
+        m.serialize_entry("message", &self.0.message)?;
+        m.end()
+    }
+}
+
+struct FileJson<'a>(&'a FileReport);
+
+impl Serialize for FileJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let f = self.0;
+        let (status, reason) = match &f.status {
+            FileStatus::Read => ("read", None),
+            FileStatus::Skipped(r) => ("skipped", Some(r)),
+            FileStatus::Unreadable(r) => ("unreadable", Some(r)),
+        };
+        let mut m = ser.serialize_map(Some(7))?;
+        m.serialize_entry("path", &f.path.display().to_string())?;
+        m.serialize_entry("format", &f.format.map(|f| f.name()))?;
+        m.serialize_entry("status", status)?;
+        m.serialize_entry("reason", &reason)?;
+        m.serialize_entry("records", &f.records)?;
+        m.serialize_entry("bad_records", &f.bad_records)?;
+        m.serialize_entry(
+            "diagnostics",
+            &Seq(f.diagnostics.iter().map(DiagnosticJson)),
+        )?;
+        m.end()
+    }
+}
+
+struct SummaryJson<'a>(&'a crate::Summary);
+
+impl Serialize for SummaryJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let s = self.0;
+        let mut m = ser.serialize_map(Some(7))?;
+        m.serialize_entry("files_read", &s.files_read)?;
+        m.serialize_entry("files_skipped", &s.files_skipped)?;
+        m.serialize_entry("files_unreadable", &s.files_unreadable)?;
+        m.serialize_entry("records", &s.records)?;
+        m.serialize_entry("bad_records", &s.bad_records)?;
+        m.serialize_entry("conflicts", &s.conflicts())?;
+        // in class order, as the table's summary line
+        let by_class = s.conflicts_by_class.iter().map(|(c, n)| (c.slug(), n));
+        m.serialize_entry("conflicts_by_class", &ClassCounts(by_class))?;
+        m.end()
+    }
+}
+
+struct ClassCounts<I>(I);
+
+impl<'a, I: Iterator<Item = (&'static str, &'a usize)> + Clone> Serialize for ClassCounts<I> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.clone())
+    }
+}
+
+struct ReportJson<'a>(&'a Report, MacFormat);
+
+impl Serialize for ReportJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let (r, f) = (self.0, self.1);
+        let mut m = ser.serialize_map(Some(3))?;
+        m.serialize_entry("summary", &SummaryJson(&r.summary))?;
+        m.serialize_entry(
+            "conflicts",
+            &Seq(r.conflicts.iter().map(|c| ConflictJson(c, f))),
+        )?;
+        m.serialize_entry("files", &Seq(r.files.iter().map(FileJson)))?;
+        m.end()
+    }
+}
+
+/// The report for scripts: `summary`, `conflicts` (class slug, MAC or ranges, owners) and `files`,
+/// pretty-printed, keys in a fixed order.
+pub fn write_json(w: &mut dyn Write, report: &Report, format: MacFormat) -> io::Result<()> {
+    let mut ser = serde_json::Serializer::pretty(&mut *w);
+    ReportJson(report, format)
+        .serialize(&mut ser)
+        .map_err(io::Error::from)?;
+    w.write_all(b"\n")
+}
+
+/// One CSV field, RFC 4180 quoting only when it needs it.
+fn write_csv_field(w: &mut dyn Write, s: &str) -> io::Result<()> {
+    if !s.contains([',', '"', '\n', '\r']) {
+        return w.write_all(s.as_bytes());
+    }
+    w.write_all(b"\"")?;
+    for (i, part) in s.split('"').enumerate() {
+        if i > 0 {
+            w.write_all(b"\"\"")?;
+        }
+        w.write_all(part.as_bytes())?;
+    }
+    w.write_all(b"\"")
 }
 
 /// One row per owner of each conflict (a range overlap has one row per side), RFC 4180 quoting.
-pub fn render_csv(report: &Report, format: MacFormat) -> String {
-    let mut out = String::from(
-        "conflict,class,mac_or_range,kind,owner,host,source,location,explanation,fix\n",
-    );
+pub fn write_csv(w: &mut dyn Write, report: &Report, format: MacFormat) -> io::Result<()> {
+    w.write_all(b"conflict,class,mac_or_range,kind,owner,host,source,location,explanation,fix\n")?;
+    let mut cell = String::new();
     for (i, c) in report.conflicts.iter().enumerate() {
-        let mut row = |cells: [String; 8]| {
-            let mut fields = vec![(i + 1).to_string(), c.class.slug().to_string()];
-            fields.extend(cells);
-            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-            out.push_str(&line.join(","));
-            out.push('\n');
+        let row = |w: &mut dyn Write, cells: [&str; 8]| -> io::Result<()> {
+            write!(w, "{},{}", i + 1, c.class.slug())?;
+            for f in cells {
+                w.write_all(b",")?;
+                write_csv_field(w, f)?;
+            }
+            w.write_all(b"\n")
         };
         match &c.subject {
             Subject::Mac { mac, sightings } => {
+                let mac = mac.display(format).to_string();
                 for s in sightings {
-                    row([
-                        mac.display(format).to_string(),
-                        kind(s).into(),
-                        owner(s),
-                        s.owner.host.clone().unwrap_or_default(),
-                        s.owner.source.clone(),
-                        s.owner.location.clone().unwrap_or_default(),
-                        c.explanation.clone(),
-                        c.fix.clone(),
-                    ]);
+                    cell.clear();
+                    write_owner(&mut cell, s);
+                    row(
+                        w,
+                        [
+                            &mac,
+                            kind(s),
+                            &cell,
+                            s.owner.host.as_deref().unwrap_or_default(),
+                            &s.owner.source,
+                            s.owner.location.as_deref().unwrap_or_default(),
+                            &c.explanation,
+                            &c.fix,
+                        ],
+                    )?;
                 }
             }
             Subject::Ranges { a, b, .. } => {
                 for claim in [a, b] {
                     let [who, range, origin, src] = claim_row(claim, format);
-                    row([
-                        range,
-                        "range".into(),
-                        format!("{who} ({origin})"),
-                        String::new(),
-                        src,
-                        String::new(),
-                        c.explanation.clone(),
-                        c.fix.clone(),
-                    ]);
+                    let owner = format!("{who} ({origin})");
+                    row(
+                        w,
+                        [
+                            &range,
+                            "range",
+                            &owner,
+                            "",
+                            &src,
+                            "",
+                            &c.explanation,
+                            &c.fix,
+                        ],
+                    )?;
                 }
             }
         }
     }
-    out
+    Ok(())
+}
+
+fn to_string(write: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> String {
+    let mut out = Vec::new();
+    write(&mut out).expect("writing into a Vec cannot fail");
+    String::from_utf8(out).expect("the report is text")
+}
+
+/// [`write_table`] into a `String`.
+pub fn render_table(report: &Report, format: MacFormat) -> String {
+    to_string(|w| write_table(w, report, format))
+}
+
+/// [`write_json`] into a `String`.
+pub fn render_json(report: &Report, format: MacFormat) -> String {
+    to_string(|w| write_json(w, report, format))
+}
+
+/// [`write_csv`] into a `String`.
+pub fn render_csv(report: &Report, format: MacFormat) -> String {
+    to_string(|w| write_csv(w, report, format))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::path::{Path, PathBuf};
+
+    use macpool_core::conflict::{ConflictClass, HostRange, Owner, PoolRange};
+
+    use super::*;
+    use crate::render_before as before;
+    use crate::{AuditOptions, Diagnostic, Summary, audit_paths};
+
+    fn sighting(mac: Mac, seen: Seen, owner: Owner) -> Sighting {
+        Sighting {
+            mac,
+            dynamic: Some(true),
+            seen,
+            owner,
+        }
+    }
+
+    /// Every kind of owner, claim and file status, with text that needs quoting or is wide.
+    fn every_shape() -> Report {
+        let mac = Mac::from_u64(0x0015_5D01_8511).unwrap();
+        let owner = Owner {
+            source: "dir/hv1, \"export\".json".into(),
+            location: Some("[0].Adapters[1]".into()),
+            host: Some("HV1".into()),
+            vm_id: Some("4dea22b3".into()),
+            vm_name: Some("bürö\ndesk".into()),
+            adapter: Some("Network Adapter".into()),
+        };
+        let bare = Owner {
+            source: "list.txt".into(),
+            ..Owner::default()
+        };
+        let sightings = vec![
+            sighting(mac, Seen::Live, owner.clone()),
+            sighting(
+                mac,
+                Seen::Checkpoint {
+                    id: "c1".into(),
+                    name: "RDV_ROLLBACK".into(),
+                },
+                Owner {
+                    vm_name: Some(String::new()),
+                    adapter: None,
+                    ..owner.clone()
+                },
+            ),
+            sighting(
+                mac,
+                Seen::Listed {
+                    label: Some("printer, floor 1  ".into()),
+                },
+                bare.clone(),
+            ),
+            sighting(mac, Seen::Listed { label: None }, bare.clone()),
+            sighting(
+                mac,
+                Seen::DhcpLease {
+                    ip: Some("10.0.0.5".into()),
+                    client_id: Some("01:00:15".into()),
+                    hostname: Some("desk-01".into()),
+                },
+                bare.clone(),
+            ),
+            sighting(
+                mac,
+                Seen::DhcpLease {
+                    ip: None,
+                    client_id: None,
+                    hostname: None,
+                },
+                Owner {
+                    vm_id: Some("only-id".into()),
+                    ..bare
+                },
+            ),
+        ];
+        let range = MacRange::parse("00-15-5D-01-05-00-00-15-5D-01-05-FF").unwrap();
+        let conflicts = vec![
+            Conflict {
+                class: ConflictClass::LiveDuplicate,
+                subject: Subject::Mac { mac, sightings },
+                explanation: "two \"owners\", one MAC".into(),
+                fix: "give one a new MAC".into(),
+            },
+            Conflict {
+                class: ConflictClass::RangeOverlap,
+                subject: Subject::Ranges {
+                    a: RangeClaim::Host(HostRange {
+                        host: "HV1".into(),
+                        cluster: Some("CL1".into()),
+                        range,
+                        origin: RangeOrigin::DerivedFromIp(Ipv4Addr::new(10, 0, 1, 5)),
+                        source: "hv1.json".into(),
+                    }),
+                    b: RangeClaim::Pool(PoolRange {
+                        pool: "rds".into(),
+                        range,
+                    }),
+                    overlap: range,
+                },
+                explanation: "ranges overlap".into(),
+                fix: "move one".into(),
+            },
+        ];
+        let file = |name: &str, status: FileStatus| FileReport {
+            path: PathBuf::from(name),
+            format: Some(crate::Format::MacList),
+            status,
+            records: 3,
+            bad_records: 5,
+            diagnostics: vec![
+                Diagnostic::at("line 2", "bad digit 'g'"),
+                Diagnostic::whole_file("read as UTF-16LE"),
+            ],
+        };
+        let files = vec![
+            file("a.txt", FileStatus::Read),
+            file("b.xml", FileStatus::Skipped("not a domain".into())),
+            FileReport {
+                format: None,
+                diagnostics: Vec::new(),
+                ..file("c.json", FileStatus::Unreadable("truncated".into()))
+            },
+        ];
+        let mut summary = Summary {
+            files_read: 1,
+            files_skipped: 1,
+            files_unreadable: 1,
+            records: 9,
+            bad_records: 15,
+            ..Summary::default()
+        };
+        for c in &conflicts {
+            *summary.conflicts_by_class.entry(c.class).or_default() += 1;
+        }
+        Report {
+            files,
+            conflicts,
+            summary,
+        }
+    }
+
+    #[test]
+    fn streamed_output_is_byte_for_byte_the_old_rendering() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let reports = [
+            audit_paths(&[data], &AuditOptions::default()),
+            every_shape(),
+            Report {
+                files: Vec::new(),
+                conflicts: Vec::new(),
+                summary: Summary::default(),
+            },
+        ];
+        for r in &reports {
+            for f in MacFormat::ALL {
+                assert_eq!(render_table(r, f), before::render_table(r, f), "{f:?}");
+                assert_eq!(render_json(r, f), before::render_json(r, f), "{f:?}");
+                assert_eq!(render_csv(r, f), before::render_csv(r, f), "{f:?}");
+            }
+        }
+    }
 }

@@ -12,7 +12,8 @@ use macpool_core::MacFormat;
     version,
     about = "Cluster-wide MAC address authority for Hyper-V and libvirt clusters",
     after_help = "Exit status: 0 ok, 1 the answer is no (conflict, not found, exhausted), \
-                  2 usage or input error, 3 server unreachable or refused."
+                  2 usage or input error, 3 server unreachable or refused, 4 some input file \
+                  could not be read (audit, hyperv events: the output covers the rest)."
 )]
 pub struct Cli {
     /// Authority URL for client commands.
@@ -74,6 +75,7 @@ pub enum Command {
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Offline duplicate and latent-conflict report from exported inventories (no server).
+    /// Exit 0 clean, 1 conflicts, 2 nothing readable, 4 no conflict but some input unreadable.
     Audit(AuditArgs),
     /// Hyper-V helpers: export script, range analysis.
     #[command(subcommand)]
@@ -193,7 +195,8 @@ pub enum HypervCommand {
         #[arg(long)]
         renumber_all: bool,
     },
-    /// List Hyper-V events from `wevtutil qe … /f:xml` exports or .evtx files.
+    /// List Hyper-V events from `wevtutil qe … /f:xml` exports or .evtx files. Exit 2 when
+    /// nothing could be read, 4 when some file could not be (missing, or every event malformed).
     Events {
         /// Event exports: `wevtutil qe … /f:xml` output or .evtx files.
         #[arg(required = true)]

@@ -15,7 +15,29 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Is this panic `println!` meeting a closed stdout (`macpool history | head -1`)? Rust ignores
+/// SIGPIPE, so every `print!` then panics; the reader having had enough is no error.
+fn is_closed_stdout(info: &std::panic::PanicHookInfo) -> bool {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    message.starts_with("failed printing to stdout")
+        && (message.contains("Broken pipe") || message.contains("os error 232"))
+}
+
 fn main() {
+    // One place for every command: output into a closed pipe ends quietly with 0, like ripgrep.
+    // (Commands that write through `io::Write` map the same error with `exit::output_error`.)
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if is_closed_stdout(info) {
+            std::process::exit(exit::OK);
+        }
+        default_hook(info);
+    }));
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -37,7 +59,9 @@ fn main() {
     let code = match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("macpool: {}", f.message);
+            if !f.message.is_empty() {
+                eprintln!("macpool: {}", f.message);
+            }
             f.code
         }
     };

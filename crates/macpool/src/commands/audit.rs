@@ -1,10 +1,13 @@
-use macpool_audit::{AuditOptions, audit_paths, exit_code, render_csv, render_json, render_table};
+use std::io::{BufWriter, Write};
+
+use macpool_audit::{AuditOptions, audit_paths, write_csv, write_json, write_table};
 
 use crate::cli::AuditArgs;
-use crate::exit::{CmdResult, Failure};
+use crate::exit::{self, CmdResult, Failure};
 use crate::output::Output;
 
-/// Exit status: 0 clean, 1 conflicts found, 2 usage error or nothing readable.
+/// Exit status: 0 clean, 1 conflicts found, 2 usage error or nothing readable, 4 some input could
+/// not be read (decided in `exit::audit`). The report is written as it is rendered.
 pub fn run(out: Output, args: AuditArgs) -> CmdResult {
     let force_format = args
         .format
@@ -18,16 +21,15 @@ pub fn run(out: Output, args: AuditArgs) -> CmdResult {
         ..AuditOptions::default()
     };
     let report = audit_paths(&args.paths, &opts);
-    let text = if out.json {
-        render_json(&report, out.mac_format)
+    let mut w = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    if out.json {
+        write_json(&mut w, &report, out.mac_format)
     } else if args.csv {
-        render_csv(&report, out.mac_format)
+        write_csv(&mut w, &report, out.mac_format)
     } else {
-        render_table(&report, out.mac_format)
-    };
-    print!("{text}");
-    if !text.ends_with('\n') {
-        println!();
+        write_table(&mut w, &report, out.mac_format)
     }
-    Ok(exit_code(&report))
+    .and_then(|()| w.flush())
+    .map_err(exit::output_error)?;
+    Ok(exit::audit(report.verdict()))
 }

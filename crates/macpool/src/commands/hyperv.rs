@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use macpool_agent::events::{read_events_file, render_json, render_table};
 use macpool_agent::taskxml::{TaskOptions, task_xml_utf8, task_xml_utf16};
+use macpool_audit::excerpt;
 
 use crate::cli::HypervCommand;
 use crate::exit::{CmdResult, Failure, OK};
@@ -51,30 +52,24 @@ pub async fn run(out: Output, cmd: HypervCommand) -> CmdResult {
             } else {
                 task_xml_utf16(&opts)
             };
-            let written = match &output {
-                Some(path) => std::fs::write(path, &bytes),
-                None => {
-                    let mut stdout = std::io::stdout().lock();
-                    stdout.write_all(&bytes).and_then(|()| stdout.flush())
-                }
-            };
-            written.map_err(|e| Failure::usage(format!("cannot write the task XML: {e}")))?;
+            match &output {
+                Some(path) => std::fs::write(path, &bytes)
+                    .map_err(|e| Failure::usage(format!("cannot write the task XML: {e}")))?,
+                None => write_stdout(&bytes)?,
+            }
             Ok(OK)
         }
         HypervCommand::BootstrapScript { output } => {
             let bytes = macpool_agent::powershell::bootstrap::file_bytes();
-            let written = match &output {
+            match &output {
                 Some(path) => path
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
                     .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| std::fs::write(path, &bytes)),
-                None => {
-                    let mut stdout = std::io::stdout().lock();
-                    stdout.write_all(&bytes).and_then(|()| stdout.flush())
-                }
-            };
-            written.map_err(|e| Failure::usage(format!("cannot write the bootstrap: {e}")))?;
+                    .and_then(|()| std::fs::write(path, &bytes))
+                    .map_err(|e| Failure::usage(format!("cannot write the bootstrap: {e}")))?,
+                None => write_stdout(&bytes)?,
+            }
             Ok(OK)
         }
         HypervCommand::ExportScript { cluster } => {
@@ -163,40 +158,62 @@ pub async fn run(out: Output, cmd: HypervCommand) -> CmdResult {
     }
 }
 
+/// Problems reported per file; the rest are counted in one line (3 million empty events must
+/// not become 200 MB of stderr).
+const MAX_PROBLEMS_PER_FILE: usize = 20;
+
 /// Lists events from every file; problems (malformed events, unreadable files) go to stderr with
-/// the raw text. Exit 0 when something was listed, 2 when nothing could be read.
+/// an excerpt of the raw text. Exit 0 when every file gave events, 2 when nothing could be read,
+/// 4 when some file could not be (an error, or every event in it malformed).
 fn events(out: Output, files: &[PathBuf]) -> CmdResult {
     let mut all = Vec::new();
     let mut unreadable = 0;
     for f in files {
         match read_events_file(f) {
             Ok((records, problems)) => {
-                for p in problems {
-                    eprintln!(
-                        "{}: skipped: {}{}",
-                        f.display(),
-                        p.message,
-                        p.raw.map(|r| format!("\n  {r}")).unwrap_or_default()
-                    );
+                for p in problems.iter().take(MAX_PROBLEMS_PER_FILE) {
+                    eprintln!("{}: skipped: {}", f.display(), excerpt(p.message.clone()));
+                    if let Some(raw) = &p.raw {
+                        eprintln!("  {}", excerpt(raw.clone()));
+                    }
+                }
+                if let Some(more) = problems.len().checked_sub(MAX_PROBLEMS_PER_FILE)
+                    && more > 0
+                {
+                    eprintln!("{}: … and {more} more malformed events", f.display());
+                }
+                if records.is_empty() && !problems.is_empty() {
+                    eprintln!("{}: no event could be read", f.display());
+                    unreadable += 1;
                 }
                 all.extend(records);
             }
             Err(e) => {
-                eprintln!("{}: {e}", f.display());
+                eprintln!("{}: {}", f.display(), excerpt(e));
                 unreadable += 1;
             }
         }
     }
-    print!(
-        "{}",
-        if out.json {
-            render_json(&all)
-        } else {
-            render_table(&all)
-        }
-    );
-    if all.is_empty() && unreadable > 0 {
-        return Ok(crate::exit::USAGE);
-    }
-    Ok(OK)
+    let text = if out.json {
+        render_json(&all)
+    } else {
+        render_table(&all)
+    };
+    write_stdout(text.as_bytes())?;
+    Ok(if unreadable == 0 {
+        OK
+    } else if all.is_empty() {
+        crate::exit::USAGE
+    } else {
+        crate::exit::INCOMPLETE
+    })
+}
+
+/// Bytes to stdout; a closed pipe ends the command quietly (`exit::output_error`).
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(crate::exit::output_error)
 }
