@@ -42,7 +42,8 @@ pub async fn get_inventory(
     Ok(Json(convert::inventory(&st.store.inventory(host).await?)))
 }
 
-/// Every conflict across the hosts' latest inventories, the pools, leases and holds.
+/// Every conflict across the hosts' latest inventories, the pools, leases and holds; each
+/// claimant with its VM's power state and guard's latest action on it.
 #[utoipa::path(get, path = "/conflicts", tag = "inventory",
     responses((status = 200, body = [ConflictInfo]), (status = 401, body = Problem)))]
 pub async fn conflicts(
@@ -51,10 +52,10 @@ pub async fn conflicts(
 ) -> ApiResult<Json<Vec<ConflictInfo>>> {
     Ok(Json(
         st.store
-            .conflicts()
+            .conflicts_claimed()
             .await?
             .iter()
-            .map(convert::conflict)
+            .map(|(c, claimants)| convert::conflict_claimed(c, claimants))
             .collect(),
     ))
 }
