@@ -46,6 +46,17 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// The strategy as `--strategy` spells it (`delegate+guard`, `observe`, …), reported with
+    /// every inventory.
+    pub fn strategy_name(&self) -> String {
+        match (&self.delegate, &self.decide) {
+            (Some(_), Some(d)) => format!("delegate+{}", d.strategy.name()),
+            (Some(_), None) => "delegate".into(),
+            (None, Some(d)) => d.strategy.name().into(),
+            (None, None) => "inventory".into(),
+        }
+    }
+
     pub fn new(
         decide: Option<DecideConfig>,
         host: impl Into<String>,
@@ -112,7 +123,7 @@ async fn push_inventory<H: Hypervisor, A: Authority>(
     cfg: &AgentConfig,
     queue: &mut InventoryQueue,
 ) -> Report {
-    let inv = match hv.inventory().await {
+    let mut inv = match hv.inventory().await {
         Ok(i) => i,
         Err(e) => {
             queue.failures += 1;
@@ -120,6 +131,8 @@ async fn push_inventory<H: Hypervisor, A: Authority>(
             return Report::Inventory(Err(format!("cannot read the host's inventory: {e}")));
         }
     };
+    inv.strategy = Some(cfg.strategy_name());
+    inv.cursor_source = crate::delegate::cursor_source(&inv, cfg.delegate.is_some());
     // sent under cfg.host (the path names the host), whatever the hypervisor calls itself
     let body = convert::inventory_body(&inv, queue.next_generation());
     match auth.put_inventory(&cfg.host, body).await {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use macpool_api::dto::{AllocateBody, BlockInfo, ClaimBlockBody, InventoryBody, MacInfo};
 use macpool_client::{Client, ClientError};
 use macpool_core::Mac;
+use macpool_core::history::GUARD_REASON_PREFIX;
 use macpool_core::inventory::{AdapterLocation, VmState};
 
 use crate::hypervisor::{AdapterRef, EventKind, HvError, HvEvent, Hypervisor, MacSetting};
@@ -188,6 +189,17 @@ pub enum Strategy {
     Guard,
     BlogCompatible,
     Observe,
+}
+
+impl Strategy {
+    /// The `--strategy` spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Guard => "guard",
+            Strategy::BlogCompatible => "blog-compatible",
+            Strategy::Observe => "observe",
+        }
+    }
 }
 
 /// What guard gives a conflicting adapter.
@@ -413,6 +425,10 @@ pub fn conflict_of(info: &MacInfo, vm_id: &str) -> Option<String> {
             continue;
         }
         who.push(match &s.checkpoint {
+            None if s.management_os => format!(
+                "vNIC '{}' of the management OS of host {}",
+                s.vm_name, s.host
+            ),
             None => format!("live on VM {} ({}) on host {}", s.vm_name, s.vm_id, s.host),
             Some(cp) => format!(
                 "in checkpoint '{cp}' of VM {} ({}) on host {}",
@@ -633,8 +649,8 @@ async fn decide<H: Hypervisor, A: Authority>(
                             mac: None,
                             count: None,
                             reason: Some(history_reason(&format!(
-                                "guard: replaces {} of adapter '{}' ({why}) after rollback \
-                                 event {} #{}",
+                                "{GUARD_REASON_PREFIX}{} of adapter '{}' ({why}) after \
+                                 rollback event {} #{}",
                                 a.mac, a.name, ev.channel, ev.record_id
                             ))),
                         };

@@ -23,7 +23,7 @@
 //! come after VM created/started events and on the agent's timer, never in a retry loop.
 
 use macpool_api::dto::{BlockInfo, ClaimBlockBody};
-use macpool_core::inventory::MacKind;
+use macpool_core::inventory::{CursorSource, HostInventory, MacKind};
 use macpool_core::{Mac, MacRange};
 
 use crate::decide::{Authority, AuthorityError};
@@ -264,6 +264,19 @@ async fn inventory_bound<H: Hypervisor>(
         .filter(|a| a.kind == MacKind::Dynamic && range.contains(a.mac))
         .map(|a| a.mac)
         .max())
+}
+
+/// How the agent knows the position of `inv`'s allocator, as its inventory push says: the
+/// cursor when the host shows one, else — when delegate runs, on a host with a dynamic range —
+/// the lower bound [`tick`] falls back to; `None` when nothing needs a position.
+pub fn cursor_source(inv: &HostInventory, delegating: bool) -> Option<CursorSource> {
+    if inv.cursor().is_some() {
+        Some(CursorSource::Registry)
+    } else if delegating && inv.dynamic_range().is_some() {
+        Some(CursorSource::InventoryBound)
+    } else {
+        None
+    }
 }
 
 async fn claim<A: Authority>(auth: &A, cfg: &DelegateConfig) -> Result<BlockInfo, DelegateOutcome> {

@@ -620,3 +620,77 @@ async fn the_inventory_waits_for_the_authority_and_follows_events() {
         "the failed pushes are reported"
     );
 }
+
+/// An authority that takes every inventory and keeps its body.
+#[derive(Default)]
+struct RecordingAuthority {
+    bodies: Mutex<Vec<macpool_api::dto::InventoryBody>>,
+}
+
+impl Authority for RecordingAuthority {
+    async fn mac(&self, _mac: Mac) -> Result<Option<MacInfo>, AuthorityError> {
+        Ok(None)
+    }
+
+    async fn allocate(&self, _body: AllocateBody) -> Result<Mac, AuthorityError> {
+        Err(AuthorityError::Refused("not in this test".into()))
+    }
+
+    async fn put_inventory(
+        &self,
+        _host: &str,
+        body: macpool_api::dto::InventoryBody,
+    ) -> Result<u64, AuthorityError> {
+        let g = body.generation;
+        self.bodies.lock().unwrap().push(body);
+        Ok(g)
+    }
+}
+
+/// Issue 17 fixes 12 and 3: the agent's push carries the management OS's vNICs, its strategy
+/// and how it knows the cursor — `registry` while the host shows one, `inventory-bound` (what
+/// delegate then rotates on) once it does not.
+#[tokio::test]
+async fn the_push_carries_management_vnics_strategy_and_cursor_source() {
+    use macpool_agent::agent::{AgentConfig, run};
+    use macpool_agent::delegate::DelegateConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let hv = host("HV-M", "00155D0C0000-00155D0C00FF");
+    control(&hv, json!({"cmd":"create-vm","id":"m1","name":"M one"})).await;
+    let vnic = control(
+        &hv,
+        json!({"cmd":"add-management-adapter","name":"vEthernet (External)"}),
+    )
+    .await;
+    let auth = RecordingAuthority::default();
+    let mut cfg = AgentConfig::new(None, "HV-M", dir.path().join("bookmark.json"));
+    cfg.delegate = Some(DelegateConfig::new("HV-M", "p"));
+    cfg.poll = Duration::from_millis(20);
+    cfg.inventory_every = Duration::from_secs(3600);
+    let once = || {
+        run(
+            &hv,
+            &auth,
+            &cfg,
+            |_| {},
+            tokio::time::sleep(Duration::from_millis(300)),
+        )
+    };
+    once().await.unwrap();
+    control(&hv, json!({"cmd":"hide-cursor"})).await;
+    once().await.unwrap();
+    let bodies = auth.bodies.lock().unwrap().clone();
+    assert!(bodies.len() >= 2, "{bodies:?}");
+    let (first, last) = (&bodies[0], bodies.last().unwrap());
+    assert_eq!(first.management_adapters.len(), 1, "{first:?}");
+    assert_eq!(first.management_adapters[0].name, "vEthernet (External)");
+    assert_eq!(
+        mac(&first.management_adapters[0].mac),
+        mac(vnic["mac"].as_str().unwrap())
+    );
+    assert!(first.management_adapters[0].dynamic);
+    assert_eq!(first.strategy.as_deref(), Some("delegate"));
+    assert_eq!(first.cursor_source.as_deref(), Some("registry"));
+    assert_eq!(last.cursor_source.as_deref(), Some("inventory-bound"));
+    assert_eq!(last.cursor, None);
+}

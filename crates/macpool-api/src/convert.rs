@@ -1,7 +1,8 @@
 //! Hand-written conversions between domain types and DTOs.
 
 use macpool_core::authority::{
-    Allocation, Available, InventoryOutcome, MacStatus, PoolView, Released, StoredInventory,
+    Allocation, Available, Claimant, InventoryOutcome, MacStatus, PoolView, Released,
+    StoredInventory,
 };
 use macpool_core::conflict::{Conflict, RangeClaim, Seen, Sighting, Subject};
 use macpool_core::history::HistoryEntry;
@@ -131,6 +132,7 @@ pub fn mac_status(s: &MacStatus) -> MacInfo {
                 vm_id: v.vm_id.clone(),
                 vm_name: v.vm_name.clone(),
                 checkpoint: v.checkpoint.clone(),
+                management_os: v.management_os,
             })
             .collect(),
     }
@@ -198,6 +200,17 @@ pub fn inventory_body(inv: &HostInventory, generation: u64) -> InventoryBody {
                     .collect(),
             })
             .collect(),
+        management_adapters: inv
+            .management_adapters
+            .iter()
+            .map(|a| InventoryManagementAdapter {
+                name: a.name.clone(),
+                mac: mac(a.mac),
+                dynamic: a.kind == MacKind::Dynamic,
+            })
+            .collect(),
+        cursor_source: inv.cursor_source.map(|c| c.name().to_string()),
+        strategy: inv.strategy.clone(),
     }
 }
 
@@ -214,9 +227,10 @@ pub fn inventory_outcome(o: &InventoryOutcome) -> InventoryResult {
     }
 }
 
-fn owner(s: &Sighting) -> ConflictOwner {
+fn owner(s: &Sighting, claimant: Option<&Claimant>) -> ConflictOwner {
     let (seen, checkpoint_id, checkpoint_name) = match &s.seen {
         Seen::Live => ("live", None, None),
+        Seen::ManagementOs => ("management-os", None, None),
         Seen::Checkpoint { id, name } => ("checkpoint", Some(id.clone()), Some(name.clone())),
         Seen::Listed { .. } => ("listed", None, None),
         Seen::DhcpLease { .. } => ("dhcp-lease", None, None),
@@ -230,6 +244,17 @@ fn owner(s: &Sighting) -> ConflictOwner {
         checkpoint_id,
         checkpoint_name,
         source: s.owner.source.clone(),
+        state: claimant
+            .and_then(|c| c.state.as_ref())
+            .map(|v| v.name().to_string()),
+        guard: claimant
+            .and_then(|c| c.guard.as_ref())
+            .map(|(id, e)| GuardActionInfo {
+                id: *id,
+                at: time(e.at),
+                new_mac: e.mac.map(mac),
+                reason: e.reason.clone(),
+            }),
     }
 }
 
@@ -247,6 +272,12 @@ fn claim(c: &RangeClaim) -> RangeClaimInfo {
 }
 
 pub fn conflict(c: &Conflict) -> ConflictInfo {
+    conflict_claimed(c, &[])
+}
+
+/// A conflict with what the authority knows of each claimant (in the order of its sightings;
+/// missing ones are unknown).
+pub fn conflict_claimed(c: &Conflict, claimants: &[Claimant]) -> ConflictInfo {
     let (mac_s, ranges, overlap) = match &c.subject {
         Subject::Mac { mac: m, .. } => (Some(mac(*m)), Vec::new(), None),
         Subject::Ranges { a, b, overlap } => (
@@ -264,7 +295,12 @@ pub fn conflict(c: &Conflict) -> ConflictInfo {
         mac: mac_s,
         ranges,
         overlap,
-        owners: c.sightings().iter().map(owner).collect(),
+        owners: c
+            .sightings()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| owner(s, claimants.get(i)))
+            .collect(),
         explanation: c.explanation.clone(),
         fix: c.fix.clone(),
     }

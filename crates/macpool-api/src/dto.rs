@@ -257,6 +257,9 @@ pub struct SeenInfo {
     /// The checkpoint's name; absent for a live adapter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
+    /// A vNIC of the host's management OS: `vm_id` is empty, `vm_name` is the vNIC's name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub management_os: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -342,6 +345,31 @@ pub struct InventoryBody {
     pub cursor: Option<String>,
     #[serde(default)]
     pub vms: Vec<InventoryVm>,
+    /// The management OS's own vNICs (Hyper-V `Get-VMNetworkAdapter -ManagementOS`): drawn from
+    /// the same dynamic range as the VMs', never leased.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub management_adapters: Vec<InventoryManagementAdapter>,
+    /// How the agent knows its allocator's position: `registry` (the cursor, read) or
+    /// `inventory-bound` (no readable cursor: delegate rotates on a lower bound from the
+    /// inventory). Absent when not said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor_source: Option<String>,
+    /// The agent's strategy: `guard`, `delegate`, `delegate+guard`, `blog-compatible`,
+    /// `observe`, … (lower-case letters, digits, `+`, `-`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+}
+
+/// A vNIC of the host's management OS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryManagementAdapter {
+    #[serde(default)]
+    pub name: String,
+    pub mac: String,
+    /// Hyper-V `DynamicMacAddressEnabled`; false means a static MAC.
+    #[serde(default)]
+    pub dynamic: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -415,7 +443,7 @@ pub struct InventoryResult {
 /// One owner involved in a conflict.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConflictOwner {
-    /// `live`, `checkpoint`, `listed` or `dhcp-lease`.
+    /// `live`, `checkpoint`, `management-os`, `listed` or `dhcp-lease`.
     pub seen: String,
     pub host: Option<String>,
     pub vm_id: Option<String>,
@@ -425,6 +453,24 @@ pub struct ConflictOwner {
     pub checkpoint_name: Option<String>,
     /// Where it was read: `inventory HV1 gen 7`.
     pub source: String,
+    /// The VM's power state in its host's latest inventory (`running`, `off`, …), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The latest thing guard did about this MAC on this VM (from the history); absent: nothing
+    /// yet, or not a VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardActionInfo>,
+}
+
+/// A history row in which guard gave a conflicting adapter a fresh MAC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GuardActionInfo {
+    /// The history row's id.
+    pub id: u64,
+    pub at: String,
+    /// The MAC guard gave the adapter instead.
+    pub new_mac: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// One side of a range overlap.

@@ -17,6 +17,7 @@ use crate::{FileReport, FileStatus, Report};
 fn kind(s: &Sighting) -> &'static str {
     match s.seen {
         Seen::Live => "live",
+        Seen::ManagementOs => "management-os",
         Seen::Checkpoint { .. } => "checkpoint",
         Seen::Listed { .. } => "listed",
         Seen::DhcpLease { .. } => "dhcp-lease",
@@ -43,6 +44,10 @@ fn write_owner(out: &mut String, s: &Sighting) {
     match &s.seen {
         Seen::Live => {
             vm(out);
+            adapter(out);
+        }
+        Seen::ManagementOs => {
+            out.push_str("management OS");
             adapter(out);
         }
         Seen::Checkpoint { name, .. } => {
@@ -281,7 +286,7 @@ impl Serialize for SightingJson<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         let (s, o) = (self.0, &self.0.owner);
         let extra = match &s.seen {
-            Seen::Live => 0,
+            Seen::Live | Seen::ManagementOs => 0,
             Seen::Checkpoint { .. } => 2,
             Seen::Listed { .. } => 1,
             Seen::DhcpLease { .. } => 3,
@@ -297,7 +302,7 @@ impl Serialize for SightingJson<'_> {
         m.serialize_entry("adapter", &o.adapter)?;
         m.serialize_entry("dynamic", &s.dynamic)?;
         match &s.seen {
-            Seen::Live => {}
+            Seen::Live | Seen::ManagementOs => {}
             Seen::Checkpoint { id, name } => {
                 m.serialize_entry("checkpoint_id", id)?;
                 m.serialize_entry("checkpoint_name", name)?;

@@ -13,6 +13,7 @@ use crate::{FileReport, FileStatus, Report};
 fn kind(s: &Sighting) -> &'static str {
     match s.seen {
         Seen::Live => "live",
+        Seen::ManagementOs => "management-os",
         Seen::Checkpoint { .. } => "checkpoint",
         Seen::Listed { .. } => "listed",
         Seen::DhcpLease { .. } => "dhcp-lease",
@@ -34,6 +35,7 @@ fn owner(s: &Sighting) -> String {
         .unwrap_or_default();
     match &s.seen {
         Seen::Live => format!("{}{adapter}", vm()),
+        Seen::ManagementOs => format!("management OS{adapter}"),
         Seen::Checkpoint { name, .. } => format!("checkpoint '{name}' of {}{adapter}", vm()),
         Seen::Listed { label } => label.clone().unwrap_or_else(|| "-".into()),
         Seen::DhcpLease {
@@ -231,7 +233,7 @@ fn sighting_json(s: &Sighting, f: MacFormat) -> Value {
         "dynamic": s.dynamic,
     });
     match &s.seen {
-        Seen::Live => {}
+        Seen::Live | Seen::ManagementOs => {}
         Seen::Checkpoint { id, name } => {
             v["checkpoint_id"] = json!(id);
             v["checkpoint_name"] = json!(name);

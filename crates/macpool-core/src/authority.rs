@@ -18,7 +18,7 @@ use crate::pool::{AllocationOrder, DuplicatePolicy, LowWater, PoolName, PoolSpec
 use crate::range::MacRange;
 
 pub use blocks::{BlockClaim, BlockFilter};
-pub use inventory::{InventoryOutcome, StoredInventory};
+pub use inventory::{Claimant, InventoryOutcome, StoredInventory};
 pub use map::{
     AddressCell, AddressMap, AddressRow, AddressState, HostSummary, MapCells, PoolSummary,
     SummaryCell,
@@ -278,7 +278,8 @@ pub struct MacStatus {
     pub seen: Vec<Seen>,
 }
 
-/// One VM that a host's latest inventory shows with a MAC, live or in a checkpoint.
+/// One VM that a host's latest inventory shows with a MAC, live or in a checkpoint, or a vNIC of
+/// its management OS.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Seen {
     pub host: String,
@@ -286,6 +287,9 @@ pub struct Seen {
     pub vm_name: String,
     /// `None`: the VM's live adapter; else the name of the checkpoint that has it.
     pub checkpoint: Option<String>,
+    /// A vNIC of the host's management OS, not a VM's: `vm_id` is empty and `vm_name` is the
+    /// vNIC's name.
+    pub management_os: bool,
 }
 
 impl MacStatus {

@@ -85,6 +85,9 @@ pub enum Seen {
         client_id: Option<String>,
         hostname: Option<String>,
     },
+    /// A vNIC of the host's management OS (`Get-VMNetworkAdapter -ManagementOS`): live, and no
+    /// VM's; the owner's `host` is whose management OS, `adapter` the vNIC's name.
+    ManagementOs,
 }
 
 /// Who a sighting belongs to and where it was read. Every field but `source` is optional because
@@ -126,6 +129,7 @@ impl Sighting {
         };
         match &self.seen {
             Seen::Live => at(vm_label(o)),
+            Seen::ManagementOs => management_os(o),
             Seen::Checkpoint { name, .. } => at(format!("checkpoint '{name}' of {}", vm_label(o))),
             Seen::Listed { label } => {
                 let pos = o.location.as_deref().unwrap_or("an entry");
@@ -149,6 +153,15 @@ impl Sighting {
                 }
             }
         }
+    }
+}
+
+/// "vNIC 'vEthernet (External)' of the management OS of HV1".
+fn management_os(o: &Owner) -> String {
+    let host = o.host.as_deref().unwrap_or("an unnamed host");
+    match o.adapter.as_deref() {
+        Some(a) if !a.is_empty() => format!("vNIC '{a}' of the management OS of {host}"),
+        _ => format!("a vNIC of the management OS of {host}"),
     }
 }
 
@@ -325,12 +338,18 @@ pub struct ConflictInput<'a> {
 enum Identity<'a> {
     VmId(&'a str),
     VmName(&'a str),
+    /// The management OS of this host: all its vNICs are one owner.
+    ManagementOs(Option<&'a str>),
     Unique(usize),
 }
 
 fn identity(s: &Sighting, index: usize) -> Identity<'_> {
     match s.seen {
         Seen::Listed { .. } | Seen::DhcpLease { .. } => Identity::Unique(index),
+        Seen::ManagementOs => match s.owner.host.as_deref() {
+            Some(h) => Identity::ManagementOs(Some(h)),
+            None => Identity::Unique(index),
+        },
         Seen::Live | Seen::Checkpoint { .. } => match (&s.owner.vm_id, &s.owner.vm_name) {
             (Some(id), _) if !id.is_empty() => Identity::VmId(id),
             (_, Some(name)) if !name.is_empty() => Identity::VmName(name),
@@ -343,6 +362,9 @@ fn identity(s: &Sighting, index: usize) -> Identity<'_> {
 fn same_identity(a: Identity, b: Identity) -> bool {
     match (a, b) {
         (Identity::VmId(x), Identity::VmId(y)) => x.eq_ignore_ascii_case(y),
+        (Identity::ManagementOs(Some(x)), Identity::ManagementOs(Some(y))) => {
+            x.eq_ignore_ascii_case(y)
+        }
         _ => a == b,
     }
 }
@@ -525,7 +547,7 @@ fn duplicate_conflict(mac: Mac, group: &[(usize, &Sighting)]) -> Option<Conflict
     let mut leases = Vec::new();
     for (i, s) in group {
         match s.seen {
-            Seen::Live | Seen::Listed { .. } => live.push(identity(s, *i)),
+            Seen::Live | Seen::Listed { .. } | Seen::ManagementOs => live.push(identity(s, *i)),
             Seen::Checkpoint { .. } => checkpoints.push(identity(s, *i)),
             Seen::DhcpLease { .. } => leases.push(*s),
         }
@@ -552,13 +574,16 @@ fn duplicate_conflict(mac: Mac, group: &[(usize, &Sighting)]) -> Option<Conflict
         v
     };
     let (class, explanation, fix) = if live_dup {
-        let who = describe_where(&|s| matches!(s, Seen::Live | Seen::Listed { .. }));
+        let who =
+            describe_where(&|s| matches!(s, Seen::Live | Seen::Listed { .. } | Seen::ManagementOs));
         (
             ConflictClass::LiveDuplicate,
-            format!("{mac} is in use by {} different owners: {}", distinct_at_least(&live, usize::MAX), list_owners(&who)),
-            "keep it on one owner; turn each other VM off, give its adapter a fresh MAC from the pool \
-             (Set-VMNetworkAdapter -StaticMacAddress <free MAC>) and start it again"
-                .to_string(),
+            format!(
+                "{mac} is in use by {} different owners: {}",
+                distinct_at_least(&live, usize::MAX),
+                list_owners(&who)
+            ),
+            live_duplicate_fix(&sightings),
         )
     } else if dhcp_dup {
         // DHCP sees it on the wire twice already: that outranks a checkpoint that could do it.
@@ -592,7 +617,8 @@ fn duplicate_conflict(mac: Mac, group: &[(usize, &Sighting)]) -> Option<Conflict
                 _ => Default::default(),
             })
             .unwrap_or_default();
-        let live_who = describe_where(&|s| matches!(s, Seen::Live | Seen::Listed { .. }));
+        let live_who =
+            describe_where(&|s| matches!(s, Seen::Live | Seen::Listed { .. } | Seen::ManagementOs));
         let cp_who = describe_where(&|s| matches!(s, Seen::Checkpoint { .. }));
         let explanation = if live_who.is_empty() {
             format!(
@@ -622,6 +648,45 @@ fn duplicate_conflict(mac: Mac, group: &[(usize, &Sighting)]) -> Option<Conflict
         fix,
         subject: Subject::Mac { mac, sightings },
     })
+}
+
+/// What to do about a MAC live on several owners. A management OS's vNIC carries the host's own
+/// traffic (changing it drops the host's connection), so it keeps the MAC and the VMs move off;
+/// between management OSes only, the second one (in sort order) gets a fresh MAC.
+fn live_duplicate_fix(sightings: &[Sighting]) -> String {
+    let mut hosts: Vec<&Sighting> = sightings
+        .iter()
+        .filter(|s| s.seen == Seen::ManagementOs)
+        .collect();
+    hosts.dedup_by(|a, b| {
+        a.owner.host.as_deref().map(str::to_ascii_lowercase)
+            == b.owner.host.as_deref().map(str::to_ascii_lowercase)
+    });
+    let vm_fix = "turn each other VM off, give its adapter a fresh MAC from the pool \
+                  (Set-VMNetworkAdapter -StaticMacAddress <free MAC>) and start it again";
+    let host = |s: &Sighting| {
+        s.owner
+            .host
+            .clone()
+            .unwrap_or_else(|| "an unnamed host".into())
+    };
+    match hosts.as_slice() {
+        [] => format!("keep it on one owner; {vm_fix}"),
+        [keep] if sightings.iter().any(|s| s.seen != Seen::ManagementOs) => format!(
+            "keep it on the management OS of {} (its vNIC carries the host's own traffic); {vm_fix}",
+            host(keep)
+        ),
+        [keep, other, ..] => format!(
+            "keep it on the management OS of {}; give the vNIC of the management OS of {} a fresh MAC \
+             (on {}: Set-VMNetworkAdapter -ManagementOS -Name '{}' -StaticMacAddress <free MAC>), \
+             and turn any VM using it off and give it a fresh MAC too",
+            host(keep),
+            host(other),
+            host(other),
+            other.owner.adapter.as_deref().unwrap_or("<vNIC>")
+        ),
+        [only] => format!("keep it on the management OS of {}; {vm_fix}", host(only)),
+    }
 }
 
 fn overlap_of(a: MacRange, b: MacRange) -> MacRange {
@@ -800,6 +865,76 @@ mod tests {
 
     fn classes(c: &[Conflict]) -> Vec<&'static str> {
         c.iter().map(|c| c.class.slug()).collect()
+    }
+
+    fn management(m: &str, host: &str, vnic: &str) -> Sighting {
+        Sighting {
+            mac: mac(m),
+            dynamic: Some(true),
+            seen: Seen::ManagementOs,
+            owner: Owner {
+                source: "test".into(),
+                host: Some(host.into()),
+                adapter: Some(vnic.into()),
+                ..Owner::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_vm_sharing_a_mac_with_a_management_os_vnic_is_a_live_duplicate() {
+        for vm_host in ["HV1", "HV2"] {
+            let c = run(&[
+                management("00155D018511", "HV1", "vEthernet (External)"),
+                live("00155D018511", vm_host, "vm-1", "desk-01"),
+            ]);
+            assert_eq!(classes(&c), ["live-duplicate"], "VM on {vm_host}");
+            assert!(
+                c[0].explanation
+                    .contains("vNIC 'vEthernet (External)' of the management OS of HV1"),
+                "{}",
+                c[0].explanation
+            );
+            assert!(
+                c[0].fix.contains("keep it on the management OS of HV1"),
+                "{}",
+                c[0].fix
+            );
+        }
+        // two vNICs of one management OS are one owner; a checkpoint of a VM makes it latent
+        assert!(
+            run(&[
+                management("00155D018511", "HV1", "a"),
+                management("00155D018511", "hv1", "b"),
+            ])
+            .is_empty()
+        );
+        let c = run(&[
+            management("00155D018511", "HV1", "vEthernet (External)"),
+            checkpoint("00155D018511", "HV2", "vm-1", "desk-01", "RDV_ROLLBACK"),
+        ]);
+        assert_eq!(classes(&c), ["latent"]);
+        assert!(c[0].explanation.contains("management OS of HV1"));
+    }
+
+    #[test]
+    fn two_management_oses_sharing_a_mac_name_the_one_to_change() {
+        let c = run(&[
+            management("00155D018511", "HV2", "vEthernet (Mgmt)"),
+            management("00155D018511", "HV1", "vEthernet (External)"),
+        ]);
+        assert_eq!(classes(&c), ["live-duplicate"]);
+        assert!(
+            c[0].fix.contains("keep it on the management OS of HV1"),
+            "{}",
+            c[0].fix
+        );
+        assert!(
+            c[0].fix
+                .contains("-ManagementOS -Name 'vEthernet (Mgmt)' -StaticMacAddress"),
+            "{}",
+            c[0].fix
+        );
     }
 
     #[test]
@@ -1217,6 +1352,10 @@ mod tests {
         fn ident(s: &Sighting, i: usize) -> String {
             match (&s.seen, &s.owner.vm_id, &s.owner.vm_name) {
                 (Seen::Listed { .. } | Seen::DhcpLease { .. }, _, _) => format!("#{i}"),
+                (Seen::ManagementOs, _, _) => match &s.owner.host {
+                    Some(h) => format!("mgmt:{}", h.to_lowercase()),
+                    None => format!("#{i}"),
+                },
                 (_, Some(id), _) if !id.is_empty() => format!("id:{}", id.to_lowercase()),
                 (_, _, Some(n)) if !n.is_empty() => format!("name:{n}"),
                 _ => format!("#{i}"),
@@ -1248,7 +1387,7 @@ mod tests {
 
         fn pair(si: &Sighting, i: usize, sj: &Sighting, j: usize) -> Option<ConflictClass> {
             use Seen::*;
-            let live_like = |s: &Seen| matches!(s, Live | Listed { .. });
+            let live_like = |s: &Seen| matches!(s, Live | Listed { .. } | ManagementOs);
             let differ = ident(si, i) != ident(sj, j);
             match (&si.seen, &sj.seen) {
                 (DhcpLease { .. }, DhcpLease { .. }) => {
@@ -1367,6 +1506,7 @@ mod tests {
             3 => Just(Seen::Live),
             3 => (0u8..2).prop_map(|c| Seen::Checkpoint { id: format!("cp{c}"), name: format!("cp{c}") }),
             1 => Just(Seen::Listed { label: None }),
+            1 => Just(Seen::ManagementOs),
             2 => (proptest::option::of(0u8..2), proptest::option::of(0u8..3)).prop_map(|(u, h)| Seen::DhcpLease {
                 ip: None,
                 client_id: u.map(|u| format!("uid{u}")),

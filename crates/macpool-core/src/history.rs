@@ -90,3 +90,21 @@ pub struct HistoryEntry {
     /// Why, in words: the hold reason, the pool change, "cooling until …".
     pub reason: Option<String>,
 }
+
+/// How the agent's guard words the reason of the allocation it makes for a conflicting
+/// adapter: `guard: replaces MAC of adapter '…' (…) after rollback event …`.
+pub const GUARD_REASON_PREFIX: &str = "guard: replaces ";
+
+impl HistoryEntry {
+    /// Whether this row is guard giving an adapter of `vm_id` a fresh MAC in place of `old`.
+    pub fn is_guard_replacing(&self, vm_id: &str, old: Mac) -> bool {
+        self.vm_id
+            .as_deref()
+            .is_some_and(|v| v.eq_ignore_ascii_case(vm_id))
+            && self
+                .reason
+                .as_deref()
+                .and_then(|r| r.strip_prefix(GUARD_REASON_PREFIX))
+                .is_some_and(|r| r.starts_with(&old.to_string()))
+    }
+}

@@ -171,6 +171,35 @@ pub struct Adapter {
     pub location: AdapterLocation,
 }
 
+/// How the agent knows how far its host's dynamic allocator got (what delegate rotates on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum CursorSource {
+    /// Read from the host (Hyper-V's `CurrentMacAddress` registry value), parsed.
+    Registry,
+    /// No readable cursor: a lower bound, the highest dynamic MAC of the range the host shows.
+    InventoryBound,
+}
+
+impl CursorSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            CursorSource::Registry => "registry",
+            CursorSource::InventoryBound => "inventory-bound",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<CursorSource, String> {
+        match s {
+            "registry" => Ok(CursorSource::Registry),
+            "inventory-bound" => Ok(CursorSource::InventoryBound),
+            other => Err(format!(
+                "unknown cursor source '{other}': expected registry or inventory-bound"
+            )),
+        }
+    }
+}
+
 /// A VM registered on the host, with all its adapters (live and checkpoint ones).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -221,6 +250,13 @@ pub struct HostInventory {
     /// but drawn from the same dynamic range, so they count when judging how far it is used.
     #[cfg_attr(feature = "serde", serde(default))]
     pub management_adapters: Vec<Adapter>,
+    /// How the reporting agent knows the allocator's position; `None`: not said (an export, an
+    /// older agent, or no strategy that needs one).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub cursor_source: Option<CursorSource>,
+    /// The reporting agent's strategy (`guard`, `delegate+guard`, …), when it says.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub strategy: Option<String>,
 }
 
 impl HostInventory {
@@ -237,6 +273,8 @@ impl HostInventory {
             cursor: None,
             vms: Vec::new(),
             management_adapters: Vec::new(),
+            cursor_source: None,
+            strategy: None,
         })
     }
 
@@ -317,6 +355,21 @@ impl HostInventory {
                     },
                 });
             }
+        }
+        for a in &self.management_adapters {
+            out.push(Sighting {
+                mac: a.mac,
+                dynamic: Some(a.kind == MacKind::Dynamic),
+                seen: Seen::ManagementOs,
+                owner: Owner {
+                    source: source.to_string(),
+                    location: None,
+                    host: Some(self.host.clone()),
+                    vm_id: None,
+                    vm_name: None,
+                    adapter: Some(a.name.clone()),
+                },
+            });
         }
         out
     }

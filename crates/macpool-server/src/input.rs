@@ -6,7 +6,8 @@ use macpool_api::dto::{AllocateBody, InventoryBody, PoolCreate, PoolEditBody};
 use macpool_core::Timestamp;
 use macpool_core::authority::{AllocateRequest, PoolEdit};
 use macpool_core::inventory::{
-    Adapter, AdapterLocation, Checkpoint, CheckpointType, HostInventory, MacKind, Vm, VmState,
+    Adapter, AdapterLocation, Checkpoint, CheckpointType, CursorSource, HostInventory, MacKind, Vm,
+    VmState,
 };
 use macpool_core::lease::HoldReason;
 use macpool_core::pool::{
@@ -191,5 +192,35 @@ pub fn inventory(host: &str, body: InventoryBody) -> Result<(HostInventory, u64)
         }
         inv.add_vm(vm).map_err(|e| bad(format!("vms[{i}]: {e}")))?;
     }
+    for (j, a) in body.management_adapters.into_iter().enumerate() {
+        let mac = Mac::parse(&a.mac).map_err(|e| {
+            ApiError::bad_request(
+                "invalid-mac",
+                format!(
+                    "inventory of host '{host}': management_adapters[{j}] '{}' mac: {e}",
+                    a.name
+                ),
+            )
+        })?;
+        inv.management_adapters.push(Adapter {
+            id: None,
+            name: a.name,
+            mac,
+            kind: if a.dynamic {
+                MacKind::Dynamic
+            } else {
+                MacKind::Static
+            },
+            location: AdapterLocation::Live,
+        });
+    }
+    inv.cursor_source = body
+        .cursor_source
+        .as_deref()
+        .map(CursorSource::parse)
+        .transpose()
+        .map_err(|e| bad(format!("cursor_source: {e}")))?;
+    // checked by the core with every other free-text field
+    inv.strategy = body.strategy;
     Ok((inv, body.generation))
 }

@@ -11,6 +11,7 @@ use macpool_core::Timestamp;
 use macpool_core::authority::PoolView;
 use macpool_core::block::{Block, BlockState};
 use macpool_core::conflict::{Conflict, ConflictClass};
+use macpool_core::inventory::CursorSource;
 use macpool_store::StoreStats;
 
 /// Upper bounds of the latency histogram, in seconds.
@@ -27,6 +28,8 @@ pub struct Scrape {
     pub blocks: Vec<Block>,
     /// When each host's latest inventory was accepted.
     pub inventories: Vec<(String, Timestamp)>,
+    /// How each host's agent said it knows its allocator's cursor (hosts that said).
+    pub cursor_sources: Vec<(String, CursorSource)>,
     pub store: StoreStats,
 }
 
@@ -94,6 +97,7 @@ impl Metrics {
             conflicts,
             blocks,
             inventories,
+            cursor_sources,
             store,
         } = scrape;
         let mut out = String::new();
@@ -191,6 +195,18 @@ impl Metrics {
                 seconds(*received)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP macpool_host_cursor_estimated 1 when the host's agent has no readable allocator cursor and delegate rotates on a lower bound from the inventory; 0 when it reads the cursor.\n# TYPE macpool_host_cursor_estimated gauge"
+        );
+        for (host, source) in cursor_sources {
+            let _ = writeln!(
+                out,
+                "macpool_host_cursor_estimated{{host=\"{}\"}} {}",
+                label(host),
+                u8::from(*source == CursorSource::InventoryBound)
+            );
+        }
         // every state gets a sample per pool with blocks, 0 included, like the conflict gauge
         let _ = writeln!(
             out,
@@ -266,7 +282,7 @@ mod tests {
         assert!(text.contains("macpool_http_request_duration_seconds_count 2\n"));
     }
 
-    /// The gauges the staleness, draining and store alerts in packaging/prometheus read.
+    /// The gauges the staleness, draining, cursor and store alerts in packaging/prometheus read.
     #[test]
     fn inventory_age_draining_blocks_and_a_poisoned_store_are_exported() {
         let block = |id, state| Block {
@@ -282,6 +298,10 @@ mod tests {
         let text = Metrics::default().render(&Scrape {
             blocks: vec![block(1, BlockState::Draining), block(2, BlockState::Active)],
             inventories: vec![("HV1".into(), Timestamp(1_700_000_000_250))],
+            cursor_sources: vec![
+                ("HV1".into(), CursorSource::InventoryBound),
+                ("HV2".into(), CursorSource::Registry),
+            ],
             store: StoreStats {
                 poisoned: true,
                 ..StoreStats::default()
@@ -290,6 +310,8 @@ mod tests {
         });
         for line in [
             "macpool_store_poisoned 1",
+            "macpool_host_cursor_estimated{host=\"HV1\"} 1",
+            "macpool_host_cursor_estimated{host=\"HV2\"} 0",
             "macpool_inventory_received_timestamp_seconds{host=\"HV1\"} 1700000000.25",
             "macpool_blocks{pool=\"rds\",state=\"draining\"} 1",
             "macpool_blocks{pool=\"rds\",state=\"active\"} 1",

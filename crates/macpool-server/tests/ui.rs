@@ -620,3 +620,44 @@ async fn an_admin_edits_a_pool_after_a_preview_and_a_bad_value_changes_nothing()
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert_ne!(cooldown().await, before);
 }
+
+/// Issues 16 and 17: the Hosts page shows the agent's strategy and an estimated cursor; the
+/// Conflicts page each claimant's power state and what guard did ("nothing yet"); the MAC page
+/// a management OS vNIC.
+#[tokio::test]
+async fn hosts_conflicts_and_mac_pages_show_what_the_agent_reported() {
+    let ui = Ui::new().await;
+    ui.api(
+        "PUT",
+        "/api/v1/hosts/h1/inventory",
+        json!({"generation": 1, "strategy": "delegate+guard", "cursor_source": "inventory-bound",
+               "range_min": "00155DF00000", "range_max": "00155DF000FF",
+               "vms": [{"id": "desk", "name": "Desk", "state": "saved",
+                        "adapters": [{"name": "Network Adapter", "mac": "00155DF00010", "dynamic": true}]}],
+               "management_adapters": [{"name": "vEthernet (External)", "mac": "00155DF00010", "dynamic": true}]}),
+    )
+    .await;
+    let b = ui.sign_in(READER).await.ok().unwrap();
+    let hosts = ui.get("/hosts", Some(&b)).await.body;
+    assert!(
+        hosts.contains("<td class=\"strategy\">delegate+guard</td>"),
+        "{hosts}"
+    );
+    assert!(hosts.contains(">estimated</span>"), "{hosts}");
+    let conflicts = ui.get("/conflicts", Some(&b)).await.body;
+    assert!(conflicts.contains("management OS vNIC"), "{conflicts}");
+    assert!(
+        conflicts.contains("<td class=\"power\">saved</td>"),
+        "{conflicts}"
+    );
+    assert!(
+        conflicts.contains("<td class=\"guard\">nothing yet</td>"),
+        "{conflicts}"
+    );
+    let mac = ui.get("/mac/00-15-5D-F0-00-10", Some(&b)).await.body;
+    assert!(
+        mac.contains("vNIC &#39;vEthernet (External)&#39; of the management OS of h1")
+            || mac.contains("vNIC 'vEthernet (External)' of the management OS of h1"),
+        "{mac}"
+    );
+}

@@ -11,7 +11,8 @@ use macpool_core::block::BlockState;
 use macpool_core::conflict::ConflictClass;
 use macpool_core::history::HistoryAction;
 use macpool_core::inventory::{
-    Adapter, AdapterLocation, Checkpoint, CheckpointType, HostInventory, MacKind, Vm, VmState,
+    Adapter, AdapterLocation, Checkpoint, CheckpointType, CursorSource, HostInventory, MacKind, Vm,
+    VmState,
 };
 use macpool_core::lease::{HoldReason, LeaseState, Owner};
 use macpool_core::pool::{PoolName, PoolPolicy, PoolSpec};
@@ -56,6 +57,7 @@ pub async fn run_all<S: Store, F: Future<Output = S>>(open: impl Fn() -> F, reop
     tokens_round_trip(&store).await;
     inventories_bind_hold_and_refusals_change_nothing(&store).await;
     blocks_rotate_and_refusals_change_nothing(&store).await;
+    agent_reports_round_trip_and_claimants_are_known(&store).await;
     if reopen {
         let blocks = store.blocks(BlockFilter::default()).await.unwrap();
         let leases = store.leases(LeaseFilter::default()).await.unwrap();
@@ -63,6 +65,7 @@ pub async fn run_all<S: Store, F: Future<Output = S>>(open: impl Fn() -> F, reop
         let holds = store.holds(None).await.unwrap();
         let conflicts = store.conflicts().await.unwrap();
         let inventory = store.inventory("conf-h2".into()).await.unwrap();
+        let reported = store.inventory("conf-h3".into()).await.unwrap();
         drop(store);
         let again = open().await;
         assert_eq!(again.leases(LeaseFilter::default()).await.unwrap(), leases);
@@ -71,6 +74,8 @@ pub async fn run_all<S: Store, F: Future<Output = S>>(open: impl Fn() -> F, reop
         assert_eq!(again.conflicts().await.unwrap(), conflicts);
         assert!(!conflicts.is_empty());
         assert_eq!(again.inventory("conf-h2".into()).await.unwrap(), inventory);
+        assert_eq!(again.inventory("conf-h3".into()).await.unwrap(), reported);
+        assert_eq!(reported.inventory.management_adapters.len(), 2);
         assert_eq!(again.blocks(BlockFilter::default()).await.unwrap(), blocks);
         // block ids are never reused, also after a restart
         let (next, _) = again
@@ -510,6 +515,90 @@ async fn inventories_bind_hold_and_refusals_change_nothing<S: Store>(store: &S) 
     assert_eq!(conflicts.len(), 1, "{conflicts:?}");
     assert_eq!(conflicts[0].class, ConflictClass::Latent);
     assert_eq!(conflicts[0].mac(), Some(m));
+}
+
+/// An agent's push: management OS vNICs, its strategy and how it knows the cursor are stored
+/// as sent; a conflict's claimants carry their power state and guard's last replacement.
+async fn agent_reports_round_trip_and_claimants_are_known<S: Store>(store: &S) {
+    let shared = Mac::from_u64(0x00155D990100).unwrap();
+    let mut inv = host("conf-h3", vec![("conf-vm3", vec![shared], vec![])]);
+    let vnic = |name: &str, mac, kind| Adapter {
+        id: None,
+        name: name.into(),
+        mac,
+        kind,
+        location: AdapterLocation::Live,
+    };
+    inv.management_adapters = vec![
+        vnic("vEthernet (External)", shared, MacKind::Dynamic),
+        vnic(
+            "vEthernet (Storage)",
+            Mac::from_u64(0x00155D990101).unwrap(),
+            MacKind::Static,
+        ),
+    ];
+    inv.cursor_source = Some(CursorSource::InventoryBound);
+    inv.strategy = Some("delegate+guard".into());
+    store
+        .put_inventory(Actor::admin("t"), inv.clone(), 1)
+        .await
+        .unwrap();
+    let stored = store.inventory("conf-h3".into()).await.unwrap();
+    assert_eq!(stored.inventory, inv, "stored as sent");
+    let status = store.mac_status(shared).await.unwrap();
+    assert!(
+        status.leases.is_empty(),
+        "a management vNIC is never leased"
+    );
+    assert!(status.seen.iter().any(|s| s.management_os));
+
+    let (c, claimants) = claimed(store, shared).await;
+    assert_eq!(c.class, ConflictClass::LiveDuplicate);
+    let vm_at = c
+        .sightings()
+        .iter()
+        .position(|s| s.owner.vm_id.as_deref() == Some("conf-vm3"))
+        .unwrap();
+    assert_eq!(claimants[vm_at].state, Some(VmState::Running));
+    assert_eq!(claimants[vm_at].guard, None, "nothing yet");
+
+    let mut req = request("conf", "conf-vm3");
+    req.reason = Some(format!(
+        "guard: replaces {shared} of adapter 'Network Adapter' (in use) after rollback event x #7"
+    ));
+    let fresh = store.allocate(Actor::admin("guard"), req).await.unwrap()[0]
+        .lease
+        .mac;
+    let (c, claimants) = claimed(store, shared).await;
+    let guard = claimants[vm_at]
+        .guard
+        .as_ref()
+        .expect("guard's replacement");
+    assert_eq!(guard.1.mac, Some(fresh));
+    assert!(
+        claimants
+            .iter()
+            .zip(c.sightings())
+            .filter(|(_, s)| s.owner.vm_id.is_none())
+            .all(|(cl, _)| cl.guard.is_none() && cl.state.is_none())
+    );
+}
+
+/// The conflict about `mac`, with its claimants.
+async fn claimed<S: Store>(
+    store: &S,
+    mac: Mac,
+) -> (
+    macpool_core::conflict::Conflict,
+    Vec<macpool_core::authority::Claimant>,
+) {
+    store
+        .conflicts_claimed()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(c, _)| c.mac() == Some(mac))
+        .expect("the VM and the management OS share a MAC")
 }
 
 async fn history_len<S: Store>(store: &S) -> usize {

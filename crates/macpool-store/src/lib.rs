@@ -3,6 +3,7 @@
 //! default) and [`postgres`] (shared by several replicas). Contract for every mutating method: when it returns `Ok`, the change is durable
 //! (fsync'd); when it returns `Err`, nothing changed.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,12 +11,12 @@ use macpool_core::Mac;
 use macpool_core::Timestamp;
 use macpool_core::authority::{
     Actor, AddressMap, AddressRow, AllocateRequest, Allocation, Authority, AuthorityError,
-    Available, BlockClaim, BlockFilter, Change, Context, HoldRequest, HostSummary,
+    Available, BlockClaim, BlockFilter, Change, Claimant, Context, HoldRequest, HostSummary,
     InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolSummary, PoolView, ReleaseSelector,
     Released, StoredInventory, UnholdRequest,
 };
 use macpool_core::block::Block;
-use macpool_core::conflict::Conflict;
+use macpool_core::conflict::{Conflict, ConflictClass};
 use macpool_core::history::{HistoryAction, HistoryEntry};
 use macpool_core::inventory::HostInventory;
 use macpool_core::lease::{Hold, Lease};
@@ -128,6 +129,10 @@ pub(crate) fn token_history(
         )),
     }
 }
+
+/// How many of a VM's newest history rows [`Store::conflicts_claimed`] looks through for guard's
+/// last action.
+pub const GUARD_LOOKBACK: u32 = 200;
 
 /// Which history rows to return, newest first.
 #[derive(Clone, Debug, Default)]
@@ -383,6 +388,54 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
     /// Every conflict across the latest inventories, pools, leases and holds; derived on each call.
     fn conflicts(&self) -> impl Future<Output = StoreResult<Vec<Conflict>>> + Send {
         self.read(|a| Ok(a.conflicts()))
+    }
+
+    /// Every conflict with what is known of each claimant (in the order of its sightings): the
+    /// VM's power state (the core) and the latest history row in which guard replaced the MAC
+    /// on that VM — looked for among the VM's newest [`GUARD_LOOKBACK`] rows, one history
+    /// read per VM claiming a `live-duplicate` or `latent` MAC (what guard acts on).
+    fn conflicts_claimed(
+        &self,
+    ) -> impl Future<Output = StoreResult<Vec<(Conflict, Vec<Claimant>)>>> + Send {
+        async move {
+            let mut all = self
+                .read(|a| {
+                    Ok(a.conflicts()
+                        .into_iter()
+                        .map(|c| {
+                            let claimants = a.claimants(&c);
+                            (c, claimants)
+                        })
+                        .collect::<Vec<_>>())
+                })
+                .await?;
+            let mut rows: HashMap<String, Vec<HistoryRecord>> = HashMap::new();
+            for (c, claimants) in &mut all {
+                let Some(mac) = c.mac() else { continue };
+                if !matches!(
+                    c.class,
+                    ConflictClass::LiveDuplicate | ConflictClass::Latent
+                ) {
+                    continue;
+                }
+                for (s, claimant) in c.sightings().iter().zip(claimants.iter_mut()) {
+                    let Some(vm) = &s.owner.vm_id else { continue };
+                    if !rows.contains_key(vm) {
+                        let filter = HistoryFilter {
+                            vm_id: Some(vm.clone()),
+                            limit: GUARD_LOOKBACK,
+                            ..HistoryFilter::default()
+                        };
+                        rows.insert(vm.clone(), self.history(filter).await?);
+                    }
+                    claimant.guard = rows[vm]
+                        .iter()
+                        .find(|r| r.entry.is_guard_replacing(vm, mac))
+                        .map(|r| (r.id, r.entry.clone()));
+                }
+            }
+            Ok(all)
+        }
     }
 
     /// One page of a pool's map (see `Authority::address_map`), conflicts marked.

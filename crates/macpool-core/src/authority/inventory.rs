@@ -38,7 +38,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use super::*;
 use crate::conflict::{Conflict, ConflictInput, PoolRange, find_conflicts};
-use crate::inventory::{AdapterLocation, HostInventory};
+use crate::inventory::{AdapterLocation, HostInventory, VmState};
 
 /// A host's latest inventory as the authority keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +48,15 @@ pub struct StoredInventory {
     /// When the authority accepted it.
     pub received: Timestamp,
     pub inventory: HostInventory,
+}
+
+/// One claimant of a conflict (a sighting), with what else is known of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claimant {
+    /// The VM's power state in its host's latest inventory.
+    pub state: Option<VmState>,
+    /// The latest history row (id, entry) in which guard replaced this MAC on this VM.
+    pub guard: Option<(u64, crate::history::HistoryEntry)>,
 }
 
 /// What applying one inventory did.
@@ -112,6 +121,19 @@ fn validate_inventory(inv: &HostInventory, only: &[usize]) -> Result<()> {
     if let Some(c) = &inv.cluster {
         validate_field("cluster", c).map_err(|e| bad(format!("host '{host}'"), e))?;
     }
+    if let Some(strategy) = &inv.strategy {
+        validate_strategy(strategy).map_err(|e| bad(format!("host '{host}'"), e))?;
+    }
+    for a in &inv.management_adapters {
+        let at = || format!("host '{host}' management OS adapter '{}'", a.name);
+        validate_field("adapter name", &a.name).map_err(|e| bad(at(), e))?;
+        if a.location != AdapterLocation::Live {
+            return Err(bad(
+                at(),
+                "a management OS adapter has no checkpoint".into(),
+            ));
+        }
+    }
     for vm in only.iter().filter_map(|&i| inv.vms().get(i)) {
         let at = || format!("host '{host}' VM {}", vm.id());
         validate_field("vm_id", vm.id()).map_err(|e| bad(at(), e))?;
@@ -129,6 +151,19 @@ fn validate_inventory(inv: &HostInventory, only: &[usize]) -> Result<()> {
                 validate_field("checkpoint type", c.kind.name()).map_err(|e| bad(at(), e))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// An agent's strategy name as it reports it: a short word like `delegate+guard` (lower-case
+/// letters, digits, `+` and `-`), so that a page or metric label never shows arbitrary text.
+fn validate_strategy(s: &str) -> std::result::Result<(), String> {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '+' || c == '-';
+    if s.is_empty() || s.len() > 32 || !s.chars().all(ok) {
+        return Err(format!(
+            "strategy '{}' is not a strategy name (1 to 32 of a-z, 0-9, '+' and '-', e.g. delegate+guard)",
+            s.escape_default()
+        ));
     }
     Ok(())
 }
@@ -158,6 +193,7 @@ impl Authority {
         for vm in inv.vms() {
             self.index_vm(inv.host(), vm, add, &mut keys);
         }
+        self.index_management(inv, add);
         keys
     }
 
@@ -212,6 +248,35 @@ impl Authority {
                     .map(|c| format!(" in checkpoint '{c}'"))
                     .unwrap_or_default()
             ))),
+        }
+    }
+
+    /// Adds (or removes) the management OS's vNICs to the who-has-which-MAC index: they use
+    /// their MACs as much as a VM does (a block they use is not free), but are never leased.
+    fn index_management(&mut self, inv: &HostInventory, add: bool) {
+        for a in &inv.management_adapters {
+            let seen = Seen {
+                host: inv.host().to_string(),
+                vm_id: String::new(),
+                vm_name: a.name.clone(),
+                checkpoint: None,
+                management_os: true,
+            };
+            self.index_one(a.mac, seen, add);
+        }
+    }
+
+    fn index_one(&mut self, mac: Mac, seen: Seen, add: bool) {
+        let list = self.seen.entry(mac).or_default();
+        match (add, list.binary_search(&seen)) {
+            (true, Err(at)) => list.insert(at, seen),
+            (false, Ok(at)) => {
+                list.remove(at);
+            }
+            _ => {}
+        }
+        if list.is_empty() {
+            self.seen.remove(&mac);
         }
     }
 
@@ -297,6 +362,26 @@ impl Authority {
         })
     }
 
+    /// What the authority knows of each claimant of `c`, in the order of `c.sightings()`: its
+    /// VM's power state in its host's latest inventory (`None`: no such VM — a management OS
+    /// vNIC, a listed entry). `guard` is left for the history's keeper to fill.
+    pub fn claimants(&self, c: &Conflict) -> Vec<Claimant> {
+        c.sightings()
+            .iter()
+            .map(|s| {
+                let state = (|| {
+                    let (host, vm_id) = (s.owner.host.as_ref()?, s.owner.vm_id.as_ref()?);
+                    let inv = &self.inventories.get(host)?.inventory;
+                    inv.vms()
+                        .iter()
+                        .find(|v| same_vm(v.id(), vm_id))
+                        .map(|v| v.state.clone())
+                })();
+                Claimant { state, guard: None }
+            })
+            .collect()
+    }
+
     /// Whether some host's latest inventory asks for this checkpoint hold. MACs inside a block
     /// are the block's: never held.
     fn hold_wanted(&self, key: &HoldKey) -> bool {
@@ -347,18 +432,9 @@ impl Authority {
                     AdapterLocation::Live => None,
                     AdapterLocation::Checkpoint(c) => Some(c.name.clone()),
                 },
+                management_os: false,
             };
-            let list = self.seen.entry(a.mac).or_default();
-            match (add, list.binary_search(&seen)) {
-                (true, Err(at)) => list.insert(at, seen),
-                (false, Ok(at)) => {
-                    list.remove(at);
-                }
-                _ => {}
-            }
-            if list.is_empty() {
-                self.seen.remove(&a.mac);
-            }
+            self.index_one(a.mac, seen, add);
         }
     }
 
@@ -406,6 +482,9 @@ impl Authority {
                 && s.inventory.ipv4 == inv.ipv4
                 && s.inventory.dynamic_range() == inv.dynamic_range()
                 && s.inventory.cursor() == inv.cursor()
+                && s.inventory.management_adapters == inv.management_adapters
+                && s.inventory.cursor_source == inv.cursor_source
+                && s.inventory.strategy == inv.strategy
         });
         debug_assert_eq!(
             same_content,
@@ -469,6 +548,16 @@ impl Authority {
         for &i in &new_changed {
             self.index_vm(&host, &inv.vms()[i], true, &mut asked_now);
         }
+        // The management OS's vNICs: few, re-indexed whole when they changed.
+        if old
+            .as_ref()
+            .is_none_or(|o| o.inventory.management_adapters != inv.management_adapters)
+        {
+            if let Some(o) = &old {
+                self.index_management(&o.inventory, false);
+            }
+            self.index_management(&inv, true);
+        }
         // No VM gone from the end: patch the stored copy where it differs and append the new
         // ones (the usual report) instead of copying it all; else (or should the report break
         // the unique-id rule) a copy.
@@ -482,6 +571,11 @@ impl Authority {
             }
             o.inventory.cluster.clone_from(&inv.cluster);
             o.inventory.ipv4.clone_from(&inv.ipv4);
+            o.inventory
+                .management_adapters
+                .clone_from(&inv.management_adapters);
+            o.inventory.cursor_source = inv.cursor_source;
+            o.inventory.strategy.clone_from(&inv.strategy);
             o.inventory
                 .set_dynamic_range(inv.dynamic_range(), inv.cursor())
                 .ok()?;

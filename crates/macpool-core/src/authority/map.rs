@@ -309,6 +309,11 @@ pub struct HostSummary {
     pub vms: usize,
     pub live_adapters: usize,
     pub checkpoint_adapters: usize,
+    /// The management OS's own vNICs.
+    pub management_adapters: usize,
+    /// How the agent knows the allocator's position, and its strategy, when it says.
+    pub cursor_source: Option<crate::inventory::CursorSource>,
+    pub strategy: Option<String>,
 }
 
 impl Authority {
@@ -333,6 +338,9 @@ impl Authority {
                     vms: inv.vms().len(),
                     live_adapters: live,
                     checkpoint_adapters: adapters.count() - live,
+                    management_adapters: inv.management_adapters.len(),
+                    cursor_source: inv.cursor_source,
+                    strategy: inv.strategy.clone(),
                 }
             })
             .collect()

@@ -593,6 +593,96 @@ fn inventory_binds_a_leased_mac_to_its_vm_and_host() {
     );
 }
 
+fn vnic(m: &str) -> Adapter {
+    Adapter {
+        id: None,
+        name: "vEthernet (External)".into(),
+        mac: mac(m),
+        kind: MacKind::Dynamic,
+        location: AdapterLocation::Live,
+    }
+}
+
+#[test]
+fn management_os_vnics_are_seen_and_conflict_but_are_never_leased() {
+    let (mut a, m) = leased_to("vm1");
+    push(
+        &mut a,
+        1,
+        host_inv("h1", vec![vm("vm1", &["00155D000000"], &[])]),
+        1,
+    );
+    let mut h2 = host_inv("h2", vec![]);
+    h2.management_adapters = vec![vnic("00155D000000"), vnic("00155D000005")];
+    let out = push(&mut a, 2, h2.clone(), 1);
+    assert!(out.bound.is_empty() && out.released.is_empty() && out.held.is_empty());
+    let st = a.mac_status(m);
+    assert_eq!(st.leases.len(), 1);
+    assert_eq!(
+        st.leases[0].owner.host.as_deref(),
+        Some("h1"),
+        "not moved to h2"
+    );
+    assert!(st.seen.iter().any(|s| s.management_os && s.host == "h2"));
+    assert!(
+        a.mac_status(mac("00155D000005")).leases.is_empty(),
+        "no lease invented"
+    );
+
+    let conflicts = a.conflicts();
+    let dup = conflicts
+        .iter()
+        .find(|c| c.class == ConflictClass::LiveDuplicate && c.mac() == Some(m))
+        .expect("the VM and h2's management OS share a MAC");
+    assert!(
+        dup.explanation.contains("the management OS of h2"),
+        "{}",
+        dup.explanation
+    );
+    assert!(dup.fix.contains("the management OS of h2"), "{}", dup.fix);
+    let states: Vec<_> = a.claimants(dup).into_iter().map(|c| c.state).collect();
+    assert_eq!(states, [Some(VmState::Running), None]);
+    assert!(
+        conflicts
+            .iter()
+            .any(|c| c.class == ConflictClass::Unmanaged && c.mac() == Some(mac("00155D000005")))
+    );
+
+    // the vNIC gone: nothing released, the index forgets it
+    h2.management_adapters.truncate(1);
+    let out = push(&mut a, 3, h2, 2);
+    assert!(out.released.is_empty());
+    assert!(a.mac_status(mac("00155D000005")).seen.is_empty());
+    assert_eq!(a.mac_status(m).leases[0].owner.host.as_deref(), Some("h1"));
+}
+
+#[test]
+fn an_agents_strategy_and_cursor_source_are_kept_and_checked() {
+    let mut a = authority_with_pool(16, AllocationOrder::Lowest, HOUR);
+    let mut inv = host_inv("h1", vec![]);
+    inv.strategy = Some("delegate+guard".into());
+    inv.cursor_source = Some(crate::inventory::CursorSource::InventoryBound);
+    push(&mut a, 1, inv.clone(), 1);
+    let s = &a.host_summaries()[0];
+    assert_eq!(s.strategy.as_deref(), Some("delegate+guard"));
+    assert_eq!(
+        s.cursor_source,
+        Some(crate::inventory::CursorSource::InventoryBound)
+    );
+    // a changed strategy alone is a change, not an idempotent resend
+    inv.strategy = Some("guard".into());
+    push(&mut a, 2, inv.clone(), 2);
+    assert_eq!(
+        a.inventory("h1").unwrap().inventory.strategy.as_deref(),
+        Some("guard")
+    );
+    inv.strategy = Some("<b>guard</b>".into());
+    let err = a.apply_inventory(&admin(3), inv, 3).unwrap_err();
+    assert_eq!(err.kind(), "invalid-input");
+    assert!(err.to_string().contains("strategy '<b>guard</b>'"), "{err}");
+    assert_eq!(a.inventory("h1").unwrap().generation, 2, "nothing stored");
+}
+
 #[test]
 fn stale_generation_is_refused_and_changes_nothing() {
     let (mut a, m) = leased_to("vm1");

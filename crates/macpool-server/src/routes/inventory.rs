@@ -44,7 +44,8 @@ pub async fn get_inventory(
     Ok(Json(convert::inventory(&st.store.inventory(host).await?)))
 }
 
-/// Every conflict across the hosts' latest inventories, the pools, leases and holds.
+/// Every conflict across the hosts' latest inventories, the pools, leases and holds; each
+/// claimant with its VM's power state and guard's latest action on it.
 #[utoipa::path(get, path = "/conflicts", tag = "inventory",
     responses((status = 200, body = [ConflictInfo]), (status = 401, body = Problem)))]
 pub async fn conflicts(
@@ -54,10 +55,10 @@ pub async fn conflicts(
     c.may_read(Read::Fleet("conflicts"))?;
     Ok(Json(
         st.store
-            .conflicts()
+            .conflicts_claimed()
             .await?
             .iter()
-            .map(convert::conflict)
+            .map(|(c, claimants)| convert::conflict_claimed(c, claimants))
             .collect(),
     ))
 }

@@ -42,6 +42,13 @@ pub async fn metrics(
         conflicts: st.store.conflicts().await?,
         blocks: st.store.blocks(Default::default()).await?,
         inventories: st.store.inventory_received().await?,
+        cursor_sources: st
+            .store
+            .hosts()
+            .await?
+            .into_iter()
+            .filter_map(|h| Some((h.host, h.cursor_source?)))
+            .collect(),
         store: st.store.stats(),
     };
     let body = st.metrics.render(&scrape);

@@ -10,10 +10,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use macpool_core::authority::{
-    AddressRow, AddressState, BlockFilter, MAX_ALLOCATION_COUNT, MapCells,
+    AddressRow, AddressState, BlockFilter, Claimant, MAX_ALLOCATION_COUNT, MapCells,
 };
 use macpool_core::conflict::{Conflict, RangeClaim, Seen, Subject};
 use macpool_core::history::HistoryAction;
+use macpool_core::inventory::CursorSource;
 use macpool_core::mac::MacFormat;
 use macpool_core::{Mac, Timestamp};
 use macpool_store::{HistoryFilter, HistoryRecord, Store};
@@ -735,6 +736,7 @@ fn flatten(row: &AddressRow) -> Flat {
                 if f.source.is_empty() {
                     f.source = match &s.checkpoint {
                         Some(c) => format!("inventory (checkpoint {c})"),
+                        None if s.management_os => "inventory (management OS vNIC)".into(),
                         None => "inventory".into(),
                     };
                 }
@@ -1109,6 +1111,17 @@ fn claim(c: &RangeClaim) -> String {
 
 /// One conflict, every claimant: the Conflicts page and the audit page both use it.
 pub fn conflict_card(h: &mut Html, c: &Conflict) {
+    conflict_card_claimed(h, c, None, Timestamp(0));
+}
+
+/// [`conflict_card`] with what the authority knows of each claimant (the Conflicts page): its
+/// power state and what guard did about it.
+fn conflict_card_claimed(
+    h: &mut Html,
+    c: &Conflict,
+    claimants: Option<&[Claimant]>,
+    now: Timestamp,
+) {
     w!(
         h,
         "<article class=\"conflict\" data-class=\"{}\"><h2><span class=\"badge bad\">{}</span> ",
@@ -1121,14 +1134,20 @@ pub fn conflict_card(h: &mut Html, c: &Conflict) {
             w!(
                 h,
                 "</h2><p>{}</p><p class=\"fix\"><strong>Fix:</strong> {}</p>\
-                 <table><thead><tr><th scope=\"col\">Host</th><th scope=\"col\">VM</th><th scope=\"col\">VM id</th><th scope=\"col\">Where</th><th scope=\"col\">Adapter</th><th scope=\"col\">Evidence</th></tr></thead><tbody>",
+                 <table><thead><tr><th scope=\"col\">Host</th><th scope=\"col\">VM</th><th scope=\"col\">VM id</th><th scope=\"col\">Where</th><th scope=\"col\">Adapter</th><th scope=\"col\">Evidence</th>{}</tr></thead><tbody>",
                 prose(&c.explanation),
-                prose(&c.fix)
+                prose(&c.fix),
+                if claimants.is_some() {
+                    "<th scope=\"col\">Power</th><th scope=\"col\">Guard</th>"
+                } else {
+                    ""
+                }
             );
-            for s in sightings {
+            for (i, s) in sightings.iter().enumerate() {
                 let o = &s.owner;
                 let place = match &s.seen {
                     Seen::Live => "live".to_string(),
+                    Seen::ManagementOs => "management OS vNIC".to_string(),
                     Seen::Checkpoint { name, .. } => format!("checkpoint '{name}'"),
                     Seen::Listed { label } => format!("listed {}", label.as_deref().unwrap_or("")),
                     Seen::DhcpLease { ip, .. } => {
@@ -1137,7 +1156,7 @@ pub fn conflict_card(h: &mut Html, c: &Conflict) {
                 };
                 w!(
                     h,
-                    "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}{}</td>",
                     Esc(opt(&o.host)),
                     Esc(opt(&o.vm_name)),
                     Esc(opt(&o.vm_id)),
@@ -1150,6 +1169,29 @@ pub fn conflict_card(h: &mut Html, c: &Conflict) {
                         .map(|l| format!(" ({l})"))
                         .unwrap_or_default())
                 );
+                if let Some(claimants) = claimants {
+                    let cl = claimants.get(i);
+                    let power = cl.and_then(|c| c.state.as_ref()).map_or("—", |v| v.name());
+                    w!(
+                        h,
+                        "<td class=\"power\">{}</td><td class=\"guard\">",
+                        Esc(power)
+                    );
+                    match cl.and_then(|c| c.guard.as_ref()) {
+                        Some((_, e)) => {
+                            w!(h, "replaced by ");
+                            if let Some(m) = e.mac {
+                                mac_link(h, m);
+                            }
+                            w!(h, " ");
+                            time(h, e.at, now);
+                        }
+                        None if o.vm_id.is_some() => w!(h, "nothing yet"),
+                        None => w!(h, "—"),
+                    }
+                    w!(h, "</td>");
+                }
+                w!(h, "</tr>");
             }
             w!(h, "</tbody></table>");
         }
@@ -1169,7 +1211,8 @@ pub fn conflict_card(h: &mut Html, c: &Conflict) {
 }
 
 pub async fn conflicts(State(st): State<Arc<AppState>>, user: User) -> Page {
-    let all = st.store.conflicts().await.map_err(fail(&user))?;
+    let all = st.store.conflicts_claimed().await.map_err(fail(&user))?;
+    let now = macpool_store::now();
     let mut h = Html::default();
     w!(
         h,
@@ -1186,7 +1229,7 @@ pub async fn conflicts(State(st): State<Arc<AppState>>, user: User) -> Page {
         );
     }
     let mut by_class: BTreeMap<&str, u64> = BTreeMap::new();
-    for c in &all {
+    for (c, _) in &all {
         *by_class.entry(c.class.slug()).or_default() += 1;
     }
     if !by_class.is_empty() {
@@ -1196,8 +1239,8 @@ pub async fn conflicts(State(st): State<Arc<AppState>>, user: User) -> Page {
         }
         w!(h, "</ul>");
     }
-    for c in all.iter().take(1000) {
-        conflict_card(&mut h, c);
+    for (c, claimants) in all.iter().take(1000) {
+        conflict_card_claimed(&mut h, c, Some(claimants), now);
     }
     if all.len() > 1000 {
         w!(
@@ -1241,7 +1284,7 @@ pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
     w!(
         h,
         "<table class=\"hosts\"><caption class=\"sr\">Hosts</caption><thead><tr><th scope=\"col\">Host</th><th scope=\"col\">Cluster</th><th scope=\"col\">Dynamic range</th>\
-         <th scope=\"col\">Cursor</th><th scope=\"col\">Blocks</th><th scope=\"col\">VMs</th><th scope=\"col\">Adapters (live / checkpoint)</th><th scope=\"col\">Last report</th><th scope=\"col\">Generation</th></tr></thead><tbody>"
+         <th scope=\"col\">Cursor</th><th scope=\"col\">Blocks</th><th scope=\"col\">VMs</th><th scope=\"col\">Adapters (live / checkpoint / management OS)</th><th scope=\"col\">Last report</th><th scope=\"col\">Generation</th><th scope=\"col\">Agent strategy</th></tr></thead><tbody>"
     );
     for x in &hosts {
         let overlaps: Vec<&str> = hosts
@@ -1277,6 +1320,12 @@ pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
             Some(c) => w!(h, "<code>{}</code>", ieee(c)),
             None => w!(h, "unknown"),
         }
+        if x.cursor_source == Some(CursorSource::InventoryBound) {
+            w!(
+                h,
+                " <span class=\"badge warn\" title=\"no readable cursor: delegate rotates on the highest dynamic MAC the inventory shows\">estimated</span>"
+            );
+        }
         w!(h, "</td><td>");
         for b in blocks.iter().filter(|b| b.host == x.host) {
             w!(
@@ -1300,13 +1349,19 @@ pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
         }
         w!(
             h,
-            "</td><td class=\"num\">{}</td><td class=\"num\">{} / {}</td><td>",
+            "</td><td class=\"num\">{}</td><td class=\"num\">{} / {} / {}</td><td>",
             count(x.vms as u64),
             count(x.live_adapters as u64),
-            count(x.checkpoint_adapters as u64)
+            count(x.checkpoint_adapters as u64),
+            count(x.management_adapters as u64)
         );
         time(&mut h, x.received, now);
-        w!(h, "</td><td class=\"num\">{}</td></tr>", x.generation);
+        w!(
+            h,
+            "</td><td class=\"num\">{}</td><td class=\"strategy\">{}</td></tr>",
+            x.generation,
+            Esc(x.strategy.as_deref().unwrap_or("unknown"))
+        );
     }
     w!(h, "</tbody></table>");
     Ok(user.page("Hosts", Section::Hosts, h))
@@ -1456,6 +1511,15 @@ async fn mac_summary(
         w!(h, "</dd>");
     }
     for s in &status.seen {
+        if s.management_os {
+            w!(
+                h,
+                "<dt>Seen</dt><dd>vNIC '{}' of the management OS of {} — live</dd>",
+                Esc(&s.vm_name),
+                Esc(&s.host)
+            );
+            continue;
+        }
         w!(
             h,
             "<dt>Seen</dt><dd>{} <code>{}</code> on {} — {}</dd>",

@@ -6,7 +6,8 @@ use macpool_core::authority::{Change, StoredInventory};
 use macpool_core::block::{Block, BlockState};
 use macpool_core::history::{HistoryAction, HistoryEntry};
 use macpool_core::inventory::{
-    Adapter, AdapterLocation, Checkpoint, CheckpointType, HostInventory, MacKind, Vm, VmState,
+    Adapter, AdapterLocation, Checkpoint, CheckpointType, CursorSource, HostInventory, MacKind, Vm,
+    VmState,
 };
 use macpool_core::lease::{Hold, HoldReason, Lease, LeaseState, Owner};
 use macpool_core::pool::{
@@ -180,8 +181,8 @@ fn save_inventory(conn: &Connection, s: &StoredInventory) -> SqlResult<()> {
     }
     let ipv4: Vec<String> = inv.ipv4.iter().map(|ip| ip.to_string()).collect();
     conn.prepare_cached(
-        "INSERT INTO inventories (host, generation, received_ms, cluster, ipv4, range_first, range_last, cursor)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO inventories (host, generation, received_ms, cluster, ipv4, range_first, range_last, cursor,
+         cursor_source, strategy) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         host,
@@ -192,7 +193,22 @@ fn save_inventory(conn: &Connection, s: &StoredInventory) -> SqlResult<()> {
         inv.dynamic_range().map(|r| r.first().to_u64() as i64),
         inv.dynamic_range().map(|r| r.last().to_u64() as i64),
         inv.cursor().map(|m| m.to_u64() as i64),
+        inv.cursor_source.map(|c| c.name()),
+        inv.strategy,
     ])?;
+    for (j, a) in inv.management_adapters.iter().enumerate() {
+        conn.prepare_cached(
+            "INSERT INTO inventory_adapters (host, vm_seq, seq, name, mac, dynamic) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            host,
+            MANAGEMENT_OS_SEQ,
+            j as i64,
+            a.name,
+            a.mac.to_u64() as i64,
+            a.kind == MacKind::Dynamic,
+        ])?;
+    }
     for (i, vm) in inv.vms().iter().enumerate() {
         conn.prepare_cached(
             "INSERT INTO inventory_vms (host, seq, vm_id, name, state) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -224,11 +240,15 @@ fn save_inventory(conn: &Connection, s: &StoredInventory) -> SqlResult<()> {
     Ok(())
 }
 
+/// The `vm_seq` of the management OS's vNICs in `inventory_adapters` (schema migration 4).
+const MANAGEMENT_OS_SEQ: i64 = -1;
+
 /// Every stored inventory, rebuilt through the domain constructors (which re-check them).
 fn load_inventories(conn: &Connection) -> SqlResult<Vec<StoredInventory>> {
     let mut out = Vec::new();
     let mut stmt = conn.prepare(
-        "SELECT host, generation, received_ms, cluster, ipv4, range_first, range_last, cursor FROM inventories ORDER BY host",
+        "SELECT host, generation, received_ms, cluster, ipv4, range_first, range_last, cursor, cursor_source, strategy
+         FROM inventories ORDER BY host",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
@@ -251,6 +271,28 @@ fn load_inventories(conn: &Connection) -> SqlResult<Vec<StoredInventory>> {
         let cursor = r.get::<_, Option<i64>>(7)?.map(mac_col).transpose()?;
         inv.set_dynamic_range(range, cursor)
             .map_err(|e| corrupt(e.to_string()))?;
+        inv.cursor_source = r
+            .get::<_, Option<String>>(8)?
+            .map(|c| CursorSource::parse(&c).map_err(corrupt))
+            .transpose()?;
+        inv.strategy = r.get(9)?;
+        let mut mgmt_stmt = conn.prepare_cached(
+            "SELECT name, mac, dynamic FROM inventory_adapters WHERE host = ?1 AND vm_seq = ?2 ORDER BY seq",
+        )?;
+        let mut mgmt = mgmt_stmt.query(params![host, MANAGEMENT_OS_SEQ])?;
+        while let Some(a) = mgmt.next()? {
+            inv.management_adapters.push(Adapter {
+                id: None,
+                name: a.get(0)?,
+                mac: mac_col(a.get(1)?)?,
+                kind: if a.get(2)? {
+                    MacKind::Dynamic
+                } else {
+                    MacKind::Static
+                },
+                location: AdapterLocation::Live,
+            });
+        }
         let mut vms_stmt = conn.prepare_cached(
             "SELECT seq, vm_id, name, state FROM inventory_vms WHERE host = ?1 ORDER BY seq",
         )?;

@@ -132,6 +132,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX blocks_live ON blocks(state) WHERE state <> 'free';
     "#,
+    // 4: what an agent says with its inventory (how it knows the cursor, its strategy). The
+    // management OS's vNICs are rows of inventory_adapters with vm_seq -1 (no VM's).
+    r#"
+    ALTER TABLE inventories ADD COLUMN cursor_source TEXT;
+    ALTER TABLE inventories ADD COLUMN strategy TEXT;
+    "#,
 ];
 
 /// The schema version this binary writes.

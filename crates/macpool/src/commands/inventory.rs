@@ -60,6 +60,7 @@ pub fn pick_host(file: &Path, host: &str) -> Result<HostInventory, Failure> {
     let mut inv = HostInventory::new(host).map_err(|e| Failure::usage(e.to_string()))?;
     inv.cluster = found.cluster.clone();
     inv.ipv4 = found.ipv4.clone();
+    inv.management_adapters = found.management_adapters.clone();
     inv.set_dynamic_range(found.dynamic_range(), found.cursor())
         .map_err(|e| Failure::usage(e.to_string()))?;
     for vm in found.vms() {
