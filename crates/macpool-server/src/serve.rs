@@ -60,7 +60,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
 
     match tls {
         None => {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let listener = crate::head::Listener(tokio::net::TcpListener::from_std(listener)?);
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown_signal())
                 .await?;
@@ -82,6 +82,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
                 h.graceful_shutdown(Some(Duration::from_secs(30)));
             });
             axum_server::from_tcp_rustls(listener, config)
+                .map(crate::head::Acceptor)
                 .handle(handle)
                 .serve(router.into_make_service())
                 .await?;
