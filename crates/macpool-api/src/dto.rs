@@ -170,6 +170,12 @@ pub struct LeaseQuery {
     pub pool: Option<String>,
     pub host: Option<String>,
     pub vm: Option<String>,
+    /// Most leases (default 1000, at most 10000), in MAC order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Only leases after this cursor (the previous page's `Macpool-Next-Cursor` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 /// `POST /leases/release`: either `mac` (and `vm_id` to pick a flagged duplicate) or `vm_id`
@@ -285,7 +291,8 @@ pub struct HistoryQuery {
     pub vm: Option<String>,
     /// Most rows (default 100, at most 10000), newest first.
     pub limit: Option<u32>,
-    /// Only entries older than this id (the last `id` of the previous page).
+    /// Only entries older than this id (the last `id` of the previous page, also sent as its
+    /// `Macpool-Next-Cursor` header).
     pub before: Option<u64>,
 }
 

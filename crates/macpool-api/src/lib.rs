@@ -13,3 +13,12 @@ pub use problem::Problem;
 
 /// Every API path starts with this.
 pub const API_PREFIX: &str = "/api/v1";
+
+/// Response header of a listing page that is not the last: the value to pass as the next
+/// page's cursor (`before` for history, `after` for leases).
+pub const NEXT_CURSOR_HEADER: &str = "macpool-next-cursor";
+/// Response header set when the requested `limit` was above the most one page returns: the
+/// limit that was applied instead.
+pub const LIMIT_CAPPED_HEADER: &str = "macpool-limit-capped";
+/// Most entries one page of history or leases returns.
+pub const MAX_PAGE: u32 = 10_000;

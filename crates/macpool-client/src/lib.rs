@@ -32,6 +32,16 @@ impl ClientError {
 
 pub type ClientResult<T> = Result<T, ClientError>;
 
+/// A page of `GET /history`.
+#[derive(Clone, Debug)]
+pub struct HistoryPage {
+    pub rows: Vec<HistoryInfo>,
+    /// Older entries follow: ask with this as `before`.
+    pub next_before: Option<u64>,
+    /// The asked limit was above the server's most per page: the limit applied.
+    pub capped_to: Option<u32>,
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -107,6 +117,17 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> ClientResult<T> {
+        Ok(self.send_for_headers(method, path, query, body).await?.0)
+    }
+
+    /// [`Self::send`], also returning the response headers (a listing's next cursor).
+    async fn send_for_headers<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> ClientResult<(T, reqwest::header::HeaderMap)> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url).query(query);
         if let Some(t) = &self.token {
@@ -120,6 +141,7 @@ impl Client {
             reason: error_chain(&e),
         })?;
         let status = res.status();
+        let headers = res.headers().clone();
         let bytes = res.bytes().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
             reason: error_chain(&e),
@@ -130,10 +152,12 @@ impl Client {
             } else {
                 &bytes
             };
-            serde_json::from_slice(body).map_err(|e| ClientError::Unreachable {
-                url: self.base.clone(),
-                reason: format!("unexpected response to {path}: {e}"),
-            })
+            serde_json::from_slice(body)
+                .map(|v| (v, headers))
+                .map_err(|e| ClientError::Unreachable {
+                    url: self.base.clone(),
+                    reason: format!("unexpected response to {path}: {e}"),
+                })
         } else {
             match serde_json::from_slice::<Problem>(&bytes) {
                 Ok(p) => Err(ClientError::Problem(p)),
@@ -228,6 +252,7 @@ impl Client {
         self.post("/leases/release", body).await
     }
 
+    /// The leases `q` selects: every page, unless `q.limit` asks for one page of that size.
     pub async fn leases(&self, q: &LeaseQuery) -> ClientResult<Vec<LeaseInfo>> {
         let mut query = Vec::new();
         for (k, v) in [("pool", &q.pool), ("host", &q.host), ("vm", &q.vm)] {
@@ -235,7 +260,34 @@ impl Client {
                 query.push((k, v.clone()));
             }
         }
-        self.get("/leases", &query).await
+        query.push((
+            "limit",
+            q.limit.unwrap_or(macpool_api::MAX_PAGE).to_string(),
+        ));
+        let mut after = q.after.clone();
+        let mut all = Vec::new();
+        loop {
+            let mut page_query = query.clone();
+            if let Some(a) = &after {
+                page_query.push(("after", a.clone()));
+            }
+            let (page, headers): (Vec<LeaseInfo>, _) = self
+                .send_for_headers(
+                    Method::GET,
+                    &format!("{API_PREFIX}/leases"),
+                    &page_query,
+                    None::<&()>,
+                )
+                .await?;
+            all.extend(page);
+            after = headers
+                .get(macpool_api::NEXT_CURSOR_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if after.is_none() || q.limit.is_some() {
+                return Ok(all);
+            }
+        }
     }
 
     pub async fn mac(&self, mac: &str) -> ClientResult<MacInfo> {
@@ -256,6 +308,12 @@ impl Client {
     }
 
     pub async fn history(&self, q: &HistoryQuery) -> ClientResult<Vec<HistoryInfo>> {
+        Ok(self.history_page(q).await?.rows)
+    }
+
+    /// One page of history, with the cursor of the next and the limit the server applied if it
+    /// cut the asked one.
+    pub async fn history_page(&self, q: &HistoryQuery) -> ClientResult<HistoryPage> {
         let mut query = Vec::new();
         if let Some(m) = &q.mac {
             query.push(("mac", m.clone()));
@@ -269,7 +327,25 @@ impl Client {
         if let Some(b) = q.before {
             query.push(("before", b.to_string()));
         }
-        self.get("/history", &query).await
+        let (rows, headers) = self
+            .send_for_headers(
+                Method::GET,
+                &format!("{API_PREFIX}/history"),
+                &query,
+                None::<&()>,
+            )
+            .await?;
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        };
+        Ok(HistoryPage {
+            rows,
+            next_before: header(macpool_api::NEXT_CURSOR_HEADER),
+            capped_to: header(macpool_api::LIMIT_CAPPED_HEADER).map(|v: u64| v as u32),
+        })
     }
 
     pub async fn tokens(&self) -> ClientResult<Vec<TokenInfo>> {

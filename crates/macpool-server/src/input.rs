@@ -9,7 +9,7 @@ use macpool_core::inventory::{
     Adapter, AdapterLocation, Checkpoint, CheckpointType, CursorSource, HostInventory, MacKind, Vm,
     VmState,
 };
-use macpool_core::lease::HoldReason;
+use macpool_core::lease::{HoldReason, validate_field};
 use macpool_core::pool::{
     AllocationOrder, DuplicatePolicy, LowWater, PoolName, PoolPolicy, PoolSpec,
 };
@@ -19,6 +19,42 @@ use crate::error::ApiError;
 
 pub fn mac(field: &str, s: &str) -> Result<Mac, ApiError> {
     Mac::parse(s).map_err(|e| ApiError::bad_request("invalid-mac", format!("{field}: {e}")))
+}
+
+/// A host name from a path, checked as a token's `host` and an inventory's host are.
+pub fn host(s: String) -> Result<String, ApiError> {
+    if s.trim().is_empty() {
+        return Err(invalid("host name must not be empty".into()));
+    }
+    validate_field("host", &s).map_err(invalid)?;
+    Ok(s)
+}
+
+/// The opaque `after` cursor of a lease listing: the hex of `MAC\nvm_id\nadapter_id` (ids hold
+/// no control characters, so the newline separates them).
+pub fn lease_cursor_of(k: &macpool_store::LeaseKey) -> String {
+    hex::encode(format!("{}\n{}\n{}", k.mac, k.vm_id, k.adapter_id))
+}
+
+pub fn lease_cursor(s: &str) -> Result<macpool_store::LeaseKey, ApiError> {
+    let bad = || {
+        invalid(format!(
+            "after '{s}' is not a cursor this server gave (Macpool-Next-Cursor)"
+        ))
+    };
+    let text = hex::decode(s)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let mut parts = text.split('\n');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(mac), Some(vm_id), Some(adapter_id), None) => Ok(macpool_store::LeaseKey {
+            mac: Mac::parse(mac).map_err(|_| bad())?,
+            vm_id: vm_id.into(),
+            adapter_id: adapter_id.into(),
+        }),
+        _ => Err(bad()),
+    }
 }
 
 pub fn range(s: &str) -> Result<MacRange, ApiError> {

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 mod extract;
+mod head;
 mod input;
 pub mod metrics;
 pub mod openapi;
@@ -35,6 +36,11 @@ use crate::metrics::Metrics;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest inventory accepted: a host's whole view (thousands of VMs and checkpoints).
 pub const MAX_INVENTORY_BYTES: usize = 16 * 1024 * 1024;
+/// Longest request URI read (path and query); every API URI is far shorter. Below hyper's own
+/// limit (64 KiB), so that the answer is a problem, not hyper's bodiless 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most bytes of request headers read (names and values); below hyper's own limit.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// Settings that change how requests are answered.
 #[derive(Clone, Debug, Default)]
@@ -84,15 +90,22 @@ fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(blocks::drain_block))
 }
 
-/// The OpenAPI document of the API, paths relative to `/api/v1`.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+/// The API router and its finished OpenAPI document.
+fn api_parts() -> (Router<Arc<AppState>>, serde_json::Value) {
+    let (router, doc) = api().split_for_parts();
+    let mut doc = openapi::finish(doc);
+    doc["servers"] = serde_json::json!([{ "url": macpool_api::API_PREFIX }]);
+    (router, doc)
+}
+
+/// The OpenAPI document of the API as served, paths relative to `/api/v1`.
+pub fn openapi_document() -> serde_json::Value {
+    api_parts().1
 }
 
 /// The whole application; tests drive it without a socket.
 pub fn app(state: Arc<AppState>) -> Router {
-    let (api_router, mut doc) = api().split_for_parts();
-    doc.servers = Some(vec![utoipa::openapi::Server::new(macpool_api::API_PREFIX)]);
+    let (api_router, doc) = api_parts();
     let doc = Arc::new(doc);
     Router::new()
         .nest(macpool_api::API_PREFIX, api_router)
@@ -108,6 +121,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/metrics", get(routes::system::metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(limit_head))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -131,6 +145,33 @@ async fn method_not_allowed(req: Request) -> ApiError {
         "method-not-allowed",
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
+}
+
+/// Refuses request heads larger than the API reads, with a problem like every other error.
+async fn limit_head(req: Request, next: Next) -> Response {
+    let uri = req.uri().to_string().len();
+    if uri > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            format!("the request URI is {uri} bytes long; the limit is {MAX_URI_BYTES}"),
+        )
+        .into_response();
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            format!("the request headers are {headers} bytes; the limit is {MAX_HEADER_BYTES}"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Times every request and counts error responses by problem type.

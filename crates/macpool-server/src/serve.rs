@@ -61,11 +61,11 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
 
     match tls {
         None => {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let listener = crate::head::Listener(tokio::net::TcpListener::from_std(listener)?);
             // The peer address feeds the failed-token throttle (auth::Throttle).
             axum::serve(
                 listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
+                router.into_make_service_with_connect_info::<crate::head::Peer>(),
             )
             .with_graceful_shutdown(shutdown_signal())
             .await?;
@@ -87,6 +87,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
                 h.graceful_shutdown(Some(Duration::from_secs(30)));
             });
             axum_server::from_tcp_rustls(listener, config)
+                .map(crate::head::Acceptor)
                 .handle(handle)
                 .serve(router.into_make_service_with_connect_info::<SocketAddr>())
                 .await?;

@@ -18,7 +18,7 @@ use macpool_core::lease::{HoldReason, LeaseState, Owner};
 use macpool_core::pool::{PoolName, PoolPolicy, PoolSpec};
 use macpool_core::{Mac, MacRange, Timestamp};
 
-use crate::{HistoryFilter, Role, Store, StoreError, TokenRecord};
+use crate::{HistoryFilter, LeaseKey, Role, Store, StoreError, TokenRecord};
 
 pub fn request(pool: &str, vm: &str) -> AllocateRequest {
     AllocateRequest {
@@ -58,6 +58,7 @@ pub async fn run_all<S: Store, F: Future<Output = S>>(open: impl Fn() -> F, reop
     inventories_bind_hold_and_refusals_change_nothing(&store).await;
     blocks_rotate_and_refusals_change_nothing(&store).await;
     agent_reports_round_trip_and_claimants_are_known(&store).await;
+    lease_pages_cover_every_lease_once(&store).await;
     if reopen {
         let blocks = store.blocks(BlockFilter::default()).await.unwrap();
         let leases = store.leases(LeaseFilter::default()).await.unwrap();
@@ -206,6 +207,41 @@ async fn acknowledged_changes_survive_and_history_is_kept<S: Store>(store: &S) {
 
 /// Paging through `filter` two rows at a time, each page starting before the last id of the
 /// one before, gives exactly the rows of one large request, in the same order.
+/// Paging through the leases with any page size lists each lease once, in the listing's order.
+async fn lease_pages_cover_every_lease_once<S: Store>(store: &S) {
+    for vm in ["page-b", "page-a", "page-c"] {
+        store
+            .allocate(Actor::admin("t"), request("conf", vm))
+            .await
+            .unwrap();
+    }
+    let mut all = store.leases(LeaseFilter::default()).await.unwrap();
+    all.sort_by_key(LeaseKey::of);
+    assert!(all.len() >= 3, "too few leases to page: {}", all.len());
+    for size in [1, 2, all.len(), all.len() + 1] {
+        let (mut paged, mut after) = (Vec::new(), None);
+        loop {
+            let page = store
+                .lease_page(LeaseFilter::default(), after.clone(), size)
+                .await
+                .unwrap();
+            assert!(page.leases.len() <= size);
+            after = page.leases.last().map(LeaseKey::of);
+            paged.extend(page.leases);
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(paged, all, "pages of {size}");
+    }
+    let one = LeaseFilter {
+        vm_id: Some("page-a".into()),
+        ..LeaseFilter::default()
+    };
+    let page = store.lease_page(one, None, 10).await.unwrap();
+    assert_eq!((page.leases.len(), page.more), (1, false));
+}
+
 async fn history_pages_cover_everything_once<S: Store>(store: &S, filter: HistoryFilter) {
     let all = store
         .history(HistoryFilter {

@@ -152,6 +152,32 @@ pub struct HistoryFilter {
     pub before: Option<u64>,
 }
 
+/// Where a lease stands in a lease listing: by MAC, then owner (flagged duplicates share a MAC).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LeaseKey {
+    pub mac: Mac,
+    pub vm_id: String,
+    pub adapter_id: String,
+}
+
+impl LeaseKey {
+    pub fn of(lease: &Lease) -> LeaseKey {
+        LeaseKey {
+            mac: lease.mac,
+            vm_id: lease.owner.vm_id.clone(),
+            adapter_id: lease.owner.adapter_id.clone(),
+        }
+    }
+}
+
+/// A page of [`Store::lease_page`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeasePage {
+    pub leases: Vec<Lease>,
+    /// Leases past this page exist.
+    pub more: bool,
+}
+
 /// A history entry with the id the store gave it (increasing in the order entries were
 /// written); the cursor for paging through [`Store::history`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -350,6 +376,23 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
     }
     fn leases(&self, filter: LeaseFilter) -> impl Future<Output = StoreResult<Vec<Lease>>> + Send {
         self.read(move |a| Ok(a.leases(&filter)))
+    }
+    /// One page of the leases `filter` selects, in [`LeaseKey`] order: at most `limit` leases
+    /// after `after`, and whether more follow (the last one's key asks for the next page).
+    fn lease_page(
+        &self,
+        filter: LeaseFilter,
+        after: Option<LeaseKey>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<LeasePage>> + Send {
+        self.read(move |a| {
+            let mut all = a.leases(&filter);
+            all.sort_by_cached_key(LeaseKey::of);
+            let start = after.map_or(0, |k| all.partition_point(|l| LeaseKey::of(l) <= k));
+            let more = all.len() - start > limit;
+            let leases = all.drain(start..).take(limit).collect();
+            Ok(LeasePage { leases, more })
+        })
     }
     fn holds(&self, vm_id: Option<String>) -> impl Future<Output = StoreResult<Vec<Hold>>> + Send {
         self.read(move |a| Ok(a.holds(vm_id.as_deref())))

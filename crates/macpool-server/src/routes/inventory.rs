@@ -16,8 +16,8 @@ use crate::{AppState, input};
 /// Report a host's whole inventory; the authority binds, holds and releases to match it.
 #[utoipa::path(put, path = "/hosts/{host}/inventory", tag = "inventory", request_body = InventoryBody,
     params(("host" = String, Path, description = "the host the inventory describes")),
-    responses((status = 200, body = InventoryResult), (status = 400, body = Problem),
-        (status = 403, description = "an agent token of another host", body = Problem),
+    responses((status = 200, body = InventoryResult), (status = 400, description = "invalid-input, invalid-mac, invalid-range", body = Problem),
+        (status = 403, description = "forbidden: the token's role or host may not do this", body = Problem),
         (status = 409, description = "stale-generation", body = Problem)))]
 pub async fn put_inventory(
     State(st): State<Arc<AppState>>,
@@ -26,7 +26,7 @@ pub async fn put_inventory(
     Json(body): Json<InventoryBody>,
 ) -> ApiResult<Json<InventoryResult>> {
     c.require_writer()?;
-    let (inv, generation) = input::inventory(&host, body)?;
+    let (inv, generation) = input::inventory(&input::host(host)?, body)?;
     let outcome = st.store.put_inventory(c.actor(), inv, generation).await?;
     Ok(Json(convert::inventory_outcome(&outcome)))
 }
@@ -34,12 +34,13 @@ pub async fn put_inventory(
 /// The latest inventory the authority accepted from a host.
 #[utoipa::path(get, path = "/hosts/{host}/inventory", tag = "inventory",
     params(("host" = String, Path, description = "host name")),
-    responses((status = 200, body = InventoryInfo), (status = 404, body = Problem)))]
+    responses((status = 200, body = InventoryInfo), (status = 404, description = "not-found: no inventory from that host", body = Problem)))]
 pub async fn get_inventory(
     State(st): State<Arc<AppState>>,
     c: Caller,
     Path(host): Path<String>,
 ) -> ApiResult<Json<InventoryInfo>> {
+    let host = input::host(host)?;
     c.may_read(Read::Host(&host))?;
     Ok(Json(convert::inventory(&st.store.inventory(host).await?)))
 }
@@ -47,7 +48,7 @@ pub async fn get_inventory(
 /// Every conflict across the hosts' latest inventories, the pools, leases and holds; each
 /// claimant with its VM's power state and guard's latest action on it.
 #[utoipa::path(get, path = "/conflicts", tag = "inventory",
-    responses((status = 200, body = [ConflictInfo]), (status = 401, body = Problem)))]
+    responses((status = 200, body = [ConflictInfo])))]
 pub async fn conflicts(
     State(st): State<Arc<AppState>>,
     c: Caller,

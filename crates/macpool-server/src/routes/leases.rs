@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use macpool_api::dto::*;
-use macpool_api::{Problem, convert};
+use macpool_api::{LIMIT_CAPPED_HEADER, MAX_PAGE, NEXT_CURSOR_HEADER, Problem, convert};
 use macpool_core::authority::{
     HoldRequest, LeaseFilter, Read, ReleaseSelector, Released, UnholdRequest,
 };
@@ -17,8 +17,29 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
 use crate::{AppState, input};
 
-/// Most history rows one request returns.
-const MAX_HISTORY: u32 = 10_000;
+/// History rows one request returns when it names no limit.
+const DEFAULT_HISTORY: u32 = 100;
+/// Leases one request returns when it names no limit.
+const DEFAULT_LEASES: u32 = 1_000;
+
+/// The limit a page applies: `asked` (or `default`), at most [`MAX_PAGE`]; and whether it was cut.
+fn page_limit(asked: Option<u32>, default: u32) -> (u32, bool) {
+    let asked = asked.unwrap_or(default).max(1);
+    (asked.min(MAX_PAGE), asked > MAX_PAGE)
+}
+
+/// The headers of a listing page: the next page's cursor when more follow, the applied limit
+/// when the asked one was cut.
+fn page_headers(next: Option<String>, limit: u32, capped: bool) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(v) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        headers.insert(NEXT_CURSOR_HEADER, v);
+    }
+    if capped {
+        headers.insert(LIMIT_CAPPED_HEADER, HeaderValue::from(limit));
+    }
+    headers
+}
 
 pub(crate) async fn allocate_in(
     st: &AppState,
@@ -39,34 +60,46 @@ pub(crate) async fn allocate_in(
     Ok((status, Json(convert::allocations(&allocations))))
 }
 
-/// List live leases.
+/// List live leases in MAC order, a page at a time; page with `after`.
 #[utoipa::path(get, path = "/leases", tag = "leases", params(LeaseQuery),
-    responses((status = 200, body = [LeaseInfo]), (status = 401, body = Problem)))]
+    responses((status = 200, body = [LeaseInfo], headers(
+        ("Macpool-Next-Cursor" = String, description = "more leases follow: pass this as `after`"),
+        ("Macpool-Limit-Capped" = u32, description = "the asked limit was above 10000: the limit applied"))),
+        (status = 400, description = "invalid-input: a bad cursor or parameter", body = Problem)))]
 pub async fn list_leases(
     State(st): State<Arc<AppState>>,
     c: Caller,
     Query(q): Query<LeaseQuery>,
-) -> ApiResult<Json<Vec<LeaseInfo>>> {
+) -> ApiResult<(HeaderMap, Json<Vec<LeaseInfo>>)> {
     c.may_read(Read::Fleet("leases"))?;
     let filter = LeaseFilter {
         pool: q.pool,
         host: q.host,
         vm_id: q.vm,
     };
-    Ok(Json(
-        st.store
-            .leases(filter)
-            .await?
-            .iter()
-            .map(convert::lease)
-            .collect(),
+    let (limit, capped) = page_limit(q.limit, DEFAULT_LEASES);
+    let after = q.after.as_deref().map(input::lease_cursor).transpose()?;
+    let page = st.store.lease_page(filter, after, limit as usize).await?;
+    let next = page
+        .more
+        .then(|| {
+            page.leases
+                .last()
+                .map(|l| input::lease_cursor_of(&macpool_store::LeaseKey::of(l)))
+        })
+        .flatten();
+    Ok((
+        page_headers(next, limit, capped),
+        Json(page.leases.iter().map(convert::lease).collect()),
     ))
 }
 
 /// Allocate a MAC for a VM adapter (idempotent per `vm_id` + `adapter_id`).
 #[utoipa::path(post, path = "/leases", tag = "leases", request_body = AllocateBody,
     responses((status = 201, body = AllocationResult), (status = 200, description = "the owner already had its lease", body = AllocationResult),
-        (status = 400, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)))]
+        (status = 400, description = "invalid-input, invalid-mac, mac-outside-pool", body = Problem), (status = 403, description = "forbidden: the token's role or host may not do this", body = Problem),
+        (status = 404, description = "not-found: no such pool", body = Problem),
+        (status = 409, description = "pool-exhausted, mac-in-use, mac-cooling, owner-conflict", body = Problem)))]
 pub async fn allocate(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -81,7 +114,8 @@ pub async fn allocate(
 
 /// Release leases by MAC or by VM; the MAC cools down before reuse.
 #[utoipa::path(post, path = "/leases/release", tag = "leases", request_body = ReleaseBody,
-    responses((status = 200, body = [ReleasedInfo]), (status = 404, body = Problem), (status = 409, description = "ambiguous", body = Problem)))]
+    responses((status = 200, body = [ReleasedInfo]), (status = 400, description = "invalid-input, invalid-mac", body = Problem), (status = 403, description = "forbidden: the token's role or host may not do this", body = Problem),
+        (status = 404, description = "not-found: no such lease", body = Problem), (status = 409, description = "ambiguous", body = Problem)))]
 pub async fn release(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -127,7 +161,7 @@ pub(crate) async fn release_in(
 
 /// Everything known about one MAC: pool, leases, holds, cooldown.
 #[utoipa::path(get, path = "/macs/{mac}", tag = "leases", params(("mac" = String, Path, description = "any MAC spelling")),
-    responses((status = 200, body = MacInfo), (status = 400, body = Problem)))]
+    responses((status = 200, body = MacInfo), (status = 400, description = "invalid-mac", body = Problem)))]
 pub async fn mac_info(
     State(st): State<Arc<AppState>>,
     _c: Caller,
@@ -157,7 +191,8 @@ pub async fn list_holds(
 
 /// Keep a MAC out of circulation for a VM (checkpoint, template, backup, departed).
 #[utoipa::path(post, path = "/holds", tag = "holds", request_body = HoldBody,
-    responses((status = 201, body = HoldInfo), (status = 409, description = "mac-in-use", body = Problem)))]
+    responses((status = 201, body = HoldInfo), (status = 400, description = "invalid-input, invalid-mac", body = Problem), (status = 403, description = "forbidden: the token's role or host may not do this", body = Problem),
+        (status = 409, description = "mac-in-use", body = Problem)))]
 pub async fn place_hold(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -180,7 +215,8 @@ pub(crate) async fn hold_in(st: &AppState, c: &Caller, body: HoldBody) -> ApiRes
 
 /// Remove a VM's holds on a MAC; the MAC cools down if nothing else keeps it.
 #[utoipa::path(post, path = "/holds/remove", tag = "holds", request_body = UnholdBody,
-    responses((status = 200, body = [HoldInfo]), (status = 404, body = Problem)))]
+    responses((status = 200, body = [HoldInfo]), (status = 400, description = "invalid-input, invalid-mac", body = Problem), (status = 403, description = "forbidden: the token's role or host may not do this", body = Problem),
+        (status = 404, description = "not-found: no such hold", body = Problem)))]
 pub async fn remove_hold(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -202,26 +238,38 @@ pub(crate) async fn unhold_in(st: &AppState, c: &Caller, body: UnholdBody) -> Ap
 }
 
 /// The history of a MAC or a VM (or everything), newest first; page with `before`.
-#[utoipa::path(get, path = "/history", tag = "history", params(HistoryQuery), responses((status = 200, body = [HistoryInfo])))]
+#[utoipa::path(get, path = "/history", tag = "history", params(HistoryQuery),
+    responses((status = 200, body = [HistoryInfo], headers(
+        ("Macpool-Next-Cursor" = u64, description = "older entries follow: pass this as `before`"),
+        ("Macpool-Limit-Capped" = u32, description = "the asked limit was above 10000: the limit applied"))),
+        (status = 400, description = "invalid-mac, invalid-input", body = Problem)))]
 pub async fn history(
     State(st): State<Arc<AppState>>,
     c: Caller,
     Query(q): Query<HistoryQuery>,
-) -> ApiResult<Json<Vec<HistoryInfo>>> {
+) -> ApiResult<(HeaderMap, Json<Vec<HistoryInfo>>)> {
     c.may_read(Read::Fleet("the history"))?;
+    let (limit, capped) = page_limit(q.limit, DEFAULT_HISTORY);
     let filter = HistoryFilter {
         mac: q.mac.as_deref().map(|m| input::mac("mac", m)).transpose()?,
         vm_id: q.vm,
-        limit: q.limit.unwrap_or(100).clamp(1, MAX_HISTORY),
+        // One more than the page: whether it exists says whether another page follows.
+        limit: limit + 1,
         before: q.before,
         ..HistoryFilter::default()
     };
-    Ok(Json(
-        st.store
-            .history(filter)
-            .await?
-            .iter()
-            .map(|r| convert::history(r.id, &r.entry))
-            .collect(),
+    let mut rows = st.store.history(filter).await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = more
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
+    Ok((
+        page_headers(next, limit, capped),
+        Json(
+            rows.iter()
+                .map(|r| convert::history(r.id, &r.entry))
+                .collect(),
+        ),
     ))
 }

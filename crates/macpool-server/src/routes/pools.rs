@@ -19,7 +19,7 @@ const DEFAULT_AVAILABLE_LIMIT: u64 = 65_536;
 
 /// List pools with their counters.
 #[utoipa::path(get, path = "/pools", tag = "pools",
-    responses((status = 200, body = [PoolInfo]), (status = 401, body = Problem)))]
+    responses((status = 200, body = [PoolInfo])))]
 pub async fn list_pools(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -32,7 +32,8 @@ pub async fn list_pools(
 
 /// Create a pool.
 #[utoipa::path(post, path = "/pools", tag = "pools", request_body = PoolCreate,
-    responses((status = 201, body = PoolInfo), (status = 400, body = Problem), (status = 409, description = "range-overlap or pool-exists", body = Problem)))]
+    responses((status = 201, body = PoolInfo), (status = 400, description = "invalid-input, invalid-range", body = Problem),
+        (status = 403, description = "forbidden: the token's role or host may not do this", body = Problem), (status = 409, description = "range-overlap or pool-exists", body = Problem)))]
 pub async fn create_pool(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -54,7 +55,7 @@ pub(crate) async fn create_pool_in(
 
 /// One pool with its counters.
 #[utoipa::path(get, path = "/pools/{name}", tag = "pools", params(("name" = String, Path)),
-    responses((status = 200, body = PoolInfo), (status = 404, body = Problem)))]
+    responses((status = 200, body = PoolInfo), (status = 404, description = "not-found: no such pool", body = Problem)))]
 pub async fn get_pool(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -66,7 +67,8 @@ pub async fn get_pool(
 
 /// Change a pool's ranges or policy.
 #[utoipa::path(patch, path = "/pools/{name}", tag = "pools", params(("name" = String, Path)), request_body = PoolEditBody,
-    responses((status = 200, body = PoolInfo), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = PoolInfo), (status = 400, description = "invalid-input, invalid-range", body = Problem), (status = 403, description = "forbidden: the token's role or host may not do this", body = Problem),
+        (status = 404, description = "not-found: no such pool", body = Problem), (status = 409, description = "range-overlap, range-in-use", body = Problem)))]
 pub async fn edit_pool(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -91,7 +93,8 @@ pub(crate) async fn edit_pool_in(
 
 /// Delete a pool; refused while it has leases or holds.
 #[utoipa::path(delete, path = "/pools/{name}", tag = "pools", params(("name" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem), (status = 409, description = "pool-in-use", body = Problem)))]
+    responses((status = 204), (status = 403, description = "forbidden: the token's role or host may not do this", body = Problem), (status = 404, description = "not-found: no such pool", body = Problem),
+        (status = 409, description = "pool-in-use", body = Problem)))]
 pub async fn delete_pool(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -104,7 +107,7 @@ pub async fn delete_pool(
 
 /// The free addresses of a pool, as runs.
 #[utoipa::path(get, path = "/pools/{name}/available", tag = "pools", params(("name" = String, Path), AvailableQuery),
-    responses((status = 200, body = AvailableInfo), (status = 404, body = Problem)))]
+    responses((status = 200, body = AvailableInfo), (status = 404, description = "not-found: no such pool", body = Problem)))]
 pub async fn list_available(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -121,7 +124,9 @@ pub async fn list_available(
 /// Allocate one (or `count`) free addresses of this pool.
 #[utoipa::path(post, path = "/pools/{name}/available", tag = "pools", params(("name" = String, Path)), request_body = AllocateBody,
     responses((status = 201, body = AllocationResult), (status = 200, description = "the owner already had its lease", body = AllocationResult),
-        (status = 409, description = "pool-exhausted, mac-in-use, …", body = Problem)))]
+        (status = 400, description = "invalid-input, invalid-mac, mac-outside-pool", body = Problem), (status = 403, description = "forbidden: the token's role or host may not do this", body = Problem),
+        (status = 404, description = "not-found: no such pool", body = Problem),
+        (status = 409, description = "pool-exhausted, mac-in-use, mac-cooling, owner-conflict", body = Problem)))]
 pub async fn allocate_available(
     State(st): State<Arc<AppState>>,
     c: Caller,

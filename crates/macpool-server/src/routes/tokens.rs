@@ -26,7 +26,7 @@ pub fn info(t: &TokenRecord) -> TokenInfo {
 }
 
 /// List tokens (never their secrets).
-#[utoipa::path(get, path = "/tokens", tag = "tokens", responses((status = 200, body = [TokenInfo]), (status = 403, body = Problem)))]
+#[utoipa::path(get, path = "/tokens", tag = "tokens", responses((status = 200, body = [TokenInfo]), (status = 403, description = "forbidden: not an admin token", body = Problem)))]
 pub async fn list_tokens(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -37,7 +37,8 @@ pub async fn list_tokens(
 
 /// Create a token; the secret is in the response this once.
 #[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = TokenCreate,
-    responses((status = 201, body = TokenCreated), (status = 400, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 201, body = TokenCreated), (status = 400, description = "invalid-input", body = Problem),
+        (status = 403, description = "forbidden: not an admin token", body = Problem)))]
 pub async fn create_token(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -93,7 +94,8 @@ pub(crate) async fn create_token_in(
 
 /// Revoke a token; refused for the last active admin token.
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens", params(("id" = String, Path)),
-    responses((status = 200, body = TokenInfo), (status = 404, body = Problem), (status = 409, description = "last-admin", body = Problem)))]
+    responses((status = 200, body = TokenInfo), (status = 403, description = "forbidden: not an admin token", body = Problem),
+        (status = 404, description = "not-found: no such token", body = Problem), (status = 409, description = "last-admin", body = Problem)))]
 pub async fn revoke_token(
     State(st): State<Arc<AppState>>,
     c: Caller,

@@ -12,7 +12,14 @@ pub async fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
         limit: Some(args.limit),
         before: args.before,
     };
-    let rows = ctx.client.history(&q).await?;
+    let page = ctx.client.history_page(&q).await?;
+    if let Some(max) = page.capped_to {
+        eprintln!("history: the server returns at most {max} entries at a time");
+    }
+    if let Some(before) = page.next_before {
+        eprintln!("history: older entries follow; see them with --before {before}");
+    }
+    let rows = page.rows;
     if ctx.out.json {
         ctx.out.print_json(&rows);
         return Ok(OK);

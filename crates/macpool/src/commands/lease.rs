@@ -140,6 +140,7 @@ pub async fn run(ctx: &Ctx, cmd: LeaseCommand) -> CmdResult {
                     pool,
                     host,
                     vm: vm_id,
+                    ..LeaseQuery::default()
                 })
                 .await?;
             print_leases(ctx, &leases);
