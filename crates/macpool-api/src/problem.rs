@@ -37,6 +37,7 @@ impl Problem {
 /// Every problem type the API answers with, and its title: the one place titles are chosen.
 pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("invalid-mac", "Invalid MAC address"),
+    ("too-many-failures", "Too many failed sign-ins"),
     ("invalid-range", "Invalid MAC range"),
     ("invalid-input", "Invalid input"),
     ("invalid-json", "Malformed request body"),

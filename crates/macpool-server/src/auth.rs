@@ -280,7 +280,9 @@ impl FromRequestParts<std::sync::Arc<AppState>> for Caller {
 /// The address a request came from; requests built in-process (tests) have none and share one.
 pub fn client_address(extensions: &axum::http::Extensions) -> IpAddr {
     // Plain HTTP serves through `head::Listener` (its `Peer`), TLS through axum-server.
-    let plain = extensions.get::<ConnectInfo<crate::head::Peer>>().map(|c| c.0.0);
+    let plain = extensions
+        .get::<ConnectInfo<crate::head::Peer>>()
+        .map(|c| c.0.0);
     plain
         .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0))
         .map(|a| a.ip())

@@ -277,6 +277,10 @@ fn finish_operation(op: &mut Value) {
             "headers-too-large: the request's headers are larger than the server reads",
         ),
         (
+            "429",
+            "too-many-failures: too many unknown or revoked tokens from this address; see Retry-After",
+        ),
+        (
             "503",
             "store-unavailable: the store cannot take requests right now; retrying is safe",
         ),

@@ -166,7 +166,10 @@ fn cases() -> BTreeMap<&'static str, (&'static str, Vec<Case>)> {
     add(
         "get /pools",
         "/pools",
-        vec![case(200, "/pools", READER, None)],
+        vec![
+            case(403, "/pools", AGENT, None),
+            case(200, "/pools", READER, None),
+        ],
     );
     add(
         "post /pools",
@@ -202,6 +205,7 @@ fn cases() -> BTreeMap<&'static str, (&'static str, Vec<Case>)> {
         "get /pools/{name}",
         "/pools/p",
         vec![
+            case(403, "/pools/p", AGENT, None),
             case(200, "/pools/p", READER, None),
             case(400, "/pools/%FF", READER, None),
             case(404, "/pools/nope", READER, None),
@@ -238,6 +242,7 @@ fn cases() -> BTreeMap<&'static str, (&'static str, Vec<Case>)> {
         "get /pools/{name}/available",
         "/pools/p/available",
         vec![
+            case(403, "/pools/p/available", AGENT, None),
             case(200, "/pools/p/available", READER, None),
             case(400, "/pools/p/available?limit=abc", READER, None),
             case(404, "/pools/nope/available", READER, None),
@@ -274,6 +279,7 @@ fn cases() -> BTreeMap<&'static str, (&'static str, Vec<Case>)> {
         "get /leases",
         "/leases",
         vec![
+            case(403, "/leases", AGENT, None),
             case(200, "/leases", READER, None),
             case(400, "/leases?after=zz", READER, None),
         ],
@@ -333,6 +339,7 @@ fn cases() -> BTreeMap<&'static str, (&'static str, Vec<Case>)> {
         "get /holds",
         "/holds",
         vec![
+            case(403, "/holds", AGENT, None),
             case(200, "/holds", READER, None),
             case(400, "/holds?vm=a&vm=b", READER, None),
         ],
@@ -401,6 +408,7 @@ fn cases() -> BTreeMap<&'static str, (&'static str, Vec<Case>)> {
         "get /history",
         "/history",
         vec![
+            case(403, "/history", AGENT, None),
             case(200, "/history", READER, None),
             case(400, "/history?mac=zz", READER, None),
         ],
@@ -482,6 +490,7 @@ fn cases() -> BTreeMap<&'static str, (&'static str, Vec<Case>)> {
         "get /hosts/{host}/inventory",
         "/hosts/h1/inventory",
         vec![
+            case(403, "/hosts/h2/inventory", AGENT, None),
             case(200, "/hosts/h1/inventory", READER, None),
             case(400, "/hosts/%01/inventory", READER, None),
             case(404, "/hosts/h9/inventory", READER, None),
@@ -490,7 +499,10 @@ fn cases() -> BTreeMap<&'static str, (&'static str, Vec<Case>)> {
     add(
         "get /conflicts",
         "/conflicts",
-        vec![case(200, "/conflicts", READER, None)],
+        vec![
+            case(403, "/conflicts", AGENT, None),
+            case(200, "/conflicts", READER, None),
+        ],
     );
     add(
         "post /hosts/{host}/blocks",
@@ -538,6 +550,7 @@ fn cases() -> BTreeMap<&'static str, (&'static str, Vec<Case>)> {
         "get /hosts/{host}/blocks",
         "/hosts/h1/blocks",
         vec![
+            case(403, "/hosts/h2/blocks", AGENT, None),
             case(200, "/hosts/h1/blocks", READER, None),
             case(400, "/hosts/%01/blocks", READER, None),
         ],
@@ -545,7 +558,10 @@ fn cases() -> BTreeMap<&'static str, (&'static str, Vec<Case>)> {
     add(
         "get /blocks",
         "/blocks",
-        vec![case(200, "/blocks", READER, None)],
+        vec![
+            case(403, "/blocks", AGENT, None),
+            case(200, "/blocks", READER, None),
+        ],
     );
     add(
         "post /hosts/{host}/blocks/{id}/activate",
@@ -694,6 +710,25 @@ async fn every_route_declares_exactly_the_statuses_it_returns() {
                 assert_eq!(a.status, status, "{key}: shared case {status}: {}", a.body);
                 shown.insert(status);
             }
+            // 429: after ten unknown tokens from one address, the next request from it waits.
+            let throttled = || {
+                let mut req = Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(format!("/api/v1{concrete}"))
+                    .header("authorization", "Bearer mp_nobody_wrong")
+                    .body(Body::empty())
+                    .unwrap();
+                req.extensions_mut().insert(axum::extract::ConnectInfo(
+                    std::net::SocketAddr::from(([192, 0, 2, 1], 1)),
+                ));
+                req
+            };
+            for _ in 0..10 {
+                app.send(throttled()).await;
+            }
+            let a = app.send(throttled()).await;
+            assert_eq!(a.status, 429, "{key}: throttled: {}", a.body);
+            shown.insert(429);
             assert_eq!(
                 declared, shown,
                 "{key}: the document declares {declared:?}, requests here got {shown:?}"

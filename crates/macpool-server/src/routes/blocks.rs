@@ -45,7 +45,7 @@ pub async fn claim_block(
 /// The host's blocks that are not free yet.
 #[utoipa::path(get, path = "/hosts/{host}/blocks", tag = "blocks",
     params(("host" = String, Path, description = "host name")),
-    responses((status = 200, body = [BlockInfo])))]
+    responses((status = 200, body = [BlockInfo]), (status = 403, description = "forbidden: an agent token (agents read one MAC and their own host's blocks and inventory)", body = Problem)))]
 pub async fn host_blocks(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -61,7 +61,7 @@ pub async fn host_blocks(
 
 /// Every block that is not free yet, across hosts.
 #[utoipa::path(get, path = "/blocks", tag = "blocks",
-    responses((status = 200, body = [BlockInfo])))]
+    responses((status = 200, body = [BlockInfo]), (status = 403, description = "forbidden: an agent token (agents read one MAC and their own host's blocks and inventory)", body = Problem)))]
 pub async fn list_blocks(
     State(st): State<Arc<AppState>>,
     c: Caller,

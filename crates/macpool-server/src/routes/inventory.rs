@@ -34,7 +34,7 @@ pub async fn put_inventory(
 /// The latest inventory the authority accepted from a host.
 #[utoipa::path(get, path = "/hosts/{host}/inventory", tag = "inventory",
     params(("host" = String, Path, description = "host name")),
-    responses((status = 200, body = InventoryInfo), (status = 404, description = "not-found: no inventory from that host", body = Problem)))]
+    responses((status = 200, body = InventoryInfo), (status = 403, description = "forbidden: an agent token (agents read one MAC and their own host's blocks and inventory)", body = Problem), (status = 404, description = "not-found: no inventory from that host", body = Problem)))]
 pub async fn get_inventory(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -48,7 +48,7 @@ pub async fn get_inventory(
 /// Every conflict across the hosts' latest inventories, the pools, leases and holds; each
 /// claimant with its VM's power state and guard's latest action on it.
 #[utoipa::path(get, path = "/conflicts", tag = "inventory",
-    responses((status = 200, body = [ConflictInfo])))]
+    responses((status = 200, body = [ConflictInfo]), (status = 403, description = "forbidden: an agent token (agents read one MAC and their own host's blocks and inventory)", body = Problem)))]
 pub async fn conflicts(
     State(st): State<Arc<AppState>>,
     c: Caller,

@@ -65,7 +65,7 @@ pub(crate) async fn allocate_in(
     responses((status = 200, body = [LeaseInfo], headers(
         ("Macpool-Next-Cursor" = String, description = "more leases follow: pass this as `after`"),
         ("Macpool-Limit-Capped" = u32, description = "the asked limit was above 10000: the limit applied"))),
-        (status = 400, description = "invalid-input: a bad cursor or parameter", body = Problem)))]
+        (status = 400, description = "invalid-input: a bad cursor or parameter", body = Problem), (status = 403, description = "forbidden: an agent token (agents read one MAC and their own host's blocks and inventory)", body = Problem)))]
 pub async fn list_leases(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -172,7 +172,7 @@ pub async fn mac_info(
 }
 
 /// List holds.
-#[utoipa::path(get, path = "/holds", tag = "holds", params(HoldQuery), responses((status = 200, body = [HoldInfo])))]
+#[utoipa::path(get, path = "/holds", tag = "holds", params(HoldQuery), responses((status = 200, body = [HoldInfo]), (status = 403, description = "forbidden: an agent token (agents read one MAC and their own host's blocks and inventory)", body = Problem)))]
 pub async fn list_holds(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -242,7 +242,7 @@ pub(crate) async fn unhold_in(st: &AppState, c: &Caller, body: UnholdBody) -> Ap
     responses((status = 200, body = [HistoryInfo], headers(
         ("Macpool-Next-Cursor" = u64, description = "older entries follow: pass this as `before`"),
         ("Macpool-Limit-Capped" = u32, description = "the asked limit was above 10000: the limit applied"))),
-        (status = 400, description = "invalid-mac, invalid-input", body = Problem)))]
+        (status = 400, description = "invalid-mac, invalid-input", body = Problem), (status = 403, description = "forbidden: an agent token (agents read one MAC and their own host's blocks and inventory)", body = Problem)))]
 pub async fn history(
     State(st): State<Arc<AppState>>,
     c: Caller,

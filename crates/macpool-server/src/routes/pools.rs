@@ -19,7 +19,7 @@ const DEFAULT_AVAILABLE_LIMIT: u64 = 65_536;
 
 /// List pools with their counters.
 #[utoipa::path(get, path = "/pools", tag = "pools",
-    responses((status = 200, body = [PoolInfo])))]
+    responses((status = 200, body = [PoolInfo]), (status = 403, description = "forbidden: an agent token (agents read one MAC and their own host's blocks and inventory)", body = Problem)))]
 pub async fn list_pools(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -55,7 +55,7 @@ pub(crate) async fn create_pool_in(
 
 /// One pool with its counters.
 #[utoipa::path(get, path = "/pools/{name}", tag = "pools", params(("name" = String, Path)),
-    responses((status = 200, body = PoolInfo), (status = 404, description = "not-found: no such pool", body = Problem)))]
+    responses((status = 200, body = PoolInfo), (status = 403, description = "forbidden: an agent token (agents read one MAC and their own host's blocks and inventory)", body = Problem), (status = 404, description = "not-found: no such pool", body = Problem)))]
 pub async fn get_pool(
     State(st): State<Arc<AppState>>,
     c: Caller,
@@ -107,7 +107,7 @@ pub async fn delete_pool(
 
 /// The free addresses of a pool, as runs.
 #[utoipa::path(get, path = "/pools/{name}/available", tag = "pools", params(("name" = String, Path), AvailableQuery),
-    responses((status = 200, body = AvailableInfo), (status = 404, description = "not-found: no such pool", body = Problem)))]
+    responses((status = 200, body = AvailableInfo), (status = 403, description = "forbidden: an agent token (agents read one MAC and their own host's blocks and inventory)", body = Problem), (status = 404, description = "not-found: no such pool", body = Problem)))]
 pub async fn list_available(
     State(st): State<Arc<AppState>>,
     c: Caller,
