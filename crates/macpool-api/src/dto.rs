@@ -170,8 +170,10 @@ pub struct LeaseQuery {
     pub pool: Option<String>,
     pub host: Option<String>,
     pub vm: Option<String>,
-    /// Most leases (default 1000, at most 10000), in MAC order.
+    /// Most leases (default 1000, at most 10000: a larger limit is capped, and the
+    /// `Macpool-Limit-Capped` header says so), in MAC order. Declared int64: any u32 is taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub limit: Option<u32>,
     /// Only leases after this cursor (the previous page's `Macpool-Next-Cursor` header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
