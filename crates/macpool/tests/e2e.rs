@@ -115,7 +115,7 @@ async fn kill_9_mid_run_loses_no_acknowledged_allocation() {
     );
 
     let server = Server::start(dir.path());
-    let leases = get(&server, "/api/v1/leases?pool=crash").await;
+    let leases = get(&server, "/api/v1/leases?pool=crash&limit=10000").await;
     let stored: HashMap<String, String> = leases
         .as_array()
         .unwrap()
