@@ -114,7 +114,7 @@ async fn load(url: &str, tag: &str, stop: Arc<AtomicBool>, persist: bool) -> Vec
 /// Everything acknowledged so far is stored, and no MAC has two owners.
 async fn check(server: &Server, acked: &HashMap<String, String>, when: &str) -> usize {
     let leases = server
-        .api(reqwest::Method::GET, "/leases?pool=p", None)
+        .api(reqwest::Method::GET, "/leases?pool=p&limit=10000", None)
         .await;
     let stored: HashMap<String, String> = leases
         .as_array()
