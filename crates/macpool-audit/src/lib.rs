@@ -20,8 +20,6 @@ pub mod hyperv_json;
 pub mod libvirt;
 pub mod maclist;
 mod render;
-#[cfg(test)]
-mod render_before;
 pub mod script;
 mod walk;
 pub mod xml;

@@ -4,20 +4,18 @@
 //! rendered by this file, so the document cannot drift from what is tested.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use macpool_core::authority::Actor;
-use macpool_server::auth::{TokenCache, hash_secret};
-use macpool_server::metrics::Metrics;
-use macpool_server::{AppState, ServerConfig, app, openapi_document};
-use macpool_store::sqlite::SqliteStore;
-use macpool_store::{AnyStore, Role, Store, TokenRecord};
+use macpool_server::openapi_document;
+use macpool_store::Role;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+mod common;
+use common::token;
 
 /// The callers of the matrix, in column order.
 const CALLERS: [(&str, Option<&str>); 6] = [
@@ -277,18 +275,6 @@ fn inventory(generation: u64) -> Value {
              "checkpoint": {"id": "cp1", "name": "RDV_ROLLBACK", "type": "standard"}}]}]})
 }
 
-fn token(id: &str, secret: &str, role: Role, host: Option<&str>, revoked: bool) -> TokenRecord {
-    TokenRecord {
-        id: id.into(),
-        name: format!("{id}-test"),
-        role,
-        host: host.map(str::to_string),
-        secret_hash: hash_secret(secret),
-        created: macpool_core::Timestamp(0),
-        revoked: revoked.then_some(macpool_core::Timestamp(1)),
-    }
-}
-
 struct App {
     router: axum::Router,
     _dir: tempfile::TempDir,
@@ -297,32 +283,17 @@ struct App {
 impl App {
     /// A fresh store with every kind of token, seeded as [`Row`] says.
     async fn seeded() -> App {
-        let dir = tempfile::tempdir().unwrap();
-        let store = AnyStore::Sqlite(SqliteStore::open(dir.path()).unwrap());
-        let tokens = vec![
-            token("adm", "secretadmin", Role::Admin, None, false),
-            token("rdr", "secretreader", Role::Reader, None, false),
-            token("ag1", "secretagent1", Role::Agent, Some("h1"), false),
-            token("ag2", "secretagent2", Role::Agent, Some("h2"), false),
-            token("rev", "secretrevoked", Role::Admin, None, true),
-        ];
-        for t in &tokens {
-            store
-                .save_token(Actor::admin("test"), t.clone())
-                .await
-                .unwrap();
-        }
-        let state = Arc::new(AppState {
-            store,
-            tokens: TokenCache::new(tokens),
-            metrics: Metrics::default(),
-            config: ServerConfig::default(),
-            sessions: Default::default(),
-        });
-        let app = App {
-            router: app(state),
-            _dir: dir,
-        };
+        let mut revoked = token("rev", "secretrevoked", Role::Admin, None);
+        revoked.revoked = Some(macpool_core::Timestamp(1));
+        let (router, _state, dir) = common::app_with(vec![
+            token("adm", "secretadmin", Role::Admin, None),
+            token("rdr", "secretreader", Role::Reader, None),
+            token("ag1", "secretagent1", Role::Agent, Some("h1")),
+            token("ag2", "secretagent2", Role::Agent, Some("h2")),
+            revoked,
+        ])
+        .await;
+        let app = App { router, _dir: dir };
         app.seed().await;
         app
     }

@@ -1511,6 +1511,7 @@ async fn seed_demo(s: &Server) -> String {
     let kinds = ["desk", "desk", "desk", "rds", "sql", "web", "build"];
     let mut vms: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     let mut dup_mac = String::new();
+    let mut first_mac = String::new();
     for i in 0..360u32 {
         let host = ["hv01", "hv02", "hv03"][(i % 3) as usize];
         let name = format!("{}-{:03}", kinds[(i % 7) as usize], i);
@@ -1518,6 +1519,9 @@ async fn seed_demo(s: &Server) -> String {
         let mac = lease(s, pool, &id, &name, host).await;
         if i == 300 {
             dup_mac = mac.clone();
+        }
+        if i == 0 {
+            first_mac = mac.clone();
         }
         if i % 17 == 5 {
             // released: cooling for a day
@@ -1561,13 +1565,24 @@ async fn seed_demo(s: &Server) -> String {
     for (host, vms) in vms {
         // hv01 and hv02 kept Hyper-V's IP-derived default range, and it is the same one
         let range = (host != "hv03").then_some(("00-15-5D-3C-0A-00", "00-15-5D-3C-0A-FF"));
-        s.api(
-            Method::PUT,
-            &format!("/hosts/{host}/inventory"),
-            Some(json!({"generation": 1, "cluster": "campus-cl1", "vms": vms,
-                        "range_min": range.map(|r| r.0), "range_max": range.map(|r| r.1)})),
-        )
-        .await;
+        let mut body = json!({"generation": 1, "cluster": "campus-cl1", "vms": vms,
+                        "range_min": range.map(|r| r.0), "range_max": range.map(|r| r.1)});
+        match host {
+            // delegate without a readable registry cursor: the Hosts page says "estimated"
+            "hv01" => {
+                body["strategy"] = json!("delegate");
+                body["cursor_source"] = json!("inventory-bound");
+            }
+            "hv02" => body["strategy"] = json!("hyperv-default"),
+            // hv03's management OS vNIC was given desk-000's MAC by hand: a live duplicate
+            _ => {
+                body["strategy"] = json!("guard");
+                body["management_adapters"] = json!([
+                    {"name": "vEthernet (Management)", "mac": first_mac, "dynamic": false}]);
+            }
+        }
+        s.api(Method::PUT, &format!("/hosts/{host}/inventory"), Some(body))
+            .await;
     }
     // after the leases, so that the map's first page shows them and the block comes later
     delegate(s, pool, "hv04", 256, 1).await;
@@ -1617,6 +1632,8 @@ async fn screenshots() {
         ("conflicts.png", "/conflicts".into()),
         ("hosts.png", "/hosts".into()),
         ("mac.png", format!("/mac/{first}")),
+        // desk-000's MAC, which hv03's management OS vNIC also uses
+        ("mac-vnic.png", "/mac/00-15-5D-A0-00-00".into()),
         ("history.png", "/history".into()),
         ("tokens.png", "/tokens".into()),
         ("audit.png", "/audit".into()),

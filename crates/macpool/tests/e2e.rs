@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,18 +115,7 @@ async fn kill_9_mid_run_loses_no_acknowledged_allocation() {
     );
 
     let server = Server::start(dir.path());
-    let leases = get(&server, "/api/v1/leases?pool=crash&limit=10000").await;
-    let stored: HashMap<String, String> = leases
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["vm_id"].as_str().unwrap().to_string(),
-                l["mac"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let stored = server.lease_owners("crash").await;
     for (vm, mac) in &acked {
         assert_eq!(
             stored.get(vm),

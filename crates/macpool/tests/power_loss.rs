@@ -113,20 +113,7 @@ async fn load(url: &str, tag: &str, stop: Arc<AtomicBool>, persist: bool) -> Vec
 
 /// Everything acknowledged so far is stored, and no MAC has two owners.
 async fn check(server: &Server, acked: &HashMap<String, String>, when: &str) -> usize {
-    let leases = server
-        .api(reqwest::Method::GET, "/leases?pool=p&limit=10000", None)
-        .await;
-    let stored: HashMap<String, String> = leases
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["vm_id"].as_str().unwrap().to_string(),
-                l["mac"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let stored = server.lease_owners("p").await;
     let lost: Vec<&String> = acked
         .iter()
         .filter(|(vm, mac)| stored.get(*vm) != Some(mac))

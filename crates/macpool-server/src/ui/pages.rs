@@ -1316,11 +1316,14 @@ pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
             );
         }
         w!(h, "</td><td>");
+        // An estimated cursor is not "unknown": delegate has a bound, just not the registry's.
+        let estimated = x.cursor_source == Some(CursorSource::InventoryBound);
         match x.cursor {
             Some(c) => w!(h, "<code>{}</code>", ieee(c)),
+            None if estimated => w!(h, "from the inventory"),
             None => w!(h, "unknown"),
         }
-        if x.cursor_source == Some(CursorSource::InventoryBound) {
+        if estimated {
             w!(
                 h,
                 " <span class=\"badge warn\" title=\"no readable cursor: delegate rotates on the highest dynamic MAC the inventory shows\">estimated</span>"

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -85,6 +86,23 @@ impl Server {
         let text = r.text().await.unwrap();
         assert!(status.is_success(), "{method} {path}: {status} {text}");
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// VM id → MAC of every lease of `pool`, read as a client would: through the typed client,
+    /// which follows the listing's pages (however many leases there are).
+    pub async fn lease_owners(&self, pool: &str) -> HashMap<String, String> {
+        let client = macpool_client::Client::new(&self.url, Some(TOKEN.to_string())).unwrap();
+        let q = macpool_api::dto::LeaseQuery {
+            pool: Some(pool.to_string()),
+            ..Default::default()
+        };
+        client
+            .leases(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.vm_id, l.mac))
+            .collect()
     }
 
     /// The CLI pointed at this server with the admin token.
