@@ -5,7 +5,9 @@
 //! [`Change`]s a store must persist (in one transaction) for a restart to rebuild the same state
 //! with [`Authority::restore`]. Time comes in through [`Context::now`], randomness as arguments.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
+
+use imbl::{HashMap as PHashMap, OrdMap, OrdSet};
 use std::time::Duration;
 
 use crate::Timestamp;
@@ -18,6 +20,7 @@ use crate::pool::{AllocationOrder, DuplicatePolicy, LowWater, PoolName, PoolSpec
 use crate::range::MacRange;
 
 pub use blocks::{BlockClaim, BlockFilter};
+pub use conflict_index::Gauges;
 pub use inventory::{Claimant, InventoryOutcome, StoredInventory};
 pub use map::{
     AddressCell, AddressMap, AddressRow, AddressState, HostSummary, MapCells, PoolSummary,
@@ -290,6 +293,12 @@ pub struct Seen {
     /// A vNIC of the host's management OS, not a VM's: `vm_id` is empty and `vm_name` is the
     /// vNIC's name.
     pub management_os: bool,
+    /// The adapter's name (for a management OS vNIC, its name again).
+    pub adapter: String,
+    /// The checkpoint's id, with `checkpoint`.
+    pub checkpoint_id: Option<String>,
+    /// A dynamic adapter (Hyper-V picks its MAC), not a static one.
+    pub dynamic: bool,
 }
 
 impl MacStatus {
@@ -466,7 +475,7 @@ impl PoolState {
 }
 
 /// What the authority knows about one MAC besides the pool it belongs to.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct MacEntry {
     leases: Vec<OwnerKey>,
     holds: Vec<Hold>,
@@ -475,28 +484,30 @@ struct MacEntry {
 /// The whole in-memory state of the authority.
 #[derive(Clone, Debug, Default)]
 pub struct Authority {
-    pools: BTreeMap<PoolName, PoolState>,
+    pools: OrdMap<PoolName, PoolState>,
     /// Every pool range by first address: answers "which pool owns this MAC" and overlap checks.
-    range_index: BTreeMap<Mac, (MacRange, PoolName)>,
-    leases: HashMap<OwnerKey, Lease>,
-    macs: HashMap<Mac, MacEntry>,
-    cooling: HashMap<Mac, Timestamp>,
-    cooling_queue: BTreeSet<(Timestamp, Mac)>,
+    range_index: OrdMap<Mac, (MacRange, PoolName)>,
+    leases: PHashMap<OwnerKey, Lease>,
+    macs: OrdMap<Mac, MacEntry>,
+    cooling: PHashMap<Mac, Timestamp>,
+    cooling_queue: OrdSet<(Timestamp, Mac)>,
     /// The latest inventory of every host, by host name.
-    inventories: BTreeMap<String, StoredInventory>,
+    inventories: OrdMap<String, StoredInventory>,
     /// The last lease of a MAC released because its VM vanished from its host (see
     /// [`Change::DepartedSaved`]); only meaningful while nobody else leases or holds the MAC.
-    departed: HashMap<Mac, Lease>,
+    departed: PHashMap<Mac, Lease>,
     /// Who the latest inventories show with each MAC (derived from `inventories`, sorted).
-    seen: BTreeMap<Mac, Vec<Seen>>,
+    seen: OrdMap<Mac, Vec<Seen>>,
     /// How many hosts' latest inventories ask for each checkpoint hold (derived).
-    checkpoint_refs: HashMap<HoldKey, u32>,
+    checkpoint_refs: PHashMap<HoldKey, u32>,
     /// Blocks delegated to hosts (pending, active, draining), by id.
-    blocks: BTreeMap<u64, Block>,
+    blocks: OrdMap<u64, Block>,
     /// Every block by first address: answers "which block holds this MAC".
-    block_index: BTreeMap<Mac, u64>,
+    block_index: OrdMap<Mac, u64>,
     /// The id the next claimed block gets.
     next_block_id: u64,
+    /// The conflicts, kept up to date (derived; see [`Authority::settle`]).
+    conflict_index: conflict_index::ConflictIndex,
 }
 
 impl Authority {
@@ -1498,11 +1509,11 @@ impl Authority {
     /// Returns addresses whose cooldown has ended to the free space. Not a durable change: a
     /// cooling entry past its end means free, whether or not its row is deleted yet.
     pub fn expire(&mut self, now: Timestamp) {
-        while let Some(&(until, mac)) = self.cooling_queue.first() {
+        while let Some(&(until, mac)) = self.cooling_queue.get_min() {
             if until > now {
                 break;
             }
-            self.cooling_queue.pop_first();
+            self.cooling_queue.remove_min();
             let before = self.slot(mac);
             self.cooling.remove(&mac);
             self.reclassify(mac, before);
@@ -1659,7 +1670,8 @@ fn history(
 }
 
 /// Exposed for stores and tests that want to check the invariant `free + leased + held +
-/// cooling == size` and that the free space equals a rebuild.
+/// cooling == size`, that the free space equals a rebuild, and that the conflict index equals
+/// a run of the full engine.
 impl Authority {
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
         for (name, p) in &self.pools {
@@ -1710,11 +1722,12 @@ impl Authority {
         if self.cooling.len() != self.cooling_queue.len() {
             return Err("cooling map and queue differ".into());
         }
-        Ok(())
+        self.check_conflict_index()
     }
 }
 
 mod blocks;
+mod conflict_index;
 mod follow;
 mod inventory;
 mod map;

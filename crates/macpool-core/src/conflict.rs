@@ -116,7 +116,7 @@ pub struct Sighting {
 
 impl Sighting {
     /// A dynamic adapter showing the zero MAC has not been assigned one: nothing to compare.
-    fn is_unassigned(&self) -> bool {
+    pub(crate) fn is_unassigned(&self) -> bool {
         self.mac.is_zero() && self.dynamic == Some(true)
     }
 
@@ -427,8 +427,24 @@ pub fn find_conflicts(input: &ConflictInput) -> Vec<Conflict> {
         input.pools,
         input.blocks,
     ));
-    out.sort_by_cached_key(Conflict::sort_key);
+    sort_conflicts(&mut out);
     out
+}
+
+/// The order [`find_conflicts`] returns: by class, then MAC or range.
+pub(crate) fn sort_conflicts(out: &mut [Conflict]) {
+    out.sort_by_cached_key(Conflict::sort_key);
+}
+
+/// What the engine needs to know of one MAC besides its sightings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MacFacts<'a> {
+    /// A lease or hold accounts for it; `None`: unknown (an offline audit).
+    pub explained: Option<bool>,
+    /// It lies in a block delegated to a host (the host's allocator owns it).
+    pub in_block: bool,
+    /// The pool whose ranges hold it.
+    pub pool: Option<&'a str>,
 }
 
 fn mac_conflicts(input: &ConflictInput) -> Vec<Conflict> {
@@ -452,7 +468,17 @@ fn mac_conflicts(input: &ConflictInput) -> Vec<Conflict> {
             .iter()
             .map(|&i| (i as usize, &sightings[i as usize]))
             .collect();
-        classify_group(mac, &group, input, &pools, &mut out);
+        let candidates = pools.partition_point(|p| p.range.first() <= mac);
+        let facts = MacFacts {
+            explained: input.explained.map(|e| e.contains(&mac)),
+            in_block: input.blocks.iter().any(|b| b.range.contains(mac)),
+            pool: pools[..candidates]
+                .iter()
+                .rev()
+                .find(|p| p.range.contains(mac))
+                .map(|p| p.pool.as_str()),
+        };
+        classify_group(mac, &group, facts, &mut out);
         start = end;
     }
     out
@@ -479,11 +505,12 @@ fn list_owners(names: &[String]) -> String {
     s
 }
 
-fn classify_group(
+/// The conflicts about one MAC, from every sighting of it (each with an index unique in the
+/// group; unassigned ones already left out).
+pub(crate) fn classify_group(
     mac: Mac,
     group: &[(usize, &Sighting)],
-    input: &ConflictInput,
-    pools: &[&PoolRange],
+    facts: MacFacts,
     out: &mut Vec<Conflict>,
 ) {
     if let Some(reason) = mac.invalid_reason() {
@@ -504,32 +531,26 @@ fn classify_group(
         out.push(c);
     }
 
-    if let Some(explained) = input.explained
-        && !explained.contains(&mac)
+    if facts.explained == Some(false)
         && group
             .iter()
             .any(|(_, s)| !matches!(s.seen, Seen::DhcpLease { .. }))
-        && !input.blocks.iter().any(|b| b.range.contains(mac))
+        && !facts.in_block
     {
-        let candidates = pools.partition_point(|p| p.range.first() <= mac);
-        if let Some(pool) = pools[..candidates]
-            .iter()
-            .rev()
-            .find(|p| p.range.contains(mac))
-        {
+        if let Some(pool) = facts.pool {
             let sightings = sorted_sightings(group);
             let who: Vec<String> = sightings.iter().map(Sighting::describe).collect();
             out.push(Conflict {
                 class: ConflictClass::Unmanaged,
                 explanation: format!(
                     "{mac} lies in pool '{}' but no lease or hold explains it (used by {})",
-                    pool.pool,
+                    pool,
                     list_owners(&who)
                 ),
                 fix: format!(
                     "lease or hold it for its owner so the pool never hands it out again, or give the adapter \
                      a MAC leased from pool '{}'",
-                    pool.pool
+                    pool
                 ),
                 subject: Subject::Mac { mac, sightings },
             });
@@ -695,7 +716,7 @@ fn overlap_of(a: MacRange, b: MacRange) -> MacRange {
 }
 
 /// `range-overlap` conflicts by a sweep over ranges sorted by their first address.
-fn range_conflicts(
+pub(crate) fn range_conflicts(
     hosts: &[HostRange],
     pools: &[PoolRange],
     blocks: &[DelegatedBlock],

@@ -1,16 +1,18 @@
 //! The free-space index of a pool: free addresses kept as disjoint runs, so allocation,
 //! "what is free" and counting stay O(log runs) however large the ranges are.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
+
+use imbl::OrdMap;
 
 use crate::mac::Mac;
 use crate::range::MacRange;
 
-/// Disjoint, non-adjacent runs of free addresses (`start -> last`, inclusive, as integers).
+/// Disjoint, non-adjacent runs of free addresses (`start -> last`, inclusive, as integers). A
+/// persistent map, so a copy for a reader costs O(1) however fragmented the pool is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FreeSpace {
-    runs: BTreeMap<u64, u64>,
+    runs: OrdMap<u64, u64>,
     free: u64,
 }
 

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use macpool_core::Timestamp;
-use macpool_core::authority::PoolView;
-use macpool_core::block::{Block, BlockState};
-use macpool_core::conflict::{Conflict, ConflictClass};
+use macpool_core::authority::{Gauges, PoolView};
+use macpool_core::block::BlockState;
+use macpool_core::conflict::ConflictClass;
 use macpool_core::inventory::CursorSource;
 use macpool_store::StoreStats;
 
@@ -19,17 +19,10 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-/// What the store shows at scrape time; gauges are computed from it, never cached.
+/// What the store shows at scrape time (one snapshot); gauges are computed from it, never cached.
 #[derive(Default)]
 pub struct Scrape {
-    pub pools: Vec<PoolView>,
-    pub conflicts: Vec<Conflict>,
-    /// Blocks that are not free yet.
-    pub blocks: Vec<Block>,
-    /// When each host's latest inventory was accepted.
-    pub inventories: Vec<(String, Timestamp)>,
-    /// How each host's agent said it knows its allocator's cursor (hosts that said).
-    pub cursor_sources: Vec<(String, CursorSource)>,
+    pub gauges: Gauges,
     pub store: StoreStats,
 }
 
@@ -93,11 +86,14 @@ impl Metrics {
     /// alerts can say `macpool_conflicts{class="latent"} > 0`.
     pub fn render(&self, scrape: &Scrape) -> String {
         let Scrape {
-            pools,
-            conflicts,
-            blocks,
-            inventories,
-            cursor_sources,
+            gauges:
+                Gauges {
+                    pools,
+                    conflicts,
+                    blocks,
+                    received: inventories,
+                    cursor_sources,
+                },
             store,
         } = scrape;
         let mut out = String::new();
@@ -106,7 +102,7 @@ impl Metrics {
             "# HELP macpool_conflicts Conflicts across the hosts' latest inventories, by class.\n# TYPE macpool_conflicts gauge"
         );
         for class in ConflictClass::ALL {
-            let n = conflicts.iter().filter(|c| c.class == class).count();
+            let n = conflicts.get(&class).copied().unwrap_or(0);
             let _ = writeln!(out, "macpool_conflicts{{class=\"{}\"}} {n}", class.slug());
         }
         type Gauge = (&'static str, &'static str, fn(&PoolView) -> u64);
@@ -285,7 +281,7 @@ mod tests {
     /// The gauges the staleness, draining, cursor and store alerts in packaging/prometheus read.
     #[test]
     fn inventory_age_draining_blocks_and_a_poisoned_store_are_exported() {
-        let block = |id, state| Block {
+        let block = |id, state| macpool_core::block::Block {
             id,
             pool: macpool_core::pool::PoolName::new("rds").unwrap(),
             host: "HV\"1".into(),
@@ -296,17 +292,19 @@ mod tests {
             unused_since: None,
         };
         let text = Metrics::default().render(&Scrape {
-            blocks: vec![block(1, BlockState::Draining), block(2, BlockState::Active)],
-            inventories: vec![("HV1".into(), Timestamp(1_700_000_000_250))],
-            cursor_sources: vec![
-                ("HV1".into(), CursorSource::InventoryBound),
-                ("HV2".into(), CursorSource::Registry),
-            ],
+            gauges: Gauges {
+                blocks: vec![block(1, BlockState::Draining), block(2, BlockState::Active)],
+                received: vec![("HV1".into(), Timestamp(1_700_000_000_250))],
+                cursor_sources: vec![
+                    ("HV1".into(), CursorSource::InventoryBound),
+                    ("HV2".into(), CursorSource::Registry),
+                ],
+                ..Gauges::default()
+            },
             store: StoreStats {
                 poisoned: true,
                 ..StoreStats::default()
             },
-            ..Scrape::default()
         });
         for line in [
             "macpool_store_poisoned 1",
@@ -328,18 +326,11 @@ mod tests {
 
     #[test]
     fn every_conflict_class_has_a_gauge_zero_included() {
-        use macpool_core::conflict::Subject;
-        let latent = Conflict {
-            class: ConflictClass::Latent,
-            subject: Subject::Mac {
-                mac: "00155D000001".parse().unwrap(),
-                sightings: Vec::new(),
-            },
-            explanation: String::new(),
-            fix: String::new(),
-        };
         let text = Metrics::default().render(&Scrape {
-            conflicts: vec![latent.clone(), latent],
+            gauges: Gauges {
+                conflicts: BTreeMap::from([(ConflictClass::Latent, 2)]),
+                ..Gauges::default()
+            },
             ..Scrape::default()
         });
         for line in [

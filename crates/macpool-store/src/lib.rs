@@ -11,7 +11,7 @@ use macpool_core::Mac;
 use macpool_core::Timestamp;
 use macpool_core::authority::{
     Actor, AddressMap, AddressRow, AllocateRequest, Allocation, Authority, AuthorityError,
-    Available, BlockClaim, BlockFilter, Change, Claimant, Context, HoldRequest, HostSummary,
+    Available, BlockClaim, BlockFilter, Change, Claimant, Context, Gauges, HoldRequest, HostSummary,
     InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolSummary, PoolView, ReleaseSelector,
     Released, StoredInventory, UnholdRequest,
 };
@@ -215,9 +215,11 @@ pub struct PersistedState {
 impl PersistedState {
     /// Rebuilds the in-memory authority (cooling entries past `now` are dropped).
     pub fn into_authority(self, now: Timestamp) -> Result<Authority, String> {
-        Authority::restore(self.pools, self.leases, self.holds, self.cooling, now)?
+        let mut a = Authority::restore(self.pools, self.leases, self.holds, self.cooling, now)?
             .with_inventories(self.inventories, self.departed)
-            .with_blocks(self.blocks)
+            .with_blocks(self.blocks)?;
+        a.settle();
+        Ok(a)
     }
 }
 
@@ -293,12 +295,27 @@ mod sealed {
             + 'static,
         ) -> impl Future<Output = StoreResult<T>> + Send;
 
-        /// Runs `f` on the current state (expired holds and cooldowns already dropped), which
-        /// reflects at least every mutation acknowledged before the call.
+        /// A copy of the current state (expired holds and cooldowns already dropped, read views
+        /// settled), reflecting at least every mutation acknowledged before the call. O(1) for
+        /// the writer: `Authority::snapshot`.
+        fn snapshot(&self) -> impl Future<Output = StoreResult<Authority>> + Send;
+
+        /// Runs `f` on a snapshot, on a blocking thread: a read never runs on the writer, so a
+        /// long one (the conflicts of a fleet, a map page) never stalls a write.
         fn read<T: Send + 'static>(
             &self,
             f: impl FnOnce(&Authority) -> StoreResult<T> + Send + 'static,
-        ) -> impl Future<Output = StoreResult<T>> + Send;
+        ) -> impl Future<Output = StoreResult<T>> + Send
+        where
+            Self: Sync,
+        {
+            async move {
+                let snapshot = self.snapshot().await?;
+                tokio::task::spawn_blocking(move || f(&snapshot))
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("a read stopped: {e}")))?
+            }
+        }
     }
 }
 
@@ -428,9 +445,14 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<(String, Timestamp)>>> + Send {
         self.read(|a| Ok(a.inventory_received()))
     }
-    /// Every conflict across the latest inventories, pools, leases and holds; derived on each call.
+    /// Every conflict across the latest inventories, pools, leases and holds (kept up to date by
+    /// the core as they change).
     fn conflicts(&self) -> impl Future<Output = StoreResult<Vec<Conflict>>> + Send {
         self.read(|a| Ok(a.conflicts()))
+    }
+    /// Everything `/metrics` shows, from one snapshot.
+    fn gauges(&self) -> impl Future<Output = StoreResult<Gauges>> + Send {
+        self.read(|a| Ok(a.gauges()))
     }
 
     /// Every conflict with what is known of each claimant (in the order of its sightings): the
@@ -654,11 +676,8 @@ impl sealed::Run for AnyStore {
     ) -> StoreResult<T> {
         dispatch!(self, s => s.mutate(actor, f).await)
     }
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Authority) -> StoreResult<T> + Send + 'static,
-    ) -> StoreResult<T> {
-        dispatch!(self, s => s.read(f).await)
+    async fn snapshot(&self) -> StoreResult<Authority> {
+        dispatch!(self, s => s.snapshot().await)
     }
 }
 

@@ -37,8 +37,8 @@
 use std::collections::{BTreeSet, HashSet};
 
 use super::*;
-use crate::conflict::{Conflict, ConflictInput, PoolRange, find_conflicts};
-use crate::inventory::{AdapterLocation, HostInventory, VmState};
+use crate::conflict::Conflict;
+use crate::inventory::{AdapterLocation, HostInventory, MacKind, VmState};
 
 /// A host's latest inventory as the authority keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -261,6 +261,9 @@ impl Authority {
                 vm_name: a.name.clone(),
                 checkpoint: None,
                 management_os: true,
+                adapter: a.name.clone(),
+                checkpoint_id: None,
+                dynamic: a.kind == MacKind::Dynamic,
             };
             self.index_one(a.mac, seen, add);
         }
@@ -329,37 +332,6 @@ impl Authority {
             self.departed.remove(&mac);
             changes.push(Change::DepartedCleared { mac });
         }
-    }
-
-    /// Every conflict across all hosts' latest inventories, the pools and the lease/hold set.
-    pub fn conflicts(&self) -> Vec<Conflict> {
-        let mut sightings = Vec::new();
-        let mut host_ranges = Vec::new();
-        for (host, s) in &self.inventories {
-            let source = format!("inventory {host} gen {}", s.generation);
-            sightings.extend(s.inventory.sightings(&source));
-            host_ranges.extend(s.inventory.host_ranges().into_iter().map(|mut r| {
-                r.source = source.clone();
-                r
-            }));
-        }
-        let pools: Vec<PoolRange> = self
-            .range_index
-            .values()
-            .map(|(r, p)| PoolRange {
-                pool: p.to_string(),
-                range: *r,
-            })
-            .collect();
-        let explained: HashSet<Mac> = self.macs.keys().copied().collect();
-        let blocks = self.delegated_blocks();
-        find_conflicts(&ConflictInput {
-            sightings: &sightings,
-            host_ranges: &host_ranges,
-            pools: &pools,
-            blocks: &blocks,
-            explained: Some(&explained),
-        })
     }
 
     /// What the authority knows of each claimant of `c`, in the order of `c.sightings()`: its
@@ -433,6 +405,12 @@ impl Authority {
                     AdapterLocation::Checkpoint(c) => Some(c.name.clone()),
                 },
                 management_os: false,
+                adapter: a.name.clone(),
+                checkpoint_id: match &a.location {
+                    AdapterLocation::Live => None,
+                    AdapterLocation::Checkpoint(c) => Some(c.id.clone()),
+                },
+                dynamic: a.kind == MacKind::Dynamic,
             };
             self.index_one(a.mac, seen, add);
         }
@@ -736,6 +714,8 @@ impl Authority {
                 inventory: inv,
             }),
         );
+        // A report changes many MACs at once: the conflict index catches up here, O(this host).
+        self.settle();
         Ok((out, changes))
     }
 

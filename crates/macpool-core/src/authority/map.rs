@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::conflict::Conflict;
 use crate::inventory::AdapterLocation;
 
 /// What one address of a pool is, in the dashboard's legend.
@@ -137,10 +136,6 @@ impl Authority {
         AddressState::Free
     }
 
-    /// Every MAC the conflict engine names now.
-    pub fn conflicting_macs(&self) -> BTreeSet<Mac> {
-        self.conflicts().iter().filter_map(Conflict::mac).collect()
-    }
 
     /// A page of `cells` cells of `cell_size` addresses from `first` (clamped to MAC space).
     /// `cell_size` 1 gives each address's state; larger sizes summarise. `conflicts` is

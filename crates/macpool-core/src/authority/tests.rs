@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::BTreeMap;
 use crate::block::Block;
 use crate::pool::PoolPolicy;
 use proptest::prelude::*;
@@ -1732,6 +1733,9 @@ proptest! {
         let mut allow = false;
         let mut generations = [0u64; 3];
         for (step, op) in ops.into_iter().enumerate() {
+            // A reader's snapshot from before the step must not see the step.
+            let snapshot = a.snapshot();
+            let before = (snapshot.leases(&LeaseFilter::default()), snapshot.holds(None), snapshot.conflicts(), snapshot.inventories());
             let ctx = admin(now);
             let result: std::result::Result<Vec<Change>, AuthorityError> = match op.clone() {
                 Op::Allocate { vm, mac } => a.allocate(&ctx, AllocateRequest { pool: "p".into(), owner: owner(&format!("vm{vm}")), mac: mac.map(m), count: 1, reason: None }).map(|(_, c)| c),
@@ -1810,6 +1814,12 @@ proptest! {
             }
             a.expire(Timestamp(now));
             follower.expire(Timestamp(now));
+            prop_assert_eq!(&before, &(snapshot.leases(&LeaseFilter::default()), snapshot.holds(None), snapshot.conflicts(), snapshot.inventories()), "a snapshot changed under step {} {:?}", step, op);
+            // The read view: a settled copy (what a store publishes) equals a rebuild. The
+            // follower is never settled, so its reads catch up from whatever it had.
+            let view = a.snapshot();
+            prop_assert_eq!(view.check_invariants(), Ok(()), "read view after step {} {:?}", step, op);
+            prop_assert_eq!(view.conflicts(), view.conflicts_rebuilt());
             prop_assert_eq!(follower.check_invariants(), Ok(()), "follower after step {} {:?}", step, op);
             prop_assert_eq!(follower.pools(), a.pools(), "follower pools differ after step {} {:?}", step, op);
             prop_assert_eq!(follower.leases(&LeaseFilter::default()), a.leases(&LeaseFilter::default()));

@@ -38,17 +38,7 @@ pub async fn metrics(
         _ => {}
     }
     let scrape = crate::metrics::Scrape {
-        pools: st.store.pools().await?,
-        conflicts: st.store.conflicts().await?,
-        blocks: st.store.blocks(Default::default()).await?,
-        inventories: st.store.inventory_received().await?,
-        cursor_sources: st
-            .store
-            .hosts()
-            .await?
-            .into_iter()
-            .filter_map(|h| Some((h.host, h.cursor_source?)))
-            .collect(),
+        gauges: st.store.gauges().await?,
         store: st.store.stats(),
     };
     let body = st.metrics.render(&scrape);

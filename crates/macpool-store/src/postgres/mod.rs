@@ -849,11 +849,9 @@ impl crate::sealed::Run for PostgresStore {
         .await
     }
 
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Authority) -> StoreResult<T> + Send + 'static,
-    ) -> StoreResult<T> {
-        self.call(false, move |a, _, _, _| f(a)).await
+    /// Caught up with the log (without the head lock) and expired by the worker's read batch.
+    async fn snapshot(&self) -> StoreResult<Authority> {
+        self.call(false, |a, _, _, _| Ok(a.snapshot())).await
     }
 }
 

@@ -103,6 +103,38 @@ struct Counters {
     mutations: AtomicU64,
     /// Set when an fsync failed: from then on every request is refused.
     poisoned: AtomicBool,
+    /// The newest history row that is durable: history reads run on reader connections, which
+    /// see commits before their fsync, and stop here.
+    durable_history: AtomicU64,
+}
+
+/// Connections for history reads, beside the writer's: SQLite's WAL lets them read while it
+/// writes. Opened on demand, kept for the next read.
+struct Readers {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let unavailable = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
+        let kept = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match kept {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(&self.path).map_err(unavailable)?;
+                c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+                    .map_err(unavailable)?;
+                c
+            }
+        };
+        let result = f(&conn).map_err(unavailable);
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+        result
+    }
 }
 
 /// The SQLite store. Cheap to share: clone the `Arc` it lives in.
@@ -111,6 +143,7 @@ pub struct SqliteStore {
     counters: Arc<Counters>,
     worker: Option<JoinHandle<()>>,
     checkpointer: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
+    readers: Arc<Readers>,
     /// `macpool.lock` and `macpool.db`, locked; dropped after the connections are closed (on Unix
     /// closing a descriptor of the database would drop SQLite's own `fcntl` locks on it).
     _locks: (File, File),
@@ -191,6 +224,11 @@ impl SqliteStore {
         guard::write_marker(dir)?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
+        // Everything on disk now is durable (the checkpoint above synced it).
+        counters.durable_history.store(
+            rows::last_history_id(&worker.conn).map_err(|e| e.to_string())?,
+            Ordering::SeqCst,
+        );
         let (to_syncer, from_worker) = std::sync::mpsc::channel::<Synced>();
         let c = counters.clone();
         let syncer = std::thread::Builder::new()
@@ -211,6 +249,10 @@ impl SqliteStore {
             counters,
             worker: Some(handle),
             checkpointer: Some(checkpointer),
+            readers: Arc::new(Readers {
+                path: path.clone(),
+                idle: std::sync::Mutex::new(Vec::new()),
+            }),
             _locks: (lock, db),
             path,
         })
@@ -280,6 +322,8 @@ struct Synced {
     /// The batch's commit outcome; `Ok` still needs the fsync before anyone is told.
     commit: Result<(), String>,
     mutations: u64,
+    /// The newest history row the batch wrote: durable with the fsync.
+    history_upto: Option<u64>,
 }
 
 /// Makes committed batches durable and answers them: one `fdatasync` for everything queued.
@@ -301,6 +345,15 @@ fn run_syncer(wal: File, batches: std::sync::mpsc::Receiver<Synced>, counters: &
             Ok(()) if mutations > 0 => {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 counters.mutations.fetch_add(mutations, Ordering::Relaxed);
+                if !counters.poisoned.load(Ordering::SeqCst)
+                    && let Some(upto) = group
+                        .iter()
+                        .filter(|b| b.commit.is_ok())
+                        .filter_map(|b| b.history_upto)
+                        .max()
+                {
+                    counters.durable_history.fetch_max(upto, Ordering::SeqCst);
+                }
             }
             Ok(()) => {}
             Err(e) => {
@@ -408,12 +461,26 @@ fn run_worker(
                 e.to_string()
             })
         };
+        let wrote_history = writes
+            .iter()
+            .any(|w| matches!(w, Write::Domain(Change::History(_))));
+        let history_upto = match &commit {
+            Ok(()) if wrote_history => match rows::last_history_id(&worker.conn) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    tracing::warn!("cannot read the newest history id: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
         let replies = outcomes.into_iter().map(|(_, r)| r).collect();
         if syncer
             .send(Synced {
                 replies,
                 commit,
                 mutations,
+                history_upto,
             })
             .is_err()
         {
@@ -446,27 +513,26 @@ impl crate::sealed::Run for SqliteStore {
         .await
     }
 
-    /// A read of the in-memory authority (served after the current batch is durable).
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Authority) -> StoreResult<T> + Send + 'static,
-    ) -> StoreResult<T> {
+    /// Taken between two requests of a batch, answered once that batch is durable.
+    async fn snapshot(&self) -> StoreResult<Authority> {
         self.call(move |w, now| {
             w.authority.expire(now);
-            (f(&w.authority), Vec::new())
+            (Ok(w.authority.snapshot()), Vec::new())
         })
         .await
     }
 }
 
 impl Store for SqliteStore {
-    async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryRecord>> {
-        self.call(move |w, _| {
-            let r =
-                rows::history(&w.conn, &filter).map_err(|e| StoreError::Unavailable(e.to_string()));
-            (r, Vec::new())
-        })
-        .await
+    /// On a reader connection, never on the writer; only rows already durable (the syncer moves
+    /// `durable_history` before it answers the request that wrote them).
+    async fn history(&self, mut filter: HistoryFilter) -> StoreResult<Vec<HistoryRecord>> {
+        let past_durable = self.counters.durable_history.load(Ordering::SeqCst) + 1;
+        filter.before = Some(filter.before.map_or(past_durable, |b| b.min(past_durable)));
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(|conn| rows::history(conn, &filter)))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("a history read stopped: {e}")))?
     }
 
     async fn save_token(&self, actor: Actor, token: TokenRecord) -> StoreResult<()> {

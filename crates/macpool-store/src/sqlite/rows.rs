@@ -496,6 +496,14 @@ fn history_row(r: &Row) -> SqlResult<HistoryEntry> {
     })
 }
 
+/// The id of the newest history row (0 without any).
+pub fn last_history_id(conn: &Connection) -> SqlResult<u64> {
+    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM history", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|id| id as u64)
+}
+
 /// History rows, newest first, older than `f.before` when given. The statement is built from the
 /// filter: constant text and placeholders only, the values travel as parameters. A MAC or VM
 /// filter uses `history_mac` / `history_vm` (both end in `id`, so the cursor is part of the range).
