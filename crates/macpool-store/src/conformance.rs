@@ -59,6 +59,7 @@ pub async fn run_all<S: Store, F: Future<Output = S>>(open: impl Fn() -> F, reop
     blocks_rotate_and_refusals_change_nothing(&store).await;
     agent_reports_round_trip_and_claimants_are_known(&store).await;
     lease_pages_cover_every_lease_once(&store).await;
+    a_long_read_does_not_hold_up_writes(&store).await;
     if reopen {
         let blocks = store.blocks(BlockFilter::default()).await.unwrap();
         let leases = store.leases(LeaseFilter::default()).await.unwrap();
@@ -205,8 +206,6 @@ async fn acknowledged_changes_survive_and_history_is_kept<S: Store>(store: &S) {
     history_pages_cover_everything_once(store, of_mac).await;
 }
 
-/// Paging through `filter` two rows at a time, each page starting before the last id of the
-/// one before, gives exactly the rows of one large request, in the same order.
 /// Paging through the leases with any page size lists each lease once, in the listing's order.
 async fn lease_pages_cover_every_lease_once<S: Store>(store: &S) {
     for vm in ["page-b", "page-a", "page-c"] {
@@ -654,4 +653,46 @@ fn refusal_kinds(refusals: &[Option<StoreError>]) -> Vec<&'static str> {
             other => panic!("expected a domain refusal, got {other:?}"),
         })
         .collect()
+}
+
+/// A read runs on a snapshot, never on the writer: while a read is still running, a write is
+/// made durable and answered, and the read keeps seeing the state it started on. (A read on
+/// the writer would hold the write until the read ends: the timeout turns that into a failure.)
+async fn a_long_read_does_not_hold_up_writes<S: Store>(store: &S) {
+    let (started, wait_started) = tokio::sync::oneshot::channel();
+    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let read = store.read(move |a| {
+        let before = a.leases(&LeaseFilter::default()).len();
+        let _ = started.send(());
+        let _ = wait_go.recv();
+        Ok((before, a.leases(&LeaseFilter::default()).len()))
+    });
+    let write = async {
+        wait_started.await.expect("the read started");
+        let written = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            store.allocate(Actor::admin("t"), request("conf", "conf-while-reading")),
+        )
+        .await;
+        let _ = go.send(());
+        written
+    };
+    let (read, written) = tokio::join!(read, write);
+    let allocated = written
+        .expect("the write waited for the read to end")
+        .unwrap();
+    let (before, after) = read.unwrap();
+    assert_eq!(before, after, "a snapshot does not move under a write");
+    let now = store.leases(LeaseFilter::default()).await.unwrap().len();
+    assert_eq!(now, before + allocated.len());
+    store
+        .release(
+            Actor::admin("t"),
+            ReleaseSelector::Mac {
+                mac: allocated[0].lease.mac,
+                vm_id: None,
+            },
+        )
+        .await
+        .unwrap();
 }

@@ -170,3 +170,25 @@ async fn the_data_directory_is_private() {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
     }
 }
+
+/// History reads run on reader connections, which see a commit before its fsync: they stop at
+/// the newest row the syncer made durable.
+#[tokio::test]
+async fn history_reads_stop_at_the_newest_durable_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    crate::conformance::create_pool(&store, "p", "00155D0D0000-00155D0D00FF").await;
+    let filter = || crate::HistoryFilter {
+        limit: 10,
+        ..crate::HistoryFilter::default()
+    };
+    let all = store.history(filter()).await.unwrap();
+    assert!(!all.is_empty());
+    // As if the newest row were committed but its fsync not yet done.
+    store
+        .counters
+        .durable_history
+        .store(all[0].id - 1, Ordering::SeqCst);
+    let shown = store.history(filter()).await.unwrap();
+    assert_eq!(shown, all[1..]);
+}
