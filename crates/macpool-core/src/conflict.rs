@@ -536,25 +536,24 @@ pub(crate) fn classify_group(
             .iter()
             .any(|(_, s)| !matches!(s.seen, Seen::DhcpLease { .. }))
         && !facts.in_block
+        && let Some(pool) = facts.pool
     {
-        if let Some(pool) = facts.pool {
-            let sightings = sorted_sightings(group);
-            let who: Vec<String> = sightings.iter().map(Sighting::describe).collect();
-            out.push(Conflict {
-                class: ConflictClass::Unmanaged,
-                explanation: format!(
-                    "{mac} lies in pool '{}' but no lease or hold explains it (used by {})",
-                    pool,
-                    list_owners(&who)
-                ),
-                fix: format!(
-                    "lease or hold it for its owner so the pool never hands it out again, or give the adapter \
-                     a MAC leased from pool '{}'",
-                    pool
-                ),
-                subject: Subject::Mac { mac, sightings },
-            });
-        }
+        let sightings = sorted_sightings(group);
+        let who: Vec<String> = sightings.iter().map(Sighting::describe).collect();
+        out.push(Conflict {
+            class: ConflictClass::Unmanaged,
+            explanation: format!(
+                "{mac} lies in pool '{}' but no lease or hold explains it (used by {})",
+                pool,
+                list_owners(&who)
+            ),
+            fix: format!(
+                "lease or hold it for its owner so the pool never hands it out again, or give the adapter \
+                 a MAC leased from pool '{}'",
+                pool
+            ),
+            subject: Subject::Mac { mac, sightings },
+        });
     }
 }
 

@@ -11,9 +11,9 @@ use macpool_core::Mac;
 use macpool_core::Timestamp;
 use macpool_core::authority::{
     Actor, AddressMap, AddressRow, AllocateRequest, Allocation, Authority, AuthorityError,
-    Available, BlockClaim, BlockFilter, Change, Claimant, Context, Gauges, HoldRequest, HostSummary,
-    InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolSummary, PoolView, ReleaseSelector,
-    Released, StoredInventory, UnholdRequest,
+    Available, BlockClaim, BlockFilter, Change, Claimant, Context, Gauges, HoldRequest,
+    HostSummary, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolSummary, PoolView,
+    ReleaseSelector, Released, StoredInventory, UnholdRequest,
 };
 use macpool_core::block::Block;
 use macpool_core::conflict::{Conflict, ConflictClass};

@@ -68,7 +68,11 @@ impl ConflictIndex {
         for (host, s) in &a.inventories {
             if self.generations.get(host) != Some(&s.generation) {
                 let inv = &s.inventory;
-                dirty.extend(inv.vms().iter().flat_map(|v| v.adapters.iter().map(|x| x.mac)));
+                dirty.extend(
+                    inv.vms()
+                        .iter()
+                        .flat_map(|v| v.adapters.iter().map(|x| x.mac)),
+                );
                 dirty.extend(inv.management_adapters.iter().map(|x| x.mac));
                 self.generations.insert(host.clone(), s.generation);
             }

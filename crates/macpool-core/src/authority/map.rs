@@ -136,7 +136,6 @@ impl Authority {
         AddressState::Free
     }
 
-
     /// A page of `cells` cells of `cell_size` addresses from `first` (clamped to MAC space).
     /// `cell_size` 1 gives each address's state; larger sizes summarise. `conflicts` is
     /// [`Authority::conflicting_macs`], computed once by the caller.

@@ -1,8 +1,8 @@
 use super::*;
-use std::collections::BTreeMap;
 use crate::block::Block;
 use crate::pool::PoolPolicy;
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 use std::collections::HashSet;
 
 const HOUR: Duration = Duration::from_secs(3600);
