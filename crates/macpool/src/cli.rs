@@ -519,6 +519,10 @@ pub struct BenchDashboardArgs {
     /// Where the started server keeps its store (default: a temporary directory).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The `macpool` binary to start as the server (default: this one), so an older build can
+    /// be measured by the same client for a before/after.
+    #[arg(long, value_name = "PATH")]
+    pub server: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -575,6 +579,10 @@ pub struct BenchAllocateArgs {
     /// Where the started server keeps its store (default: a temporary directory).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The `macpool` binary to start as the server (default: this one), so an older build can
+    /// be measured by the same client for a before/after.
+    #[arg(long, value_name = "PATH")]
+    pub server: Option<PathBuf>,
     /// Allocate from this existing pool instead of creating `bench-<pid>`.
     #[arg(long)]
     pub pool: Option<String>,

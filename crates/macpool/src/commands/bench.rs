@@ -27,7 +27,7 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
         return Err(Failure::usage("--fill must be a percent in 0..100"));
     }
     let (servers, token, _guard) = if args.target.is_empty() {
-        let s = SpawnedServer::start(args.data.clone())?;
+        let s = SpawnedServer::start(args.server.as_deref(), args.data.clone())?;
         let client = Client::new(&s.url, Some(s.token.clone()))?;
         (vec![client], s.token.clone(), Some(s))
     } else {
@@ -546,7 +546,12 @@ pub(crate) struct SpawnedServer {
 }
 
 impl SpawnedServer {
-    pub(crate) fn start(data: Option<std::path::PathBuf>) -> Result<SpawnedServer, Failure> {
+    /// Starts `exe` (default: this binary) as `serve` on a fresh port over `data` (default: a
+    /// temporary directory) and reads its address from its first line.
+    pub(crate) fn start(
+        exe: Option<&std::path::Path>,
+        data: Option<std::path::PathBuf>,
+    ) -> Result<SpawnedServer, Failure> {
         let (dir, path) = match data {
             Some(p) => (None, p),
             None => {
@@ -556,7 +561,10 @@ impl SpawnedServer {
             }
         };
         let token = format!("bench-bootstrap-{:016x}", random_u64());
-        let exe = std::env::current_exe().map_err(|e| Failure::usage(e.to_string()))?;
+        let exe = match exe {
+            Some(p) => p.to_path_buf(),
+            None => std::env::current_exe().map_err(|e| Failure::usage(e.to_string()))?,
+        };
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(&path)

@@ -83,7 +83,7 @@ fn failed(what: &str) -> impl Fn(String) -> Failure + '_ {
 }
 
 pub async fn run(out: Output, args: BenchDecideArgs) -> CmdResult {
-    let server = SpawnedServer::start(None)?;
+    let server = SpawnedServer::start(None, None)?;
     let client = Client::new(&server.url, Some(server.token.clone()))?;
     client
         .create_pool(&PoolCreate {
