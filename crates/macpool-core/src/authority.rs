@@ -21,7 +21,7 @@ use crate::range::MacRange;
 
 pub use blocks::{BlockClaim, BlockFilter};
 pub use conflict_index::Gauges;
-pub use inventory::{Claimant, InventoryOutcome, StoredInventory};
+pub use inventory::{Claimant, InventoryOutcome, InventoryPatch, StoredInventory};
 pub use map::{
     AddressCell, AddressMap, AddressRow, AddressState, HostSummary, MapCells, PoolSummary,
     SummaryCell,
@@ -256,8 +256,10 @@ pub enum Change {
         mac: Mac,
     },
     History(HistoryEntry),
-    /// Insert or replace the latest inventory of `inventory.host()`.
+    /// Insert or replace the latest inventory of `inventory.host()` (a host's first report).
     InventorySaved(StoredInventory),
+    /// The latest inventory of `patch.host()` changed by a diff (every later report).
+    InventoryPatched(InventoryPatch),
     /// Insert or replace a block (claimed, activated, draining, unused since, freed).
     BlockSaved(Block),
     /// Remember who had `lease.mac` before its VM vanished from its host's inventory, so that

@@ -23,6 +23,8 @@ pub enum InventoryError {
     DuplicateVm { host: String, vm_id: String },
     #[error("allocation cursor {cursor} lies outside the host's dynamic range {range}")]
     CursorOutsideRange { cursor: Mac, range: MacRange },
+    #[error("an inventory diff does not fit the stored inventory of host {host}")]
+    PatchMismatch { host: String },
 }
 
 /// How an adapter got its MAC: Hyper-V's `DynamicMacAddressEnabled`, libvirt has only static.
@@ -327,6 +329,71 @@ impl HostInventory {
         }
         self.vms.push(vm);
         Ok(())
+    }
+
+    /// This inventory turned into another one given as a diff: `header`'s every field but its
+    /// VMs (it has none), `len` VMs, of which those at the positions in `changed` (each below
+    /// `len`) are replaced or appended, the others kept. Refused, and nothing changed, when the
+    /// result would not be an inventory: another host, a position past the end, or two VMs
+    /// with one id.
+    pub fn patch(
+        &mut self,
+        header: &HostInventory,
+        len: usize,
+        changed: &[(usize, Vm)],
+    ) -> Result<(), InventoryError> {
+        let host = || InventoryError::PatchMismatch {
+            host: self.host.clone(),
+        };
+        if header.host != self.host || !header.vms.is_empty() {
+            return Err(host());
+        }
+        // Every position past the kept ones must be given, in order.
+        let kept = self.vms.len().min(len);
+        let mut next = kept;
+        for (i, _) in changed.iter().filter(|(i, _)| *i >= kept) {
+            if *i != next {
+                return Err(host());
+            }
+            next += 1;
+        }
+        if next != len || changed.iter().any(|(i, _)| *i >= len) {
+            return Err(host());
+        }
+        let mut vms = self.vms[..kept].to_vec();
+        for (i, vm) in changed {
+            match vms.get_mut(*i) {
+                Some(v) => *v = vm.clone(),
+                None => vms.push(vm.clone()),
+            }
+        }
+        let mut ids = HashSet::with_capacity(vms.len());
+        if let Some(dup) = vms.iter().find(|v| !ids.insert(v.id.to_ascii_lowercase())) {
+            return Err(InventoryError::DuplicateVm {
+                host: self.host.clone(),
+                vm_id: dup.id.clone(),
+            });
+        }
+        *self = HostInventory {
+            vms,
+            ..header.clone()
+        };
+        Ok(())
+    }
+
+    /// Every field but the VMs: what [`HostInventory::patch`] takes besides them.
+    pub fn header(&self) -> HostInventory {
+        HostInventory {
+            host: self.host.clone(),
+            cluster: self.cluster.clone(),
+            ipv4: self.ipv4.clone(),
+            dynamic_range: self.dynamic_range,
+            cursor: self.cursor,
+            vms: Vec::new(),
+            management_adapters: self.management_adapters.clone(),
+            cursor_source: self.cursor_source,
+            strategy: self.strategy.clone(),
+        }
     }
 
     /// Every adapter as a conflict-engine sighting, attributed to `source`.

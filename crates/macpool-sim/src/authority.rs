@@ -230,8 +230,7 @@ impl SimAuthority {
     }
 
     /// `PUT /hosts/{host}/inventory`: the core's `apply_inventory`, as the server calls it. Hands
-    /// the document back (the core keeps it in the change it returns, and the simulator drops
-    /// the changes) so that the agent can patch it for its next push instead of building it
+    /// the document back (from the change it returns, or the core's copy for a diff) so that the agent can patch it for its next push instead of building it
     /// anew; `None` when the core refused it. `void`: the caller expects the push to change
     /// nothing but the stored inventory's generation and receive time (checked: tests).
     pub(crate) fn push_inventory(
@@ -277,6 +276,10 @@ impl SimAuthority {
                 i.track_blocks(&changes);
                 changes.into_iter().find_map(|c| match c {
                     Change::InventorySaved(s) => Some(s.inventory),
+                    // A later report is kept as a diff: the document is the core's patched copy.
+                    Change::InventoryPatched(p) => {
+                        i.core.inventory(p.host()).ok().map(|s| s.inventory)
+                    }
                     _ => None,
                 })
             }

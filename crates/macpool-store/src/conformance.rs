@@ -5,7 +5,7 @@ use std::future::Future;
 
 use macpool_core::authority::{
     Actor, AllocateRequest, BlockClaim, BlockFilter, HoldRequest, LeaseFilter, ReleaseSelector,
-    Scope,
+    Scope, StoredInventory,
 };
 use macpool_core::block::BlockState;
 use macpool_core::conflict::ConflictClass;
@@ -58,6 +58,7 @@ pub async fn run_all<S: Store, F: Future<Output = S>>(open: impl Fn() -> F, reop
     inventories_bind_hold_and_refusals_change_nothing(&store).await;
     blocks_rotate_and_refusals_change_nothing(&store).await;
     agent_reports_round_trip_and_claimants_are_known(&store).await;
+    let diffed = later_reports_are_stored_as_diffs(&store).await;
     lease_pages_cover_every_lease_once(&store).await;
     a_long_read_does_not_hold_up_writes(&store).await;
     if reopen {
@@ -77,6 +78,7 @@ pub async fn run_all<S: Store, F: Future<Output = S>>(open: impl Fn() -> F, reop
         assert!(!conflicts.is_empty());
         assert_eq!(again.inventory("conf-h2".into()).await.unwrap(), inventory);
         assert_eq!(again.inventory("conf-h3".into()).await.unwrap(), reported);
+        assert_eq!(again.inventory("conf-h5".into()).await.unwrap(), diffed);
         assert_eq!(reported.inventory.management_adapters.len(), 2);
         assert_eq!(again.blocks(BlockFilter::default()).await.unwrap(), blocks);
         // block ids are never reused, also after a restart
@@ -554,6 +556,64 @@ async fn inventories_bind_hold_and_refusals_change_nothing<S: Store>(store: &S) 
 
 /// An agent's push: management OS vNICs, its strategy and how it knows the cursor are stored
 /// as sent; a conflict's claimants carry their power state and guard's last replacement.
+/// A host's later reports reach the store as diffs from the stored one (issue 18): every
+/// shape of diff (nothing but the generation, a VM changed, VMs gone from the end and one
+/// appended, a changed header) reads back as sent, also after a reopen (the returned copy).
+async fn later_reports_are_stored_as_diffs<S: Store>(store: &S) -> StoredInventory {
+    let m = |v: u64| Mac::from_u64(0x00155D770000 + v).unwrap();
+    let reports = [
+        host(
+            "conf-h5",
+            vec![
+                ("a", vec![m(1)], vec![]),
+                ("b", vec![m(2)], vec![]),
+                ("c", vec![m(3)], vec![]),
+            ],
+        ),
+        host(
+            "conf-h5",
+            vec![
+                ("a", vec![m(1)], vec![]),
+                ("b", vec![m(2)], vec![]),
+                ("c", vec![m(3)], vec![]),
+            ],
+        ),
+        host(
+            "conf-h5",
+            vec![
+                ("a", vec![m(1)], vec![]),
+                ("b", vec![m(2)], vec![(m(4), "cp-b")]),
+                ("c", vec![m(3)], vec![]),
+            ],
+        ),
+        host(
+            "conf-h5",
+            vec![("a", vec![m(1)], vec![]), ("d", vec![m(5)], vec![])],
+        ),
+        {
+            let mut h = host("conf-h5", vec![("d", vec![m(5)], vec![])]);
+            h.cluster = Some("conf-cluster".into());
+            h.strategy = Some("guard".into());
+            h
+        },
+    ];
+    let mut last = None;
+    for (g, inv) in reports.into_iter().enumerate() {
+        let generation = g as u64 + 1;
+        store
+            .put_inventory(Actor::admin("t"), inv.clone(), generation)
+            .await
+            .unwrap();
+        let stored = store.inventory("conf-h5".into()).await.unwrap();
+        assert_eq!(stored.inventory, inv, "report {generation} stored as sent");
+        assert_eq!(stored.generation, generation);
+        last = Some(stored);
+    }
+    let status = store.mac_status(m(2)).await.unwrap();
+    assert!(status.seen.is_empty(), "VM b's MAC is gone with it");
+    last.unwrap()
+}
+
 async fn agent_reports_round_trip_and_claimants_are_known<S: Store>(store: &S) {
     let shared = Mac::from_u64(0x00155D990100).unwrap();
     let mut inv = host("conf-h3", vec![("conf-vm3", vec![shared], vec![])]);

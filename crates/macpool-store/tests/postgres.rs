@@ -110,6 +110,70 @@ async fn two_replicas_never_lease_a_mac_twice() {
     assert_eq!(c.pools().await.unwrap(), b.pools().await.unwrap());
 }
 
+/// Issue 18: a later report goes into the change log as its diff, not the whole inventory
+/// again, and replicas following each other's diffs keep the same inventory as the one that
+/// wrote it (and as the table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
+async fn replicas_follow_inventory_diffs_and_the_log_holds_only_the_diff() {
+    use macpool_core::Mac;
+    let url = scratch("inventory_diffs").await;
+    let a = PostgresStore::open(&url).await.unwrap();
+    let b = PostgresStore::open(&url).await.unwrap();
+    let m = |v: u64| Mac::from_u64(0x00155D780000 + v).unwrap();
+    let vms = |n: u64, renamed: &str| {
+        let ids: Vec<String> = (0..n).map(|i| format!("desk-{i:03}")).collect();
+        let mut inv = conformance::host(
+            "diff-h7",
+            (0..n)
+                .map(|i| (ids[i as usize].as_str(), vec![m(i)], vec![]))
+                .collect(),
+        );
+        inv.vms_mut()[1].name = renamed.into();
+        inv
+    };
+    let reports = [
+        (&a, vms(50, "first")),
+        (&b, vms(50, "second")),
+        (&a, vms(40, "second")),
+        (&b, vms(41, "third")),
+    ];
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    for (g, (store, inv)) in reports.into_iter().enumerate() {
+        let generation = g as u64 + 1;
+        store
+            .put_inventory(Actor::admin("t"), inv.clone(), generation)
+            .await
+            .unwrap();
+        for replica in [&a, &b] {
+            let stored = replica.inventory("diff-h7".into()).await.unwrap();
+            assert_eq!(
+                (stored.inventory, stored.generation),
+                (inv.clone(), generation)
+            );
+        }
+        let logged: String =
+            sqlx::query_scalar("SELECT changes FROM change_log ORDER BY seq DESC LIMIT 1")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let whole = logged.contains("desk-030");
+        assert_eq!(
+            whole,
+            generation == 1,
+            "report {generation} logged whole: {whole}"
+        );
+    }
+    let again = PostgresStore::open(&url).await.unwrap();
+    assert_eq!(
+        again.inventory("diff-h7".into()).await.unwrap(),
+        a.inventory("diff-h7".into()).await.unwrap(),
+        "the table holds what the diffs made"
+    );
+}
+
 /// A replica that fell behind the trimmed change log reloads from the tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]

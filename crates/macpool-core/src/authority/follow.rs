@@ -13,13 +13,18 @@ use crate::mac::Mac;
 impl Authority {
     /// Replays changes persisted by another writer, in order. History entries are ignored: the
     /// authority keeps none in memory.
-    pub fn apply_persisted(&mut self, changes: &[Change]) {
+    ///
+    /// `Err` when a change does not fit this state (an inventory diff for an inventory this
+    /// state does not have): the follower has diverged and must reload; it may have applied
+    /// part of `changes`.
+    pub fn apply_persisted(&mut self, changes: &[Change]) -> Result<(), String> {
         for change in changes {
-            self.apply_one(change);
+            self.apply_one(change)?;
         }
+        Ok(())
     }
 
-    fn apply_one(&mut self, change: &Change) {
+    fn apply_one(&mut self, change: &Change) -> Result<(), String> {
         match change {
             Change::PoolSaved { spec, cursor } => match self.pools.get_mut(&spec.name) {
                 Some(p) if p.spec.ranges == spec.ranges => {
@@ -94,6 +99,18 @@ impl Authority {
                 let _ = self.index_seen(&stored.inventory, true);
                 self.inventories.insert(host, stored.clone());
             }
+            Change::InventoryPatched(patch) => {
+                let host = patch.host();
+                let mut stored = self.inventories.get(host).cloned().ok_or_else(|| {
+                    format!("an inventory diff for host {host}, which has no inventory here")
+                })?;
+                patch.apply_to(&mut stored).map_err(|e| e.to_string())?;
+                if let Some(old) = self.inventories.remove(host) {
+                    let _ = self.index_seen(&old.inventory, false);
+                }
+                let _ = self.index_seen(&stored.inventory, true);
+                self.inventories.insert(host.to_string(), stored);
+            }
             Change::BlockSaved(block) => {
                 self.next_block_id = self.next_block_id.max(block.id + 1);
                 let known = self.blocks.contains_key(&block.id);
@@ -128,6 +145,7 @@ impl Authority {
                 self.departed.remove(mac);
             }
         }
+        Ok(())
     }
 
     /// Takes lease `key` off `mac`'s entry and recounts the MAC.

@@ -38,7 +38,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use super::*;
 use crate::conflict::Conflict;
-use crate::inventory::{AdapterLocation, HostInventory, MacKind, VmState};
+use crate::inventory::{AdapterLocation, HostInventory, InventoryError, MacKind, Vm, VmState};
 
 /// A host's latest inventory as the authority keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +48,53 @@ pub struct StoredInventory {
     /// When the authority accepted it.
     pub received: Timestamp,
     pub inventory: HostInventory,
+}
+
+/// A host's inventory at a new generation as a diff from the one stored before it, what a store
+/// writes for every report after a host's first: the usual report changes a few VMs or none, so
+/// it costs the store O(changed VMs), not O(VMs) (issue 18).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct InventoryPatch {
+    pub generation: u64,
+    /// When the authority accepted it.
+    pub received: Timestamp,
+    /// Every field of the new inventory but its VMs ([`HostInventory::header`]).
+    pub header: HostInventory,
+    /// How many VMs the new inventory has: those stored at and past it are gone.
+    pub len: usize,
+    /// The VMs at the positions that differ from the stored inventory, in position order.
+    pub vms: Vec<(usize, Vm)>,
+}
+
+impl InventoryPatch {
+    /// `new` as a diff: its header and the VMs at the positions `changed` (in order), the
+    /// positions where it differs from the stored inventory.
+    fn new(new: &HostInventory, changed: &[usize], generation: u64, received: Timestamp) -> Self {
+        InventoryPatch {
+            generation,
+            received,
+            header: new.header(),
+            len: new.vms().len(),
+            vms: changed.iter().map(|&i| (i, new.vms()[i].clone())).collect(),
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        self.header.host()
+    }
+
+    /// `stored` turned into the inventory this patch describes; refused, with `stored`
+    /// unchanged, when it does not fit.
+    pub fn apply_to(
+        &self,
+        stored: &mut StoredInventory,
+    ) -> std::result::Result<(), InventoryError> {
+        stored.inventory.patch(&self.header, self.len, &self.vms)?;
+        stored.generation = self.generation;
+        stored.received = self.received;
+        Ok(())
+    }
 }
 
 /// One claimant of a conflict (a sighting), with what else is known of it.
@@ -536,34 +583,25 @@ impl Authority {
             }
             self.index_management(&inv, true);
         }
-        // No VM gone from the end: patch the stored copy where it differs and append the new
-        // ones (the usual report) instead of copying it all; else (or should the report break
-        // the unique-id rule) a copy.
-        let patched = old.filter(|_| old_len <= n).and_then(|mut o| {
-            let vms = o.inventory.vms_mut();
-            for &i in new_changed.iter().filter(|&&i| i < old_len) {
-                vms[i] = inv.vms()[i].clone();
+        // A host's first report is stored whole; every later one as a diff from the stored
+        // copy, which is patched in place (no copy of the VMs that stayed the same).
+        let (stored, patch) = match old {
+            Some(mut o) => {
+                let patch = InventoryPatch::new(&inv, &new_changed, generation, ctx.now);
+                patch
+                    .apply_to(&mut o)
+                    .expect("a diff of two valid inventories fits the older one");
+                debug_assert!(o.inventory == inv);
+                (o, Some(patch))
             }
-            for vm in &inv.vms()[old_len..] {
-                o.inventory.add_vm(vm.clone()).ok()?;
+            None => {
+                let stored = StoredInventory {
+                    generation,
+                    received: ctx.now,
+                    inventory: inv.clone(),
+                };
+                (stored, None)
             }
-            o.inventory.cluster.clone_from(&inv.cluster);
-            o.inventory.ipv4.clone_from(&inv.ipv4);
-            o.inventory
-                .management_adapters
-                .clone_from(&inv.management_adapters);
-            o.inventory.cursor_source = inv.cursor_source;
-            o.inventory.strategy.clone_from(&inv.strategy);
-            o.inventory
-                .set_dynamic_range(inv.dynamic_range(), inv.cursor())
-                .ok()?;
-            debug_assert!(o.inventory == inv);
-            Some(o.inventory)
-        });
-        let stored = StoredInventory {
-            generation,
-            received: ctx.now,
-            inventory: patched.unwrap_or_else(|| inv.clone()),
         };
         self.inventories.insert(host.clone(), stored);
         let mut changes = Vec::new();
@@ -706,14 +744,15 @@ impl Authority {
         self.refresh_blocks(&inner, &mut changes);
         out.unmanaged.sort();
         out.unmanaged.dedup();
-        changes.insert(
-            0,
-            Change::InventorySaved(StoredInventory {
+        let saved = match patch {
+            Some(p) => Change::InventoryPatched(p),
+            None => Change::InventorySaved(StoredInventory {
                 generation,
                 received: ctx.now,
                 inventory: inv,
             }),
-        );
+        };
+        changes.insert(0, saved);
         // A report changes many MACs at once: the conflict index catches up here, O(this host).
         self.settle();
         Ok((out, changes))
@@ -919,16 +958,21 @@ mod tests {
         ];
         for (i, (host, vms)) in reports.into_iter().enumerate() {
             let report = inv(host, vms);
+            let before = a.inventory(host).ok();
             let (_, changes) = a
                 .apply_inventory(&admin(i as u64), report.clone(), i as u64 + 1)
                 .unwrap();
-            match &changes[0] {
-                Change::InventorySaved(s) => {
-                    assert_eq!(s.inventory, report, "the change carries the report");
-                    assert_eq!(s.generation, i as u64 + 1);
+            // The change carries the report: whole the first time, else as a diff.
+            let carried = match (&changes[0], before) {
+                (Change::InventorySaved(s), None) => s.clone(),
+                (Change::InventoryPatched(p), Some(mut stored)) => {
+                    p.apply_to(&mut stored).unwrap();
+                    stored
                 }
-                other => panic!("first change {other:?}"),
-            }
+                (other, _) => panic!("first change {other:?}"),
+            };
+            assert_eq!(carried.inventory, report, "the change carries the report");
+            assert_eq!(carried.generation, i as u64 + 1);
             assert_eq!(a.inventory(host).unwrap().inventory, report, "stored copy");
             assert_indexes_rebuild(&a, &format!("report {i}"));
         }

@@ -737,6 +737,112 @@ fn resending_the_applied_generation_unchanged_is_an_idempotent_retry() {
     assert_eq!(err.kind(), "stale-generation");
 }
 
+/// Issue 18: a host's first report is stored whole, every later one as its diff (the VMs that
+/// differ position by position), so a store writes O(changed VMs); the diff replayed onto the
+/// stored copy gives the report.
+#[test]
+fn a_later_report_is_written_as_its_diff() {
+    let mut a = Authority::new();
+    let three = || {
+        host_inv(
+            "h1",
+            vec![
+                vm("a", &["00155D990001"], &[]),
+                vm("b", &["00155D990002"], &[]),
+                vm("c", &["00155D990003"], &[]),
+            ],
+        )
+    };
+    let saved = |a: &mut Authority, inv: HostInventory, generation| {
+        let (_, changes) = a
+            .apply_inventory(&admin(generation), inv.clone(), generation)
+            .unwrap();
+        a.check_invariants().unwrap();
+        assert_eq!(a.inventory("h1").unwrap().inventory, inv);
+        changes.into_iter().next().unwrap()
+    };
+    assert!(matches!(
+        saved(&mut a, three(), 1),
+        Change::InventorySaved(_)
+    ));
+    let before = a.inventory("h1").unwrap();
+    let Change::InventoryPatched(p) = saved(&mut a, three(), 2) else {
+        panic!("a later report is a diff")
+    };
+    assert!(p.vms.is_empty() && p.len == 3 && p.generation == 2, "{p:?}");
+    let mut replayed = before.clone();
+    p.apply_to(&mut replayed).unwrap();
+    assert_eq!(replayed, a.inventory("h1").unwrap());
+
+    let mut changed = three();
+    changed.vms_mut()[1].name = "renamed".into();
+    let Change::InventoryPatched(p) = saved(&mut a, changed, 3) else {
+        panic!("a diff")
+    };
+    assert_eq!(
+        p.vms
+            .iter()
+            .map(|(i, v)| (*i, v.name.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "renamed")]
+    );
+
+    let shorter = host_inv(
+        "h1",
+        vec![
+            vm("a", &["00155D990001"], &[]),
+            vm("d", &["00155D990004"], &[]),
+        ],
+    );
+    let Change::InventoryPatched(p) = saved(&mut a, shorter, 4) else {
+        panic!("a diff")
+    };
+    assert_eq!(
+        (p.len, p.vms.len()),
+        (2, 1),
+        "VM b replaced by d, VM c gone: {p:?}"
+    );
+    assert!(a.mac_status(mac("00155D990003")).seen.is_empty());
+}
+
+/// A diff that does not fit the stored inventory is refused and changes nothing: another host,
+/// a gap past the end, a position past its length, two VMs with one id.
+#[test]
+fn an_inventory_diff_that_does_not_fit_changes_nothing() {
+    let two = host_inv(
+        "h1",
+        vec![
+            vm("a", &["00155D990001"], &[]),
+            vm("b", &["00155D990002"], &[]),
+        ],
+    );
+    let header = two.header();
+    let cases: [(HostInventory, usize, Vec<(usize, Vm)>); 4] = [
+        (host_inv("h2", vec![]), 2, vec![]),
+        (
+            header.clone(),
+            4,
+            vec![(3, vm("x", &[], &[])), (2, vm("y", &[], &[]))],
+        ),
+        (header.clone(), 1, vec![(1, vm("x", &[], &[]))]),
+        (header.clone(), 2, vec![(1, vm("A", &[], &[]))]),
+    ];
+    for (header, len, vms) in cases {
+        let mut inv = two.clone();
+        assert!(inv.patch(&header, len, &vms).is_err(), "{len} {vms:?}");
+        assert_eq!(inv, two, "unchanged");
+    }
+    let mut inv = two.clone();
+    inv.patch(
+        &header,
+        3,
+        &[(0, vm("a", &["00155D990009"], &[])), (2, vm("c", &[], &[]))],
+    )
+    .unwrap();
+    let ids: Vec<&str> = inv.vms().iter().map(|v| v.id()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+}
+
 #[test]
 fn agent_may_send_only_its_own_hosts_inventory() {
     let (mut a, m) = leased_to("vm1");
@@ -1608,6 +1714,10 @@ impl Persisted {
                 Change::InventorySaved(s) => {
                     self.inventories.insert(s.inventory.host().to_string(), s);
                 }
+                Change::InventoryPatched(p) => {
+                    let stored = self.inventories.get_mut(p.host()).unwrap();
+                    p.apply_to(stored).unwrap();
+                }
                 Change::DepartedSaved(l) => {
                     self.departed.insert(l.mac, l);
                 }
@@ -1720,11 +1830,11 @@ proptest! {
         let mut now = 0u64;
         // 8 addresses in the pool; MACs 8..12 lie outside it (holds there are allowed).
         let (_, ch) = a.create_pool(&admin(0), spec("p", &["00155D000000-00155D000007"], policy(order, Duration::from_millis(300))), 3).unwrap();
-        follower.apply_persisted(&ch);
+        follower.apply_persisted(&ch).unwrap();
         store.apply(ch);
         // Pool `b` (32 addresses) is for blocks of 8; MACs 12..16 fall into its four blocks.
         let (_, ch) = a.create_pool(&admin(0), spec("b", &["00155D000100-00155D00011F"], policy(order, Duration::from_millis(300))), 0).unwrap();
-        follower.apply_persisted(&ch);
+        follower.apply_persisted(&ch).unwrap();
         store.apply(ch);
         let m = |i: u8| {
             let i = u64::from(i);
@@ -1809,7 +1919,7 @@ proptest! {
                 }
             };
             if let Ok(changes) = result {
-                follower.apply_persisted(&changes);
+                follower.apply_persisted(&changes).unwrap();
                 store.apply(changes);
             }
             a.expire(Timestamp(now));

@@ -316,7 +316,7 @@ impl Worker {
     }
 
     /// Applies log entries read up to `head`; false when some are missing (trimmed from the
-    /// log): then only a reload from the tables brings the state up to date.
+    /// log) or do not fit this state: then only a reload from the tables brings it up to date.
     fn replay(&mut self, head: i64, entries: Vec<(i64, String)>) -> Result<bool, String> {
         let complete = entries.len() as i64 == head - self.seq
             && entries.first().is_none_or(|(s, _)| *s == self.seq + 1);
@@ -330,7 +330,13 @@ impl Worker {
         for (seq, changes) in entries {
             let changes: Vec<Change> = serde_json::from_str(&changes)
                 .map_err(|e| format!("change log entry {seq} cannot be read: {e}"))?;
-            self.authority.apply_persisted(&changes);
+            if let Err(e) = self.authority.apply_persisted(&changes) {
+                tracing::warn!(
+                    "replica {} cannot follow change log entry {seq} ({e}); reloading from the tables",
+                    self.replica
+                );
+                return Ok(false);
+            }
             self.seq = seq;
         }
         Ok(true)
@@ -485,6 +491,7 @@ impl Worker {
                 replica: self.replica.clone(),
                 changes: serde_json::to_string(&logged).expect("changes serialize"),
             });
+            writes.resolve_inventories(&self.authority);
             writes.execute(&mut conn, entry).await?;
             if !logged.is_empty() && (self.commits + 1).is_multiple_of(TRIM_EVERY) {
                 sqlx::query("DELETE FROM change_log WHERE seq < $1")

@@ -3,9 +3,9 @@
 //! and tokens. Objects are kept as JSON (`jsonb`) next to the columns the database indexes or
 //! constrains.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use macpool_core::authority::{Change, StoredInventory};
+use macpool_core::authority::{Authority, Change, StoredInventory};
 use macpool_core::block::{Block, BlockState};
 use macpool_core::history::HistoryEntry;
 use macpool_core::lease::{Hold, Lease};
@@ -64,6 +64,9 @@ pub struct RowWrites {
     holds: BTreeMap<String, Option<Hold>>,
     cooling: BTreeMap<i64, Option<i64>>,
     inventories: BTreeMap<String, StoredInventory>,
+    /// Hosts whose inventory changed by a diff: their row is the authority's copy after the
+    /// batch ([`RowWrites::resolve_inventories`]); the change log keeps only the diff.
+    patched: BTreeSet<String>,
     departed: BTreeMap<i64, Option<Lease>>,
     blocks: BTreeMap<u64, Block>,
     history: Vec<HistoryEntry>,
@@ -87,6 +90,7 @@ impl RowWrites {
             && self.holds.is_empty()
             && self.cooling.is_empty()
             && self.inventories.is_empty()
+            && self.patched.is_empty()
             && self.departed.is_empty()
             && self.blocks.is_empty()
             && self.history.is_empty()
@@ -148,8 +152,13 @@ impl RowWrites {
             }
             Change::History(h) => self.history.push(h.clone()),
             Change::InventorySaved(s) => {
+                self.patched.remove(s.inventory.host());
                 self.inventories
                     .insert(s.inventory.host().to_string(), s.clone());
+            }
+            Change::InventoryPatched(p) => {
+                self.inventories.remove(p.host());
+                self.patched.insert(p.host().to_string());
             }
             Change::BlockSaved(b) => {
                 self.blocks.insert(b.id, b.clone());
@@ -160,6 +169,17 @@ impl RowWrites {
             Change::DepartedCleared { mac } => {
                 self.departed.insert(mac_i64(*mac), None);
             }
+        }
+    }
+
+    /// The rows of the inventories changed by a diff, from `authority`, the state the batch
+    /// ended in (a diff alone cannot make the row, which holds the whole inventory).
+    pub fn resolve_inventories(&mut self, authority: &Authority) {
+        for host in std::mem::take(&mut self.patched) {
+            let stored = authority
+                .inventory(&host)
+                .expect("an inventory changed by a diff exists");
+            self.inventories.insert(host, stored);
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use macpool_core::authority::{Change, StoredInventory};
+use macpool_core::authority::{Change, InventoryPatch, StoredInventory};
 use macpool_core::block::{Block, BlockState};
 use macpool_core::history::{HistoryAction, HistoryEntry};
 use macpool_core::inventory::{
@@ -129,6 +129,7 @@ pub fn apply_change(conn: &Connection, change: &Change) -> SqlResult<()> {
         }
         Change::History(h) => insert_history(conn, h)?,
         Change::InventorySaved(s) => save_inventory(conn, s)?,
+        Change::InventoryPatched(p) => patch_inventory(conn, p)?,
         Change::DepartedSaved(l) => {
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO departed (mac, vm_id, adapter_id, pool, vm_name, host, cluster, created_ms, duplicate)
@@ -172,6 +173,7 @@ pub fn apply_change(conn: &Connection, change: &Change) -> SqlResult<()> {
 }
 
 /// Replaces the host's inventory rows with `s`.
+/// A host's first inventory: every row of the host replaced.
 fn save_inventory(conn: &Connection, s: &StoredInventory) -> SqlResult<()> {
     let inv = &s.inventory;
     let host = inv.host();
@@ -179,15 +181,53 @@ fn save_inventory(conn: &Connection, s: &StoredInventory) -> SqlResult<()> {
         conn.prepare_cached(&format!("DELETE FROM {table} WHERE host = ?1"))?
             .execute([host])?;
     }
+    save_header(conn, s.generation, s.received, inv)?;
+    for (i, vm) in inv.vms().iter().enumerate() {
+        save_vm(conn, host, i, vm)?;
+    }
+    Ok(())
+}
+
+/// A later inventory as its diff: the header row, the management OS's few vNICs, and only the
+/// VMs that changed or went, so a report that changes k VMs writes O(k) rows (none but the
+/// header for a report that changes nothing).
+fn patch_inventory(conn: &Connection, p: &InventoryPatch) -> SqlResult<()> {
+    let host = p.host();
+    conn.prepare_cached("DELETE FROM inventory_adapters WHERE host = ?1 AND vm_seq = ?2")?
+        .execute(params![host, MANAGEMENT_OS_SEQ])?;
+    save_header(conn, p.generation, p.received, &p.header)?;
+    let len = p.len as i64;
+    conn.prepare_cached("DELETE FROM inventory_vms WHERE host = ?1 AND seq >= ?2")?
+        .execute(params![host, len])?;
+    conn.prepare_cached("DELETE FROM inventory_adapters WHERE host = ?1 AND vm_seq >= ?2")?
+        .execute(params![host, len])?;
+    for (i, vm) in &p.vms {
+        conn.prepare_cached("DELETE FROM inventory_vms WHERE host = ?1 AND seq = ?2")?
+            .execute(params![host, *i as i64])?;
+        conn.prepare_cached("DELETE FROM inventory_adapters WHERE host = ?1 AND vm_seq = ?2")?
+            .execute(params![host, *i as i64])?;
+        save_vm(conn, host, *i, vm)?;
+    }
+    Ok(())
+}
+
+/// The `inventories` row (replaced) and the management OS's vNICs, which the caller removed.
+fn save_header(
+    conn: &Connection,
+    generation: u64,
+    received: Timestamp,
+    inv: &HostInventory,
+) -> SqlResult<()> {
+    let host = inv.host();
     let ipv4: Vec<String> = inv.ipv4.iter().map(|ip| ip.to_string()).collect();
     conn.prepare_cached(
-        "INSERT INTO inventories (host, generation, received_ms, cluster, ipv4, range_first, range_last, cursor,
-         cursor_source, strategy) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT OR REPLACE INTO inventories (host, generation, received_ms, cluster, ipv4, range_first, range_last,
+         cursor, cursor_source, strategy) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         host,
-        s.generation as i64,
-        s.received.as_millis() as i64,
+        generation as i64,
+        received.as_millis() as i64,
         inv.cluster,
         ipv4.join(","),
         inv.dynamic_range().map(|r| r.first().to_u64() as i64),
@@ -209,33 +249,36 @@ fn save_inventory(conn: &Connection, s: &StoredInventory) -> SqlResult<()> {
             a.kind == MacKind::Dynamic,
         ])?;
     }
-    for (i, vm) in inv.vms().iter().enumerate() {
+    Ok(())
+}
+
+/// The rows of the VM at position `i` of `host`'s inventory (none there yet).
+fn save_vm(conn: &Connection, host: &str, i: usize, vm: &Vm) -> SqlResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO inventory_vms (host, seq, vm_id, name, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![host, i as i64, vm.id(), vm.name, vm.state.name()])?;
+    for (j, a) in vm.adapters.iter().enumerate() {
+        let cp = match &a.location {
+            AdapterLocation::Live => None,
+            AdapterLocation::Checkpoint(c) => Some(c),
+        };
         conn.prepare_cached(
-            "INSERT INTO inventory_vms (host, seq, vm_id, name, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO inventory_adapters (host, vm_seq, seq, name, mac, dynamic, checkpoint_id, checkpoint_name,
+             checkpoint_type, checkpoint_created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
-        .execute(params![host, i as i64, vm.id(), vm.name, vm.state.name()])?;
-        for (j, a) in vm.adapters.iter().enumerate() {
-            let cp = match &a.location {
-                AdapterLocation::Live => None,
-                AdapterLocation::Checkpoint(c) => Some(c),
-            };
-            conn.prepare_cached(
-                "INSERT INTO inventory_adapters (host, vm_seq, seq, name, mac, dynamic, checkpoint_id, checkpoint_name,
-                 checkpoint_type, checkpoint_created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                host,
-                i as i64,
-                j as i64,
-                a.name,
-                a.mac.to_u64() as i64,
-                a.kind == MacKind::Dynamic,
-                cp.map(|c| c.id.as_str()),
-                cp.map(|c| c.name.as_str()),
-                cp.map(|c| c.kind.name()),
-                cp.and_then(|c| c.created).map(|t| t.as_millis() as i64),
-            ])?;
-        }
+        .execute(params![
+            host,
+            i as i64,
+            j as i64,
+            a.name,
+            a.mac.to_u64() as i64,
+            a.kind == MacKind::Dynamic,
+            cp.map(|c| c.id.as_str()),
+            cp.map(|c| c.name.as_str()),
+            cp.map(|c| c.kind.name()),
+            cp.and_then(|c| c.created).map(|t| t.as_millis() as i64),
+        ])?;
     }
     Ok(())
 }

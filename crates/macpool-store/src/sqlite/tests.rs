@@ -192,3 +192,62 @@ async fn history_reads_stop_at_the_newest_durable_row() {
     let shown = store.history(filter()).await.unwrap();
     assert_eq!(shown, all[1..]);
 }
+
+/// Issue 18: a host's later report is written as its diff. A resend at a new generation that
+/// changes nothing writes the header row and the history row only, and a report that changes
+/// one VM of a thousand writes that VM's rows; the rows read back as the authority's inventory.
+#[test]
+fn a_report_writes_only_what_changed() {
+    use macpool_core::authority::{Authority, Change, Context};
+    use macpool_core::{Mac, Timestamp};
+    let mut conn = Connection::open_in_memory().unwrap();
+    schema::migrate(&mut conn).unwrap();
+    let mut a = Authority::new();
+    let mut written = |a: &mut Authority, inv, generation| -> u64 {
+        let ctx = Context {
+            now: Timestamp(1_700_000_000_000 + generation * 1000),
+            actor: Actor::admin("t"),
+        };
+        let (_, changes) = a.apply_inventory(&ctx, inv, generation).unwrap();
+        let before = conn.total_changes();
+        let tx = conn.transaction().unwrap();
+        for c in &changes {
+            rows::apply_change(&tx, c).unwrap();
+        }
+        tx.commit().unwrap();
+        let history = changes
+            .iter()
+            .filter(|c| matches!(c, Change::History(_)))
+            .count() as u64;
+        conn.total_changes() - before - history
+    };
+    let vms = |renamed: Option<usize>| {
+        let m = |i: u64, k: u64| Mac::from_u64(0x00155D600000 + i * 4 + k).unwrap();
+        let ids: Vec<String> = (0..1000).map(|i| format!("vm-{i}")).collect();
+        let list = (0..1000u64)
+            .map(|i| {
+                let checkpoints = vec![(m(i, 1), "cp-1"), (m(i, 2), "cp-2"), (m(i, 3), "cp-3")];
+                (ids[i as usize].as_str(), vec![m(i, 0)], checkpoints)
+            })
+            .collect();
+        let mut inv = conformance::host("diff-h1", list);
+        if let Some(i) = renamed {
+            inv.vms_mut()[i].name = "renamed".into();
+        }
+        inv
+    };
+    let first = written(&mut a, vms(None), 1);
+    assert!(first > 5000, "the first report writes every row: {first}");
+    let resend = written(&mut a, vms(None), 2);
+    assert_eq!(
+        resend, 1,
+        "a resend that changes nothing writes the header row only"
+    );
+    let one = written(&mut a, vms(Some(7)), 3);
+    assert_eq!(
+        one, 11,
+        "one VM renamed: the header, and its row and 4 adapters replaced"
+    );
+    let loaded = rows::load(&conn).unwrap();
+    assert_eq!(loaded.inventories, vec![a.inventory("diff-h1").unwrap()]);
+}
