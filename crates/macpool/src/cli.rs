@@ -490,6 +490,73 @@ pub enum BenchCommand {
     /// The dashboard on a seeded fleet-sized store: time and compressed bytes of each page, and
     /// the p99 of concurrent allocations with and without 10 browsers refreshing conflicts.
     Dashboard(BenchDashboardArgs),
+    /// A fleet of Hyper-V hosts with pooled desktops pushing inventories on the agent's
+    /// schedule (rollbacks, logoff bursts, migrations), Prometheus-style scrapes and conflict
+    /// reads, beside allocating clients: push, scrape, conflict and allocation latency (the
+    /// allocations also alone, side by side), server CPU and memory.
+    Fleet(BenchFleetArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchFleetArgs {
+    /// Hyper-V hosts, each pushing its whole inventory.
+    #[arg(long, default_value_t = 1000)]
+    pub hosts: u32,
+    /// Pooled desktops per host.
+    #[arg(long, default_value_t = 100)]
+    pub desktops: u32,
+    /// Checkpoint adapters per desktop (besides its live one).
+    #[arg(long, default_value_t = 3)]
+    pub checkpoints: u32,
+    /// Seconds between a host's timer pushes (the agent's `inventory_every`).
+    #[arg(long, default_value_t = 60)]
+    pub push_interval: u64,
+    /// Seconds, on average, between two rollbacks (logoffs) of one desktop; they come in
+    /// bursts of 1 to 10 desktops of one host, each burst followed by a debounced push.
+    #[arg(long, default_value_t = 1800)]
+    pub rollback_every: u64,
+    /// Seconds between two live migrations of a desktop to another host (fleet-wide).
+    #[arg(long, default_value_t = 10)]
+    pub migrate_every: u64,
+    /// Latent conflicts seeded: a checkpoint holding the MAC another host's desktop uses.
+    #[arg(long, default_value_t = 100)]
+    pub duplicates: u32,
+    /// Seconds the fleet load runs (at least as long as the allocations under it).
+    #[arg(long, default_value_t = 90)]
+    pub duration: u64,
+    /// Clients scraping `/metrics`, each once per `--scrape-every-ms`.
+    #[arg(long, default_value_t = 2)]
+    pub scrapers: usize,
+    /// Milliseconds between two scrapes of one scraper (Prometheus: 15,000; shorter gives
+    /// more samples and more load).
+    #[arg(long, default_value_t = 1000)]
+    pub scrape_every_ms: u64,
+    /// Clients reading `/api/v1/conflicts`, each every 2 s (an admin's dashboard).
+    #[arg(long, default_value_t = 2)]
+    pub conflict_readers: usize,
+    /// Allocating clients, in each of the two runs (alone and under the fleet).
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Allocations per client in each run.
+    #[arg(long, default_value_t = 300)]
+    pub per_client: usize,
+    /// Seed of the churn (same seed, same fleet and events).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run on PostgreSQL, with `--replicas` servers: the URL of any database on the server;
+    /// the benchmark creates a fresh `macpool_bench_fleet` database next to it (dropped first).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Replicas on `--database`; hosts and clients spread over them.
+    #[arg(long, default_value_t = 2, requires = "database")]
+    pub replicas: usize,
+    /// Where the started server keeps its embedded store (default: a temporary directory).
+    #[arg(long, conflicts_with = "database")]
+    pub data: Option<PathBuf>,
+    /// The `macpool` binary to start as the server (default: this one), so an older build can
+    /// be measured by the same client for a before/after.
+    #[arg(long, value_name = "PATH")]
+    pub server: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -326,3 +326,27 @@ fn bench_allocate_fills_every_target_and_reports_cpu() {
         assert_eq!(pool["free"], 64 - 32 - 10, "{pool}");
     }
 }
+
+/// `bench fleet` end to end on a small fleet: it starts its own server, seeds every host, runs
+/// the allocations alone and under the fleet (pushes on a 2 s timer, rollback bursts, scrapes,
+/// conflict reads) and reports each kind of request without errors, with the server's memory.
+#[test]
+fn bench_fleet_runs_a_small_fleet_and_reports_every_kind_of_request() {
+    let out = assert_cmd::Command::new(exe())
+        .args(["--json", "bench", "fleet", "--hosts", "4", "--desktops", "10"])
+        .args(["--push-interval", "2", "--rollback-every", "20", "--duration", "8"])
+        .args(["--clients", "2", "--per-client", "5", "--duplicates", "3"])
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report = json(&out.stdout);
+    assert_eq!(report["fleet"]["adapters"], 160, "{report}");
+    for kind in ["pushes", "metrics_scrapes", "conflict_reads"] {
+        assert_eq!(report[kind]["errors"], 0, "{kind}: {report}");
+        assert!(report[kind]["count"].as_u64().unwrap() >= 2, "{kind}: {report}");
+    }
+    assert!(report["allocations_alone_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(report["allocations_under_fleet_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(report["server_rss_mib"]["after_seed"].as_f64().unwrap() > 0.0);
+}

@@ -22,6 +22,7 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
         BenchCommand::Dashboard(args) => {
             return super::bench_dashboard::run(out, args).await;
         }
+        BenchCommand::Fleet(args) => return super::bench_fleet::run(out, args).await,
     };
     if !(0.0..100.0).contains(&args.fill) {
         return Err(Failure::usage("--fill must be a percent in 0..100"));
@@ -561,14 +562,39 @@ impl SpawnedServer {
             }
         };
         let token = format!("bench-bootstrap-{:016x}", random_u64());
+        let mut s = Self::spawn(exe, &["--data".as_ref(), path.as_os_str()], &token)?;
+        s._dir = dir;
+        Ok(s)
+    }
+
+    /// Starts `exe` as a replica on PostgreSQL database `url` with bootstrap token `token`
+    /// (the same for every replica of one database).
+    pub(crate) fn replica(
+        exe: Option<&std::path::Path>,
+        url: &str,
+        token: &str,
+    ) -> Result<SpawnedServer, Failure> {
+        Self::spawn(exe, &["--database".as_ref(), url.as_ref()], token)
+    }
+
+    /// The server's process id (its CPU time and memory are read from /proc).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(
+        exe: Option<&std::path::Path>,
+        store: &[&std::ffi::OsStr],
+        token: &str,
+    ) -> Result<SpawnedServer, Failure> {
         let exe = match exe {
             Some(p) => p.to_path_buf(),
             None => std::env::current_exe().map_err(|e| Failure::usage(e.to_string()))?,
         };
         let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(&path)
-            .env("MACPOOL_BOOTSTRAP_TOKEN", &token)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(store)
+            .env("MACPOOL_BOOTSTRAP_TOKEN", token)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -593,8 +619,8 @@ impl SpawnedServer {
         Ok(SpawnedServer {
             child,
             url,
-            token,
-            _dir: dir,
+            token: token.to_string(),
+            _dir: None,
         })
     }
 }

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod bench_dashboard;
 mod bench_decide;
+mod bench_fleet;
 mod bench_sql;
 mod bench_wire;
 mod block;
