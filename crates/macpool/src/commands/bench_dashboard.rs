@@ -380,6 +380,7 @@ async fn allocations(
         per_client: args.per_client,
         target: vec![],
         data: None,
+        server: None,
         pool: Some(POOL.into()),
         pool_size: SIZE,
         order: None,
