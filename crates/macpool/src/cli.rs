@@ -89,6 +89,9 @@ pub enum Command {
     /// Send host inventories to the authority.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// The hosts that report inventories: dynamic range, cursor, blocks, latest report.
+    #[command(subcommand)]
+    Host(HostCommand),
     /// Blocks of pools delegated to hosts' own allocators (the agent's delegate strategy).
     #[command(subcommand)]
     Block(BlockCommand),
@@ -113,6 +116,13 @@ pub enum StoreCommand {
         #[arg(long)]
         to: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostCommand {
+    /// Every host that reported an inventory (the dashboard's Hosts page): its dynamic range
+    /// and hosts it overlaps, cursor, blocks, adapters, latest report and agent strategy.
+    List,
 }
 
 #[derive(Subcommand, Debug)]

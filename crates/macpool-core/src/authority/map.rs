@@ -308,11 +308,31 @@ pub struct HostSummary {
     /// How the agent knows the allocator's position, and its strategy, when it says.
     pub cursor_source: Option<crate::inventory::CursorSource>,
     pub strategy: Option<String>,
+    /// The other reporting hosts whose dynamic range shares an address with this one's, by name.
+    pub overlaps: Vec<String>,
+    /// The host's blocks that are not free yet (pending, active, draining), by id.
+    pub blocks: Vec<Block>,
+}
+
+impl HostSummary {
+    /// No readable cursor: the agent rotates on a lower bound from the inventory instead.
+    pub fn cursor_estimated(&self) -> bool {
+        self.cursor_source == Some(crate::inventory::CursorSource::InventoryBound)
+    }
 }
 
 impl Authority {
     /// Every host that has reported an inventory, by name.
     pub fn host_summaries(&self) -> Vec<HostSummary> {
+        let ranges: Vec<(&String, MacRange)> = self
+            .inventories
+            .iter()
+            .filter_map(|(host, s)| Some((host, s.inventory.dynamic_range()?)))
+            .collect();
+        let mut blocks: HashMap<&str, Vec<Block>> = HashMap::new();
+        for b in self.blocks.values() {
+            blocks.entry(b.host.as_str()).or_default().push(b.clone());
+        }
         self.inventories
             .iter()
             .map(|(host, s)| {
@@ -335,6 +355,17 @@ impl Authority {
                     management_adapters: inv.management_adapters.len(),
                     cursor_source: inv.cursor_source,
                     strategy: inv.strategy.clone(),
+                    overlaps: inv
+                        .dynamic_range()
+                        .map(|mine| {
+                            ranges
+                                .iter()
+                                .filter(|(other, r)| *other != host && r.overlaps(&mine))
+                                .map(|(other, _)| (*other).clone())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    blocks: blocks.remove(host.as_str()).unwrap_or_default(),
                 }
             })
             .collect()

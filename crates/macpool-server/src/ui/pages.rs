@@ -9,12 +9,9 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use macpool_core::authority::{
-    AddressRow, AddressState, BlockFilter, Claimant, MAX_ALLOCATION_COUNT, MapCells,
-};
+use macpool_core::authority::{AddressRow, AddressState, Claimant, MAX_ALLOCATION_COUNT, MapCells};
 use macpool_core::conflict::{Conflict, RangeClaim, Seen, Subject};
 use macpool_core::history::HistoryAction;
-use macpool_core::inventory::CursorSource;
 use macpool_core::mac::MacFormat;
 use macpool_core::{Mac, Timestamp};
 use macpool_store::{HistoryFilter, HistoryRecord, Store};
@@ -1266,11 +1263,6 @@ pub async fn conflict_count(State(st): State<Arc<AppState>>, user: User) -> Page
 
 pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
     let hosts = st.store.hosts().await.map_err(fail(&user))?;
-    let blocks = st
-        .store
-        .blocks(BlockFilter::default())
-        .await
-        .map_err(fail(&user))?;
     let now = macpool_store::now();
     let mut h = Html::default();
     w!(h, "<h1>Hosts</h1>");
@@ -1287,15 +1279,6 @@ pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
          <th scope=\"col\">Cursor</th><th scope=\"col\">Blocks</th><th scope=\"col\">VMs</th><th scope=\"col\">Adapters (live / checkpoint / management OS)</th><th scope=\"col\">Last report</th><th scope=\"col\">Generation</th><th scope=\"col\">Agent strategy</th></tr></thead><tbody>"
     );
     for x in &hosts {
-        let overlaps: Vec<&str> = hosts
-            .iter()
-            .filter(|o| o.host != x.host)
-            .filter(|o| match (o.dynamic_range, x.dynamic_range) {
-                (Some(a), Some(b)) => a.overlaps(&b),
-                _ => false,
-            })
-            .map(|o| o.host.as_str())
-            .collect();
         w!(
             h,
             "<tr data-host=\"{}\"><th scope=\"row\"><a href=\"/search?q={}\">{}</a></th><td>{}</td><td>",
@@ -1308,16 +1291,16 @@ pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
             Some(r) => w!(h, "<code>{}</code>", Esc(&r.to_string())),
             None => w!(h, "—"),
         }
-        if !overlaps.is_empty() {
+        if !x.overlaps.is_empty() {
             w!(
                 h,
                 " <span class=\"badge bad\" title=\"overlaps {}\">overlap</span>",
-                Esc(&overlaps.join(", "))
+                Esc(&x.overlaps.join(", "))
             );
         }
         w!(h, "</td><td>");
         // An estimated cursor is not "unknown": delegate has a bound, just not the registry's.
-        let estimated = x.cursor_source == Some(CursorSource::InventoryBound);
+        let estimated = x.cursor_estimated();
         match x.cursor {
             Some(c) => w!(h, "<code>{}</code>", ieee(c)),
             None if estimated => w!(h, "from the inventory"),
@@ -1330,7 +1313,7 @@ pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
             );
         }
         w!(h, "</td><td>");
-        for b in blocks.iter().filter(|b| b.host == x.host) {
+        for b in &x.blocks {
             w!(
                 h,
                 "<div><span class=\"st s-delegated h{}\">{}</span> <code>{}</code>",
