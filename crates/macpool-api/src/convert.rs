@@ -1,7 +1,7 @@
 //! Hand-written conversions between domain types and DTOs.
 
 use macpool_core::authority::{
-    Allocation, Available, Claimant, InventoryOutcome, MacStatus, PoolView, Released,
+    Allocation, Available, Claimant, HostSummary, InventoryOutcome, MacStatus, PoolView, Released,
     StoredInventory,
 };
 use macpool_core::conflict::{Conflict, RangeClaim, Seen, Sighting, Subject};
@@ -319,6 +319,28 @@ pub fn block(b: &macpool_core::block::Block, existing: bool) -> BlockInfo {
         changed: time(b.changed),
         unused_since: b.unused_since.map(time),
         existing,
+    }
+}
+
+/// One row of `GET /hosts`.
+pub fn host(s: &HostSummary) -> HostInfo {
+    HostInfo {
+        host: s.host.clone(),
+        cluster: s.cluster.clone(),
+        range_min: s.dynamic_range.map(|r| mac(r.first())),
+        range_max: s.dynamic_range.map(|r| mac(r.last())),
+        cursor: s.cursor.map(mac),
+        cursor_source: s.cursor_source.map(|c| c.name().to_string()),
+        cursor_estimated: s.cursor_estimated(),
+        overlaps: s.overlaps.clone(),
+        blocks: s.blocks.iter().map(|b| block(b, false)).collect(),
+        vms: s.vms as u64,
+        live_adapters: s.live_adapters as u64,
+        checkpoint_adapters: s.checkpoint_adapters as u64,
+        management_adapters: s.management_adapters as u64,
+        received: time(s.received),
+        generation: s.generation,
+        strategy: s.strategy.clone(),
     }
 }
 

@@ -538,3 +538,34 @@ pub struct BlockInfo {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub existing: bool,
 }
+
+/// `GET /hosts`: one host that reported an inventory, as the dashboard's Hosts page shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostInfo {
+    pub host: String,
+    pub cluster: Option<String>,
+    /// The host's dynamic MAC range (Hyper-V `MacAddressMinimum`/`-Maximum`), when reported.
+    pub range_min: Option<String>,
+    pub range_max: Option<String>,
+    /// The host allocator's cursor, when known.
+    pub cursor: Option<String>,
+    /// `registry` (read) or `inventory-bound`; absent when the agent did not say.
+    pub cursor_source: Option<String>,
+    /// No readable cursor (`inventory-bound`): delegate rotates on the highest dynamic MAC of
+    /// the range the inventory shows.
+    pub cursor_estimated: bool,
+    /// Other reporting hosts whose dynamic range shares addresses with this one's.
+    pub overlaps: Vec<String>,
+    /// The host's blocks that are not free yet.
+    pub blocks: Vec<BlockInfo>,
+    pub vms: u64,
+    pub live_adapters: u64,
+    pub checkpoint_adapters: u64,
+    /// The management OS's own vNICs.
+    pub management_adapters: u64,
+    /// When the latest inventory was received, and its generation.
+    pub received: String,
+    pub generation: u64,
+    /// The agent's strategy, when it says.
+    pub strategy: Option<String>,
+}

@@ -425,6 +425,11 @@ impl Client {
         .await
     }
 
+    /// Every host that reported an inventory, by name.
+    pub async fn hosts(&self) -> ClientResult<Vec<HostInfo>> {
+        self.get("/hosts", &[]).await
+    }
+
     /// The latest inventory the authority accepted from `host`.
     pub async fn inventory(&self, host: &str) -> ClientResult<InventoryInfo> {
         self.get(&format!("/hosts/{}/inventory", segment(host)), &[])

@@ -23,8 +23,8 @@ pub use blocks::{BlockClaim, BlockFilter};
 pub use conflict_index::Gauges;
 pub use inventory::{Claimant, InventoryOutcome, InventoryPatch, StoredInventory};
 pub use map::{
-    AddressCell, AddressMap, AddressRow, AddressState, HostSummary, MapCells, PoolSummary,
-    SummaryCell,
+    AddressCell, AddressMap, AddressOrder, AddressRow, AddressSortKey, AddressState, HostSummary,
+    MapCells, PoolSummary, SummaryCell,
 };
 
 /// Most ranges one pool may have; keeps specs readable and edits cheap.

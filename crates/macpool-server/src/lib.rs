@@ -83,6 +83,7 @@ fn api() -> OpenApiRouter<Arc<AppState>> {
             routes!(inventory::put_inventory, inventory::get_inventory)
                 .layer(DefaultBodyLimit::max(MAX_INVENTORY_BYTES)),
         )
+        .routes(routes!(inventory::list_hosts))
         .routes(routes!(inventory::conflicts))
         .routes(routes!(blocks::claim_block, blocks::host_blocks))
         .routes(routes!(blocks::list_blocks))

@@ -117,8 +117,8 @@ async fn every_documented_operation_is_routed_and_nothing_else_is() {
         }
     }
     assert_eq!(
-        operations, 26,
-        "the API has 26 operations; update this when adding one"
+        operations, 27,
+        "the API has 27 operations; update this when adding one"
     );
     let (status, body) = api
         .call("GET", "/api/v1/nothing-here", Some(ADMIN), None)
@@ -972,4 +972,107 @@ async fn blocks_are_claimed_activated_rotated_and_bad_claims_change_nothing() {
             "block-claimed"
         ]
     );
+}
+
+#[tokio::test]
+async fn hosts_list_what_the_hosts_page_shows() {
+    let api = api().await;
+    api.admin(
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": "rds", "ranges": ["00155DF00000-00155DF003FF"]})),
+    )
+    .await;
+    let (s, block) = api
+        .call(
+            "POST",
+            "/api/v1/hosts/h1/blocks",
+            Some(AGENT),
+            Some(json!({"pool": "rds", "size": 256})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{block}");
+    let mut h1 = inventory(3, &[("vm1", &["00155D100001"], &[("00155D100002", "cp1")])]);
+    h1["range_min"] = json!("00155D100000");
+    h1["range_max"] = json!("00155D1000FF");
+    h1["cursor_source"] = json!("inventory-bound");
+    h1["strategy"] = json!("delegate+guard");
+    h1["cluster"] = json!("c1");
+    let mut h2 = inventory(1, &[]);
+    h2["range_min"] = json!("00155D100080");
+    h2["range_max"] = json!("00155D10017F");
+    h2["cursor"] = json!("00155D100090");
+    h2["cursor_source"] = json!("registry");
+    for (host, body) in [("h1", h1), ("h2", h2)] {
+        let (s, v) = api
+            .admin(
+                "PUT",
+                &format!("/api/v1/hosts/{host}/inventory"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+
+    let (s, hosts) = api.call("GET", "/api/v1/hosts", Some(READER), None).await;
+    assert_eq!(s, StatusCode::OK, "{hosts}");
+    let h1 = &hosts[0];
+    assert_eq!(
+        (
+            &h1["host"],
+            &h1["cluster"],
+            &h1["range_min"],
+            &h1["range_max"]
+        ),
+        (
+            &json!("h1"),
+            &json!("c1"),
+            &json!("00-15-5D-10-00-00"),
+            &json!("00-15-5D-10-00-FF")
+        )
+    );
+    assert_eq!(
+        (&h1["cursor"], &h1["cursor_source"], &h1["cursor_estimated"]),
+        (&Value::Null, &json!("inventory-bound"), &json!(true))
+    );
+    assert_eq!(h1["overlaps"], json!(["h2"]));
+    assert_eq!(
+        (&h1["blocks"][0]["id"], &h1["blocks"][0]["state"]),
+        (&block["id"], &json!("pending"))
+    );
+    assert_eq!(
+        (
+            &h1["vms"],
+            &h1["live_adapters"],
+            &h1["checkpoint_adapters"],
+            &h1["management_adapters"]
+        ),
+        (&json!(1), &json!(1), &json!(1), &json!(0))
+    );
+    assert_eq!(
+        (&h1["generation"], &h1["strategy"]),
+        (&json!(3), &json!("delegate+guard"))
+    );
+    assert!(h1["received"].as_str().unwrap().ends_with('Z'), "{h1}");
+    let h2 = &hosts[1];
+    assert_eq!(
+        (
+            &h2["host"],
+            &h2["cursor"],
+            &h2["cursor_estimated"],
+            &h2["overlaps"],
+            &h2["blocks"]
+        ),
+        (
+            &json!("h2"),
+            &json!("00-15-5D-10-00-90"),
+            &json!(false),
+            &json!(["h1"]),
+            &json!([])
+        )
+    );
+    assert_eq!(hosts.as_array().unwrap().len(), 2);
+
+    let (s, v) = api.call("GET", "/api/v1/hosts", Some(AGENT), None).await;
+    assert_eq!((s, slug(&v)), (StatusCode::FORBIDDEN, "forbidden"));
 }

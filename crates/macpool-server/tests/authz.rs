@@ -203,6 +203,13 @@ const MATRIX: &[Row] = &[
     ),
     row(
         "GET",
+        "/hosts",
+        "/hosts",
+        None,
+        [401, 401, 200, 200, 403, 403],
+    ),
+    row(
+        "GET",
         "/conflicts",
         "/conflicts",
         None,

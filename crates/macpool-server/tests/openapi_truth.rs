@@ -497,6 +497,14 @@ fn cases() -> BTreeMap<&'static str, (&'static str, Vec<Case>)> {
         ],
     );
     add(
+        "get /hosts",
+        "/hosts",
+        vec![
+            case(403, "/hosts", AGENT, None),
+            case(200, "/hosts", READER, None),
+        ],
+    );
+    add(
         "get /conflicts",
         "/conflicts",
         vec![
@@ -740,7 +748,7 @@ async fn every_route_declares_exactly_the_statuses_it_returns() {
         "cases() lists operations the API does not have: {:?}",
         table.keys().collect::<Vec<_>>()
     );
-    assert_eq!(seen_ops.len(), 26, "the API has 26 operations");
+    assert_eq!(seen_ops.len(), 27, "the API has 27 operations");
 }
 
 #[tokio::test]

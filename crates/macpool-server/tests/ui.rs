@@ -514,6 +514,182 @@ async fn the_address_table_keeps_free_rows_and_exports_the_filtered_set() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
+/// The address table's rows as `kind last-octet` (`free 02`, `used 05`), in page order.
+fn address_rows(page: &str) -> Vec<String> {
+    page.match_indices("<tr data-row=\"")
+        .map(|(i, _)| {
+            let kind = &page[i + 14..i + 18];
+            let at = i + page[i..].find("00-15-5D-00-00-").unwrap() + 15;
+            format!("{kind} {}", &page[at..at + 2])
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_address_table_sorts_by_each_column_and_keeps_its_free_rows() {
+    let ui = Ui::new().await;
+    for (mac, vm, name, host) in [
+        ("00155D000001", "z", "zeta", Some("hv2")),
+        ("00155D000005", "a", "Alpha", Some("hv1")),
+        ("00155D000009", "m", "mid", None),
+    ] {
+        let mut body = json!({"pool": "p", "vm_id": vm, "vm_name": name, "mac": mac});
+        if let Some(h) = host {
+            body["host"] = json!(h);
+        }
+        ui.api("POST", "/api/v1/leases", body).await;
+        // distinct creation times for `since`
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    ui.api(
+        "POST",
+        "/api/v1/holds",
+        json!({"mac": "00155D00000C", "vm_id": "t", "reason": "template", "ref": "gold"}),
+    )
+    .await;
+    let b = ui.sign_in(READER).await.ok().unwrap();
+    let rows = |q: &'static str| {
+        let (ui, b) = (&ui, &b);
+        async move {
+            let page = ui.get(&format!("/pools/p/addresses?{q}"), Some(b)).await;
+            assert_eq!(page.status, StatusCode::OK, "{q}: {}", page.body);
+            address_rows(&page.body)
+        }
+    };
+    let free = ["free 00", "free 02", "free 06", "free 0A", "free 0D"];
+    assert_eq!(
+        rows("").await,
+        [
+            "free 00", "used 01", "free 02", "used 05", "free 06", "used 09", "free 0A", "used 0C",
+            "free 0D"
+        ]
+    );
+    let cases: [(&str, &[&str]); 9] = [
+        (
+            "sort=mac&order=desc",
+            &[
+                "free 0D", "used 0C", "free 0A", "used 09", "free 06", "used 05", "free 02",
+                "used 01", "free 00",
+            ],
+        ),
+        // legend order: free, leased, held; ties in MAC order
+        (
+            "sort=state",
+            &[
+                "free 00", "free 02", "free 06", "free 0A", "free 0D", "used 01", "used 05",
+                "used 09", "used 0C",
+            ],
+        ),
+        (
+            "sort=state&order=desc",
+            &[
+                "used 0C", "used 01", "used 05", "used 09", "free 00", "free 02", "free 06",
+                "free 0A", "free 0D",
+            ],
+        ),
+        // without regard to case; rows without a name after, in MAC order
+        (
+            "sort=vm",
+            &[
+                "used 05", "used 09", "used 01", "free 00", "free 02", "free 06", "free 0A",
+                "used 0C", "free 0D",
+            ],
+        ),
+        (
+            "sort=vm&order=desc",
+            &[
+                "used 01", "used 09", "used 05", "free 00", "free 02", "free 06", "free 0A",
+                "used 0C", "free 0D",
+            ],
+        ),
+        (
+            "sort=host",
+            &[
+                "used 05", "used 01", "free 00", "free 02", "free 06", "used 09", "free 0A",
+                "used 0C", "free 0D",
+            ],
+        ),
+        (
+            "sort=host&order=desc",
+            &[
+                "used 01", "used 05", "free 00", "free 02", "free 06", "used 09", "free 0A",
+                "used 0C", "free 0D",
+            ],
+        ),
+        (
+            "sort=since",
+            &[
+                "used 01", "used 05", "used 09", "free 00", "free 02", "free 06", "free 0A",
+                "used 0C", "free 0D",
+            ],
+        ),
+        (
+            "sort=since&order=desc",
+            &[
+                "used 09", "used 05", "used 01", "free 00", "free 02", "free 06", "free 0A",
+                "used 0C", "free 0D",
+            ],
+        ),
+    ];
+    for (q, want) in cases {
+        let got = rows(q).await;
+        assert_eq!(got, want, "{q}");
+        for f in free {
+            assert!(got.iter().any(|r| r == f), "{q}: {f} is still there");
+        }
+    }
+    // a filter and a sort: the free rows stay, in MAC order
+    assert_eq!(
+        rows("host=hv1&sort=vm&order=desc").await,
+        [
+            "used 05", "free 00", "free 02", "free 06", "free 0A", "free 0D"
+        ]
+    );
+    // a later page of a sorted table starts at a row number
+    assert_eq!(rows("sort=state&skip=7").await, ["used 09", "used 0C"]);
+
+    // headers are links (no JavaScript needed); the sorted one says so and links the reverse
+    let page = ui
+        .get("/pools/p/addresses?vm=a&sort=vm", Some(&b))
+        .await
+        .body;
+    assert!(
+        page.contains(
+            "<th scope=\"col\" aria-sort=\"ascending\"><a href=\"/pools/p/addresses?state=&amp;host=&amp;vm=a&amp;sort=vm&amp;order=desc\""
+        ),
+        "{page}"
+    );
+    assert!(page.contains(
+        "<th scope=\"col\"><a href=\"/pools/p/addresses?state=&amp;host=&amp;vm=a&amp;sort=host&amp;order=asc\""
+    ));
+    // the export follows the page's order
+    let csv = ui
+        .get(
+            "/pools/p/addresses?sort=since&order=desc&format=csv",
+            Some(&b),
+        )
+        .await
+        .body;
+    let used: Vec<&str> = csv
+        .lines()
+        .filter(|l| l.starts_with("used,"))
+        .map(|l| &l[5..22])
+        .collect();
+    assert_eq!(
+        used,
+        [
+            "00-15-5D-00-00-09",
+            "00-15-5D-00-00-05",
+            "00-15-5D-00-00-01",
+            "00-15-5D-00-00-0C"
+        ]
+    );
+    for bad in ["sort=nope", "order=up", "sort=vm&skip=x"] {
+        let r = ui.get(&format!("/pools/p/addresses?{bad}"), Some(&b)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
+
 #[tokio::test]
 async fn search_takes_any_spelling_a_partial_mac_or_a_vm_name() {
     let ui = Ui::new().await;

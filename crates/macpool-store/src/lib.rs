@@ -10,10 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use macpool_core::Mac;
 use macpool_core::Timestamp;
 use macpool_core::authority::{
-    Actor, AddressMap, AddressRow, AllocateRequest, Allocation, Authority, AuthorityError,
-    Available, BlockClaim, BlockFilter, Change, Claimant, Context, Gauges, HoldRequest,
-    HostSummary, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolSummary, PoolView,
-    ReleaseSelector, Released, StoredInventory, UnholdRequest,
+    Actor, AddressMap, AddressOrder, AddressRow, AllocateRequest, Allocation, Authority,
+    AuthorityError, Available, BlockClaim, BlockFilter, Change, Claimant, Context, Gauges,
+    HoldRequest, HostSummary, InventoryOutcome, LeaseFilter, MacStatus, PoolEdit, PoolSummary,
+    PoolView, ReleaseSelector, Released, StoredInventory, UnholdRequest,
 };
 use macpool_core::block::Block;
 use macpool_core::conflict::{Conflict, ConflictClass};
@@ -528,6 +528,22 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
         self.read(move |a| {
             let conflicts = a.conflicting_macs();
             Ok(a.address_rows(&pool, from, limit, &conflicts, &keep)?)
+        })
+    }
+    /// A pool's whole address table (rows `keep` accepts) in `order`, from its `skip`th row:
+    /// at most `limit` rows, and the `skip` of the next page (see
+    /// `Authority::address_rows_in_order`).
+    fn address_rows_in_order(
+        &self,
+        pool: String,
+        order: AddressOrder,
+        skip: usize,
+        limit: usize,
+        keep: impl Fn(&AddressRow) -> bool + Send + 'static,
+    ) -> impl Future<Output = StoreResult<(Vec<AddressRow>, Option<usize>)>> + Send {
+        self.read(move |a| {
+            let conflicts = a.conflicting_macs();
+            Ok(a.address_rows_in_order(&pool, order, skip, limit, &conflicts, &keep)?)
         })
     }
     /// Every pool with its longest free run, conflicts and last report (the pools page).

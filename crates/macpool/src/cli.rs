@@ -89,6 +89,9 @@ pub enum Command {
     /// Send host inventories to the authority.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// The hosts that report inventories: dynamic range, cursor, blocks, latest report.
+    #[command(subcommand)]
+    Host(HostCommand),
     /// Blocks of pools delegated to hosts' own allocators (the agent's delegate strategy).
     #[command(subcommand)]
     Block(BlockCommand),
@@ -113,6 +116,13 @@ pub enum StoreCommand {
         #[arg(long)]
         to: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostCommand {
+    /// Every host that reported an inventory (the dashboard's Hosts page): its dynamic range
+    /// and hosts it overlaps, cursor, blocks, adapters, latest report and agent strategy.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -556,7 +566,7 @@ pub struct BenchFleetArgs {
     /// The `macpool` binary to start as the server (default: this one), so an older build can
     /// be measured by the same client for a before/after.
     #[arg(long, value_name = "PATH")]
-    pub server: Option<PathBuf>,
+    pub binary: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -589,7 +599,7 @@ pub struct BenchDashboardArgs {
     /// The `macpool` binary to start as the server (default: this one), so an older build can
     /// be measured by the same client for a before/after.
     #[arg(long, value_name = "PATH")]
-    pub server: Option<PathBuf>,
+    pub binary: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -649,7 +659,7 @@ pub struct BenchAllocateArgs {
     /// The `macpool` binary to start as the server (default: this one), so an older build can
     /// be measured by the same client for a before/after.
     #[arg(long, value_name = "PATH")]
-    pub server: Option<PathBuf>,
+    pub binary: Option<PathBuf>,
     /// Allocate from this existing pool instead of creating `bench-<pid>`.
     #[arg(long)]
     pub pool: Option<String>,

@@ -349,4 +349,103 @@ fn bench_fleet_runs_a_small_fleet_and_reports_every_kind_of_request() {
     assert!(report["allocations_alone_ms"]["p99"].as_f64().unwrap() > 0.0);
     assert!(report["allocations_under_fleet_ms"]["p99"].as_f64().unwrap() > 0.0);
     assert!(report["server_rss_mib"]["after_seed"].as_f64().unwrap() > 0.0);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_list_shows_each_reporting_host_as_a_table_and_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    s.cli()
+        .args(["host", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "no host has reported an inventory yet",
+        ));
+    s.cli()
+        .args(["--json", "host", "list"])
+        .assert()
+        .success()
+        .stdout("[]\n");
+    let put = reqwest::Method::PUT;
+    s.api(
+        put.clone(),
+        "/hosts/hv1/inventory",
+        Some(serde_json::json!({
+            "generation": 4, "cluster": "c1",
+            "range_min": "00155D100000", "range_max": "00155D1000FF",
+            "cursor_source": "inventory-bound", "strategy": "delegate",
+            "vms": [{"id": "vm1", "name": "Desktop 1", "adapters": [
+                {"mac": "00155D100001", "dynamic": true}]}]
+        })),
+    )
+    .await;
+    s.api(
+        put,
+        "/hosts/hv2/inventory",
+        Some(serde_json::json!({
+            "generation": 1,
+            "range_min": "00155D100080", "range_max": "00155D10017F",
+            "cursor": "00155D100090", "cursor_source": "registry"
+        })),
+    )
+    .await;
+
+    let out = s.cli().args(["--json", "host", "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let hosts = json(&out.stdout);
+    let rows: Vec<(&str, &Value, &Value, &Value)> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["host"].as_str().unwrap(),
+                &h["overlaps"],
+                &h["cursor_estimated"],
+                &h["generation"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "hv1",
+                &serde_json::json!(["hv2"]),
+                &Value::Bool(true),
+                &serde_json::json!(4)
+            ),
+            (
+                "hv2",
+                &serde_json::json!(["hv1"]),
+                &Value::Bool(false),
+                &serde_json::json!(1)
+            ),
+        ]
+    );
+
+    let out = s
+        .cli()
+        .args(["--mac-format", "hyperv", "host", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("HOST"), "{text}");
+    for want in [
+        "hv1",
+        "c1",
+        "00155D100000 - 00155D1000FF",
+        "hv2",
+        "estimated",
+        "1/0/0",
+        "delegate",
+    ] {
+        assert!(lines[1].contains(want), "{want} in {}", lines[1]);
+    }
+    for want in ["hv2", "00155D100090", "hv1", "unknown"] {
+        assert!(lines[2].contains(want), "{want} in {}", lines[2]);
+    }
 }

@@ -711,6 +711,21 @@ async fn dashboard_in_a_real_browser() {
         contents(c),
     )
     .await;
+    r.run(
+        "map: a click on a cell shows its holder in the side panel",
+        map_panel(c),
+    )
+    .await;
+    r.run(
+        "conflicts: the open page's title counts a conflict pushed through the API",
+        conflicts_live(c),
+    )
+    .await;
+    r.run(
+        "audit: an uploaded Hyper-V export shows its findings",
+        audit_upload(c),
+    )
+    .await;
     r.run("search: every MAC spelling, VM name, id, host", search(c))
         .await;
     r.run("XSS names render as text", xss(c)).await;
@@ -1160,6 +1175,124 @@ async fn contents(c: &Ctx) -> Result<()> {
         bad.push("/audit has no multipart upload form".into());
     }
     ensure!(bad.is_empty(), "{}", bad.join("; "));
+    Ok(())
+}
+
+/// A click on a map cell fills the side panel with its holder, without leaving the map.
+async fn map_panel(c: &Ctx) -> Result<()> {
+    let (mac, _, name, _) = &c.seed.leases[0];
+    let map = format!("/pools/{POOL}/map");
+    c.web.goto(&c.url(&map)).await?;
+    c.find(&format!(".grid a.cell[data-mac='{mac}']"))
+        .await?
+        .click()
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let panel = c
+            .js("const p = document.getElementById('panel'); return p ? p.innerText : ''")
+            .await?;
+        let panel = panel.as_str().unwrap_or_default();
+        if panel.contains(name.as_str()) && panel.contains(mac.as_str()) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the panel shows {panel:?}, not {mac} of {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let path = c.path().await?;
+    ensure!(path == map, "the click left the map for {path}");
+    Ok(())
+}
+
+/// The open Conflicts page notices a conflict pushed through the API: its title counts it.
+async fn conflicts_live(c: &Ctx) -> Result<()> {
+    let n = |v: Value| v.as_array().map_or(0, Vec::len);
+    let before = n(c.s.api(Method::GET, "/conflicts", None).await);
+    c.web.goto(&c.url("/conflicts")).await?;
+    let title = c.web.title().await?;
+    ensure!(
+        title.starts_with(&format!("({before}) ")),
+        "title {title:?} before"
+    );
+    // a VM on a new host uses a free pool address without a lease: unmanaged
+    let inventory = |generation: u64, vms: Value| {
+        c.s.api(
+            Method::PUT,
+            "/hosts/hv6/inventory",
+            Some(json!({"generation": generation, "vms": vms})),
+        )
+    };
+    inventory(
+        1,
+        json!([{"id": "vm-stray", "name": "stray-vm", "state": "running",
+                "adapters": [{"name": "Network Adapter", "mac": mac_at(0xA0)}]}]),
+    )
+    .await;
+    let after = n(c.s.api(Method::GET, "/conflicts", None).await);
+    let result = async {
+        ensure!(after == before + 1, "{before} conflicts, then {after}");
+        // the page polls every 10 s
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let title = c.web.title().await?;
+            if title.starts_with(&format!("({after}) ")) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the title still says {title:?} 30 s after conflict {after} appeared"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        ensure!(
+            c.path().await? == "/conflicts",
+            "the refresh left /conflicts"
+        );
+        let text = c.text().await?;
+        ensure!(
+            text.contains(&mac_at(0xA0)),
+            "the refreshed page does not show the new conflict"
+        );
+        Ok(())
+    }
+    .await;
+    // the later checks see the seeded store again
+    inventory(2, json!([])).await;
+    result
+}
+
+/// A Hyper-V export uploaded on the audit page comes back as its findings.
+async fn audit_upload(c: &Ctx) -> Result<()> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../macpool-audit/tests/data/hyperv/export-cluster-CL1.json")
+        .canonicalize()?;
+    c.web.goto(&c.url("/audit")).await?;
+    c.find("form[action='/audit'] input[type=file]#files")
+        .await?
+        .send_keys(&file.display().to_string())
+        .await?;
+    let button = c.find("form[action='/audit'] button[type=submit]").await?;
+    c.click_and_wait(button).await?;
+    let text = c.text().await?;
+    ensure!(
+        text.contains("export-cluster-CL1.json") && text.contains("2 conflicts"),
+        "the report does not show the file and its 2 conflicts: {text}"
+    );
+    let classes = c
+        .js("return [...document.querySelectorAll('article.conflict')].map(a => a.dataset.class)")
+        .await?;
+    ensure!(
+        classes == json!(["invalid", "range-overlap"])
+            || classes == json!(["range-overlap", "invalid"]),
+        "findings {classes}, want invalid and range-overlap"
+    );
+    ensure!(
+        text.contains("HV3") && text.contains("HV4"),
+        "the overlap does not name HV3 and HV4"
+    );
     Ok(())
 }
 

@@ -106,6 +106,156 @@ pub enum AddressRow {
     Free { first: Mac, last: Mac },
 }
 
+impl AddressRow {
+    /// The row's (first) address.
+    pub fn first(&self) -> Mac {
+        match self {
+            AddressRow::Used { status, .. } => status.mac,
+            AddressRow::Block(b) => b.range.first(),
+            AddressRow::Free { first, .. } => *first,
+        }
+    }
+
+    /// The legend's key of the row: a block is `delegated`, a free run `free`.
+    pub fn state_key(&self) -> &'static str {
+        match self {
+            AddressRow::Used { state, .. } => state.key(),
+            AddressRow::Block(_) => AddressState::Delegated {
+                block: 0,
+                host: String::new(),
+            }
+            .key(),
+            AddressRow::Free { .. } => AddressState::Free.key(),
+        }
+    }
+
+    /// The VM's name: its lease's, else the first inventory's that shows the address.
+    pub fn vm_name(&self) -> Option<&str> {
+        let AddressRow::Used { status, .. } = self else {
+            return None;
+        };
+        let leased = status
+            .leases
+            .first()
+            .and_then(|l| l.owner.vm_name.as_deref());
+        leased
+            .filter(|n| !n.is_empty())
+            .or_else(|| status.seen.first().map(|s| s.vm_name.as_str()))
+            .filter(|n| !n.is_empty())
+    }
+
+    /// The host: the block's, the lease's, else the first inventory's that shows the address.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            AddressRow::Used { status, .. } => {
+                let leased = status.leases.first().and_then(|l| l.owner.host.as_deref());
+                leased
+                    .filter(|h| !h.is_empty())
+                    .or_else(|| status.seen.first().map(|s| s.host.as_str()))
+                    .filter(|h| !h.is_empty())
+            }
+            AddressRow::Block(b) => Some(&b.host),
+            AddressRow::Free { .. } => None,
+        }
+    }
+
+    /// Since when: the lease's creation, or the block's claim.
+    pub fn since(&self) -> Option<Timestamp> {
+        match self {
+            AddressRow::Used { status, .. } => status.leases.first().map(|l| l.created),
+            AddressRow::Block(b) => Some(b.claimed),
+            AddressRow::Free { .. } => None,
+        }
+    }
+}
+
+/// A column the address table can be sorted by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AddressSortKey {
+    #[default]
+    Mac,
+    State,
+    VmName,
+    Host,
+    Since,
+}
+
+impl AddressSortKey {
+    /// Every key, as a query names it.
+    pub const KEYS: [&'static str; 5] = ["mac", "state", "vm", "host", "since"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AddressSortKey::Mac => "mac",
+            AddressSortKey::State => "state",
+            AddressSortKey::VmName => "vm",
+            AddressSortKey::Host => "host",
+            AddressSortKey::Since => "since",
+        }
+    }
+
+    pub fn parse(s: &str) -> std::result::Result<AddressSortKey, String> {
+        Ok(match s {
+            "mac" => AddressSortKey::Mac,
+            "state" => AddressSortKey::State,
+            "vm" => AddressSortKey::VmName,
+            "host" => AddressSortKey::Host,
+            "since" => AddressSortKey::Since,
+            other => {
+                return Err(format!(
+                    "unknown sort '{other}': expected one of {}",
+                    AddressSortKey::KEYS.join(", ")
+                ));
+            }
+        })
+    }
+}
+
+/// The order of a pool's address table: a column, ascending or descending.
+///
+/// Every row sorts by its value in that column, ties in MAC order. A state sorts in legend
+/// order ([`AddressState::KEYS`]), names and hosts without regard to case, `since` by time. A
+/// row without a value (no VM name, no host, no since) comes after every row with one, in
+/// either direction. A free run is a row like the others: its state is `free` and it has no VM,
+/// host or since, so it is never dropped by a sort, free runs keep MAC order among themselves,
+/// and they gather where `free` sorts (by state) or after the used rows (by VM, host, since).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddressOrder {
+    pub key: AddressSortKey,
+    pub descending: bool,
+}
+
+impl AddressOrder {
+    /// The table's own order: ascending MAC, the order `address_rows` pages in.
+    pub fn is_mac_ascending(self) -> bool {
+        self == AddressOrder::default()
+    }
+
+    /// `rows` (in MAC order) in this order.
+    pub fn sort(self, rows: Vec<AddressRow>) -> Vec<AddressRow> {
+        let rank = |k: &str| AddressState::KEYS.iter().position(|s| *s == k);
+        let value = |r: &AddressRow| -> Option<(u64, String)> {
+            match self.key {
+                AddressSortKey::Mac => Some((r.first().to_u64(), String::new())),
+                AddressSortKey::State => rank(r.state_key()).map(|i| (i as u64, String::new())),
+                AddressSortKey::VmName => r.vm_name().map(|n| (0, n.to_lowercase())),
+                AddressSortKey::Host => r.host().map(|h| (0, h.to_lowercase())),
+                AddressSortKey::Since => r.since().map(|t| (t.0, String::new())),
+            }
+        };
+        let mut keyed: Vec<(Option<(u64, String)>, AddressRow)> =
+            rows.into_iter().map(|r| (value(&r), r)).collect();
+        // stable: ties stay in the MAC order the rows came in
+        keyed.sort_by(|(a, _), (b, _)| match (a, b) {
+            (Some(a), Some(b)) if self.descending => b.cmp(a),
+            (Some(a), Some(b)) => a.cmp(b),
+            // no value: after every row with one
+            (a, b) => b.is_some().cmp(&a.is_some()),
+        });
+        keyed.into_iter().map(|(_, r)| r).collect()
+    }
+}
+
 impl Authority {
     /// The state of one address (of any pool, or none).
     pub fn address_state(&self, mac: Mac) -> AddressState {
@@ -275,6 +425,30 @@ impl Authority {
         Ok((rows, None))
     }
 
+    /// The whole table of the pool (rows `keep` accepts) in `order`, from its `skip`th row: at
+    /// most `limit` rows, and the `skip` of the next page. O(rows log rows): pages other than
+    /// in MAC order cannot start from an address, use [`Authority::address_rows`] for those.
+    pub fn address_rows_in_order(
+        &self,
+        pool: &str,
+        order: AddressOrder,
+        skip: usize,
+        limit: usize,
+        conflicts: &BTreeSet<Mac>,
+        keep: &dyn Fn(&AddressRow) -> bool,
+    ) -> Result<(Vec<AddressRow>, Option<usize>)> {
+        let (rows, _) = self.address_rows(pool, Mac::ZERO, usize::MAX, conflicts, keep)?;
+        let total = rows.len();
+        let page: Vec<AddressRow> = order
+            .sort(rows)
+            .into_iter()
+            .skip(skip)
+            .take(limit)
+            .collect();
+        let next = skip.saturating_add(page.len());
+        Ok((page, (next < total).then_some(next)))
+    }
+
     fn used_row(&self, mac: Mac, conflicts: &BTreeSet<Mac>) -> AddressRow {
         AddressRow::Used {
             status: self.mac_status(mac),
@@ -308,11 +482,31 @@ pub struct HostSummary {
     /// How the agent knows the allocator's position, and its strategy, when it says.
     pub cursor_source: Option<crate::inventory::CursorSource>,
     pub strategy: Option<String>,
+    /// The other reporting hosts whose dynamic range shares an address with this one's, by name.
+    pub overlaps: Vec<String>,
+    /// The host's blocks that are not free yet (pending, active, draining), by id.
+    pub blocks: Vec<Block>,
+}
+
+impl HostSummary {
+    /// No readable cursor: the agent rotates on a lower bound from the inventory instead.
+    pub fn cursor_estimated(&self) -> bool {
+        self.cursor_source == Some(crate::inventory::CursorSource::InventoryBound)
+    }
 }
 
 impl Authority {
     /// Every host that has reported an inventory, by name.
     pub fn host_summaries(&self) -> Vec<HostSummary> {
+        let ranges: Vec<(&String, MacRange)> = self
+            .inventories
+            .iter()
+            .filter_map(|(host, s)| Some((host, s.inventory.dynamic_range()?)))
+            .collect();
+        let mut blocks: HashMap<&str, Vec<Block>> = HashMap::new();
+        for b in self.blocks.values() {
+            blocks.entry(b.host.as_str()).or_default().push(b.clone());
+        }
         self.inventories
             .iter()
             .map(|(host, s)| {
@@ -335,6 +529,17 @@ impl Authority {
                     management_adapters: inv.management_adapters.len(),
                     cursor_source: inv.cursor_source,
                     strategy: inv.strategy.clone(),
+                    overlaps: inv
+                        .dynamic_range()
+                        .map(|mine| {
+                            ranges
+                                .iter()
+                                .filter(|(other, r)| *other != host && r.overlaps(&mine))
+                                .map(|(other, _)| (*other).clone())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    blocks: blocks.remove(host.as_str()).unwrap_or_default(),
                 }
             })
             .collect()

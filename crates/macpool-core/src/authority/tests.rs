@@ -685,6 +685,43 @@ fn an_agents_strategy_and_cursor_source_are_kept_and_checked() {
 }
 
 #[test]
+fn a_host_summary_names_the_hosts_its_range_overlaps_and_carries_its_blocks() {
+    let mut a = authority_with_pool(64, AllocationOrder::Lowest, HOUR);
+    let (b1, _) = claim(&mut a, &admin(0), "h1", 16).unwrap();
+    let range = |r: &str| r.parse::<MacRange>().unwrap();
+    for (host, r) in [
+        ("h1", "00155D100000-00155D1000FF"),
+        ("h2", "00155D100080-00155D10017F"),
+        ("h3", "00155D200000-00155D2000FF"),
+    ] {
+        let mut inv = host_inv(host, vec![]);
+        inv.set_dynamic_range(Some(range(r)), None).unwrap();
+        push(&mut a, 1, inv, 1);
+    }
+    push(&mut a, 1, host_inv("h4", vec![]), 1);
+    let summaries = a.host_summaries();
+    let got: Vec<(&str, Vec<&str>, Vec<u64>)> = summaries
+        .iter()
+        .map(|s| {
+            (
+                s.host.as_str(),
+                s.overlaps.iter().map(String::as_str).collect(),
+                s.blocks.iter().map(|b| b.id).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("h1", vec!["h2"], vec![b1.id]),
+            ("h2", vec!["h1"], vec![]),
+            ("h3", vec![], vec![]),
+            ("h4", vec![], vec![]),
+        ]
+    );
+}
+
+#[test]
 fn stale_generation_is_refused_and_changes_nothing() {
     let (mut a, m) = leased_to("vm1");
     push(

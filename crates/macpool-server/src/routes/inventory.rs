@@ -1,4 +1,4 @@
-//! Host inventories and the conflicts derived from them.
+//! Host inventories, the hosts that reported them, and the conflicts derived from them.
 
 use std::sync::Arc;
 
@@ -43,6 +43,20 @@ pub async fn get_inventory(
     let host = input::host(host)?;
     c.may_read(Read::Host(&host))?;
     Ok(Json(convert::inventory(&st.store.inventory(host).await?)))
+}
+
+/// Every host that reported an inventory, by name: its dynamic range and cursor, the hosts
+/// whose range overlaps it, its blocks, what it runs, and its latest report (the Hosts page).
+#[utoipa::path(get, path = "/hosts", tag = "inventory",
+    responses((status = 200, body = [HostInfo]), (status = 403, description = "forbidden: an agent token (agents read one MAC and their own host's blocks and inventory)", body = Problem)))]
+pub async fn list_hosts(
+    State(st): State<Arc<AppState>>,
+    c: Caller,
+) -> ApiResult<Json<Vec<HostInfo>>> {
+    c.may_read(Read::Fleet("hosts"))?;
+    Ok(Json(
+        st.store.hosts().await?.iter().map(convert::host).collect(),
+    ))
 }
 
 /// Every conflict across the hosts' latest inventories, the pools, leases and holds; each

@@ -10,11 +10,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use macpool_core::authority::{
-    AddressRow, AddressState, BlockFilter, Claimant, MAX_ALLOCATION_COUNT, MapCells,
+    AddressOrder, AddressRow, AddressSortKey, AddressState, Claimant, MAX_ALLOCATION_COUNT,
+    MapCells,
 };
 use macpool_core::conflict::{Conflict, RangeClaim, Seen, Subject};
 use macpool_core::history::HistoryAction;
-use macpool_core::inventory::CursorSource;
 use macpool_core::mac::MacFormat;
 use macpool_core::{Mac, Timestamp};
 use macpool_store::{HistoryFilter, HistoryRecord, Store};
@@ -602,9 +602,27 @@ pub struct AddressQuery {
     vm: Option<String>,
     from: Option<String>,
     format: Option<String>,
+    /// A column to sort by ([`AddressSortKey::KEYS`]); with `order=desc`, descending.
+    sort: Option<String>,
+    order: Option<String>,
+    /// Sorted by another column than MAC ascending, pages start at a row number.
+    skip: Option<String>,
 }
 
 impl AddressQuery {
+    fn order(&self) -> Result<AddressOrder, String> {
+        let key = match self.sort.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => AddressSortKey::parse(s)?,
+            None => AddressSortKey::default(),
+        };
+        let descending = match self.order.as_deref().unwrap_or("") {
+            "" | "asc" => false,
+            "desc" => true,
+            other => return Err(format!("unknown order '{other}': expected asc or desc")),
+        };
+        Ok(AddressOrder { key, descending })
+    }
+
     fn keeps(&self, row: &AddressRow) -> bool {
         let nonempty =
             |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
@@ -693,8 +711,6 @@ fn flatten(row: &AddressRow) -> Flat {
             f.mac = ieee(b.range.first());
             f.last = ieee(b.range.last());
             f.state = format!("delegated ({})", b.state.name());
-            f.host = b.host.clone();
-            f.since = b.claimed.to_string();
             f.source = format!("block {}", b.id);
         }
         AddressRow::Used {
@@ -706,12 +722,9 @@ fn flatten(row: &AddressRow) -> Flat {
             f.state = state.key().into();
             f.conflict = *conflict;
             if let Some(l) = status.leases.first() {
-                f.vm_name = opt(&l.owner.vm_name).into();
                 f.vm_id = l.owner.vm_id.clone();
                 f.adapter = l.owner.adapter_id.clone();
-                f.host = opt(&l.owner.host).into();
                 f.cluster = opt(&l.owner.cluster).into();
-                f.since = l.created.to_string();
                 f.source = format!("lease ({})", l.state.name());
             } else if let Some(x) = status.holds.first() {
                 f.vm_id = x.vm_id.clone();
@@ -727,12 +740,6 @@ fn flatten(row: &AddressRow) -> Flat {
                 if f.vm_id.is_empty() {
                     f.vm_id = s.vm_id.clone();
                 }
-                if f.vm_name.is_empty() {
-                    f.vm_name = s.vm_name.clone();
-                }
-                if f.host.is_empty() {
-                    f.host = s.host.clone();
-                }
                 if f.source.is_empty() {
                     f.source = match &s.checkpoint {
                         Some(c) => format!("inventory (checkpoint {c})"),
@@ -746,6 +753,9 @@ fn flatten(row: &AddressRow) -> Flat {
             }
         }
     }
+    f.vm_name = row.vm_name().unwrap_or_default().into();
+    f.host = row.host().unwrap_or_default().into();
+    f.since = row.since().map(|t| t.to_string()).unwrap_or_default();
     f
 }
 
@@ -782,15 +792,38 @@ pub async fn addresses(
         Some(s) => Mac::parse(s).map_err(|e| bad(&user, format!("from '{s}': {e}")))?,
         None => lo,
     };
+    let order = q.order().map_err(|e| bad(&user, e))?;
+    let skip = match q.skip.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => s
+            .parse::<usize>()
+            .map_err(|e| bad(&user, format!("skip '{s}': {e}")))?,
+        None => 0,
+    };
     if let Some(fmt) = q.format.as_deref() {
-        return export(&st, &user, pool, lo, &q, fmt).await;
+        return export(&st, &user, pool, order, &q, fmt).await;
     }
     let filter = q.clone();
-    let (rows, next) = st
-        .store
-        .address_rows(pool.clone(), from, PAGE_ROWS, move |r| filter.keeps(r))
-        .await
-        .map_err(fail(&user))?;
+    // MAC ascending pages from an address; another order from a row number
+    let (rows, next) = if order.is_mac_ascending() {
+        let (rows, next) = st
+            .store
+            .address_rows(pool.clone(), from, PAGE_ROWS, move |r| filter.keeps(r))
+            .await
+            .map_err(fail(&user))?;
+        (rows, next.map(|n| (format!("from={}", ieee(n)), ieee(n))))
+    } else {
+        let (rows, next) = st
+            .store
+            .address_rows_in_order(pool.clone(), order, skip, PAGE_ROWS, move |r| {
+                filter.keeps(r)
+            })
+            .await
+            .map_err(fail(&user))?;
+        (
+            rows,
+            next.map(|n| (format!("skip={n}"), format!("row {}", n + 1))),
+        )
+    };
     let now = macpool_store::now();
     let mut h = Html::default();
     pool_tabs(&mut h, &pool, "addresses");
@@ -822,14 +855,47 @@ pub async fn addresses(
         Url(opt(&q.host)),
         Url(opt(&q.vm))
     );
+    let order_qs = format!(
+        "sort={}&amp;order={}",
+        order.key.name(),
+        if order.descending { "desc" } else { "asc" }
+    );
+    // a sortable column's header: a link to this column ascending, or descending when it is
+    // the ascending one now
+    let header = |h: &mut Html, key: AddressSortKey, label: &str| {
+        let current = order.key == key;
+        let (aria, next, mark) = match (current, order.descending) {
+            (true, false) => (" aria-sort=\"ascending\"", "desc", " ▲"),
+            (true, true) => (" aria-sort=\"descending\"", "asc", " ▼"),
+            (false, _) => ("", "asc", ""),
+        };
+        w!(
+            h,
+            "<th scope=\"col\"{aria}><a href=\"/pools/{purl}/addresses?{filter_qs}&amp;sort={}&amp;order={next}\" data-sort=\"{}\">{label}{mark}</a></th>",
+            key.name(),
+            key.name()
+        );
+    };
     w!(
         h,
         "<p class=\"export\">Export the whole filtered set: \
-         <a href=\"/pools/{purl}/addresses?{filter_qs}&amp;format=csv\" download>CSV</a> · \
-         <a href=\"/pools/{purl}/addresses?{filter_qs}&amp;format=json\" download>JSON</a></p>\
-         <table class=\"addresses\"><caption class=\"sr\">Addresses</caption><thead><tr>\
-         <th scope=\"col\">MAC</th><th scope=\"col\">State</th><th scope=\"col\">VM name</th><th scope=\"col\">VM id</th><th scope=\"col\">Adapter</th>\
-         <th scope=\"col\">Host</th><th scope=\"col\">Cluster</th><th scope=\"col\">Since</th><th scope=\"col\">Cooldown until</th><th scope=\"col\">Source</th></tr></thead><tbody>"
+         <a href=\"/pools/{purl}/addresses?{filter_qs}&amp;{order_qs}&amp;format=csv\" download>CSV</a> · \
+         <a href=\"/pools/{purl}/addresses?{filter_qs}&amp;{order_qs}&amp;format=json\" download>JSON</a></p>\
+         <table class=\"addresses\"><caption class=\"sr\">Addresses</caption><thead><tr>"
+    );
+    header(&mut h, AddressSortKey::Mac, "MAC");
+    header(&mut h, AddressSortKey::State, "State");
+    header(&mut h, AddressSortKey::VmName, "VM name");
+    w!(
+        h,
+        "<th scope=\"col\">VM id</th><th scope=\"col\">Adapter</th>"
+    );
+    header(&mut h, AddressSortKey::Host, "Host");
+    w!(h, "<th scope=\"col\">Cluster</th>");
+    header(&mut h, AddressSortKey::Since, "Since");
+    w!(
+        h,
+        "<th scope=\"col\">Cooldown until</th><th scope=\"col\">Source</th></tr></thead><tbody>"
     );
     for r in &rows {
         let f = flatten(r);
@@ -887,12 +953,10 @@ pub async fn addresses(
     if rows.is_empty() {
         w!(h, "<p>Nothing matches.</p>");
     }
-    if let Some(n) = next {
+    if let Some((at, label)) = next {
         w!(
             h,
-            "<p class=\"pager\"><a rel=\"next\" href=\"/pools/{purl}/addresses?{filter_qs}&amp;from={}\">next page from {}</a></p>",
-            ieee(n),
-            ieee(n)
+            "<p class=\"pager\"><a rel=\"next\" href=\"/pools/{purl}/addresses?{filter_qs}&amp;{order_qs}&amp;{at}\">next page from {label}</a></p>"
         );
     }
     Ok(user.page(&format!("{pool} · addresses"), Section::Pools, h))
@@ -909,19 +973,19 @@ fn parse_time(s: &str) -> Result<Timestamp, ()> {
     })
 }
 
-/// The whole filtered address table as CSV or JSON (no page limit).
+/// The whole filtered address table as CSV or JSON (no page limit), in the page's order.
 async fn export(
     st: &AppState,
     user: &User,
     pool: String,
-    from: Mac,
+    order: AddressOrder,
     q: &AddressQuery,
     fmt: &str,
 ) -> Page {
     let filter = q.clone();
     let (rows, _) = st
         .store
-        .address_rows(pool.clone(), from, usize::MAX, move |r| filter.keeps(r))
+        .address_rows_in_order(pool.clone(), order, 0, usize::MAX, move |r| filter.keeps(r))
         .await
         .map_err(fail(user))?;
     let kept = rows.iter().map(flatten);
@@ -1266,11 +1330,6 @@ pub async fn conflict_count(State(st): State<Arc<AppState>>, user: User) -> Page
 
 pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
     let hosts = st.store.hosts().await.map_err(fail(&user))?;
-    let blocks = st
-        .store
-        .blocks(BlockFilter::default())
-        .await
-        .map_err(fail(&user))?;
     let now = macpool_store::now();
     let mut h = Html::default();
     w!(h, "<h1>Hosts</h1>");
@@ -1287,15 +1346,6 @@ pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
          <th scope=\"col\">Cursor</th><th scope=\"col\">Blocks</th><th scope=\"col\">VMs</th><th scope=\"col\">Adapters (live / checkpoint / management OS)</th><th scope=\"col\">Last report</th><th scope=\"col\">Generation</th><th scope=\"col\">Agent strategy</th></tr></thead><tbody>"
     );
     for x in &hosts {
-        let overlaps: Vec<&str> = hosts
-            .iter()
-            .filter(|o| o.host != x.host)
-            .filter(|o| match (o.dynamic_range, x.dynamic_range) {
-                (Some(a), Some(b)) => a.overlaps(&b),
-                _ => false,
-            })
-            .map(|o| o.host.as_str())
-            .collect();
         w!(
             h,
             "<tr data-host=\"{}\"><th scope=\"row\"><a href=\"/search?q={}\">{}</a></th><td>{}</td><td>",
@@ -1308,16 +1358,16 @@ pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
             Some(r) => w!(h, "<code>{}</code>", Esc(&r.to_string())),
             None => w!(h, "—"),
         }
-        if !overlaps.is_empty() {
+        if !x.overlaps.is_empty() {
             w!(
                 h,
                 " <span class=\"badge bad\" title=\"overlaps {}\">overlap</span>",
-                Esc(&overlaps.join(", "))
+                Esc(&x.overlaps.join(", "))
             );
         }
         w!(h, "</td><td>");
         // An estimated cursor is not "unknown": delegate has a bound, just not the registry's.
-        let estimated = x.cursor_source == Some(CursorSource::InventoryBound);
+        let estimated = x.cursor_estimated();
         match x.cursor {
             Some(c) => w!(h, "<code>{}</code>", ieee(c)),
             None if estimated => w!(h, "from the inventory"),
@@ -1330,7 +1380,7 @@ pub async fn hosts(State(st): State<Arc<AppState>>, user: User) -> Page {
             );
         }
         w!(h, "</td><td>");
-        for b in blocks.iter().filter(|b| b.host == x.host) {
+        for b in &x.blocks {
             w!(
                 h,
                 "<div><span class=\"st s-delegated h{}\">{}</span> <code>{}</code>",

@@ -28,7 +28,7 @@ pub async fn run(out: Output, token: &Option<String>, cmd: BenchCommand) -> CmdR
         return Err(Failure::usage("--fill must be a percent in 0..100"));
     }
     let (servers, token, _guard) = if args.target.is_empty() {
-        let s = SpawnedServer::start(args.server.as_deref(), args.data.clone())?;
+        let s = SpawnedServer::start(args.binary.as_deref(), args.data.clone())?;
         let client = Client::new(&s.url, Some(s.token.clone()))?;
         (vec![client], s.token.clone(), Some(s))
     } else {

@@ -36,7 +36,7 @@ pub async fn run(out: Output, args: BenchDashboardArgs) -> CmdResult {
     if args.hosts > 255 {
         return Err(Failure::usage("--hosts must be at most 255"));
     }
-    let server = SpawnedServer::start(args.server.as_deref(), args.data.clone())?;
+    let server = SpawnedServer::start(args.binary.as_deref(), args.data.clone())?;
     let api = Client::new(&server.url, Some(server.token.clone()))?;
     let seeded = Instant::now();
     seed(&api, &args).await?;
@@ -380,7 +380,7 @@ async fn allocations(
         per_client: args.per_client,
         target: vec![],
         data: None,
-        server: None,
+        binary: None,
         pool: Some(POOL.into()),
         pool_size: SIZE,
         order: None,

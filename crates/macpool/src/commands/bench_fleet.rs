@@ -291,7 +291,9 @@ pub async fn run(out: Output, args: BenchFleetArgs) -> CmdResult {
         ));
     }
     if args.replicas == 0 || args.scrape_every_ms == 0 {
-        return Err(Failure::usage("--replicas and --scrape-every-ms must be at least 1"));
+        return Err(Failure::usage(
+            "--replicas and --scrape-every-ms must be at least 1",
+        ));
     }
     let servers: Vec<SpawnedServer> = match &args.database {
         Some(base) => {
@@ -300,10 +302,13 @@ pub async fn run(out: Output, args: BenchFleetArgs) -> CmdResult {
                 .map_err(fail)?;
             let token = format!("bench-bootstrap-{:016x}", super::bench::random_u64());
             (0..args.replicas)
-                .map(|_| SpawnedServer::replica(args.server.as_deref(), &url, &token))
+                .map(|_| SpawnedServer::replica(args.binary.as_deref(), &url, &token))
                 .collect::<Result<_, _>>()?
         }
-        None => vec![SpawnedServer::start(args.server.as_deref(), args.data.clone())?],
+        None => vec![SpawnedServer::start(
+            args.binary.as_deref(),
+            args.data.clone(),
+        )?],
     };
     let token = servers[0].token.clone();
     let pids: Vec<u32> = servers.iter().map(SpawnedServer::pid).collect();
@@ -314,7 +319,11 @@ pub async fn run(out: Output, args: BenchFleetArgs) -> CmdResult {
     apis[0]
         .create_pool(&PoolCreate {
             name: POOL.into(),
-            ranges: vec![format!("{}-{}", mac(POOL_FIRST), mac(POOL_FIRST + POOL_SIZE - 1))],
+            ranges: vec![format!(
+                "{}-{}",
+                mac(POOL_FIRST),
+                mac(POOL_FIRST + POOL_SIZE - 1)
+            )],
             ..PoolCreate::default()
         })
         .await
@@ -347,7 +356,7 @@ pub async fn run(out: Output, args: BenchFleetArgs) -> CmdResult {
         per_client: args.per_client,
         target: vec![],
         data: None,
-        server: None,
+        binary: None,
         pool: Some(POOL.into()),
         pool_size: POOL_SIZE,
         order: None,
@@ -477,7 +486,8 @@ pub async fn run(out: Output, args: BenchFleetArgs) -> CmdResult {
     while tasks.join_next().await.is_some() {}
     let fleet_cpu = cores(from, end, wall);
 
-    let (push_us, scrape_us, conflict_us) = (pushes.sorted(), scrapes.sorted(), conflict_reads.sorted());
+    let (push_us, scrape_us, conflict_us) =
+        (pushes.sorted(), scrapes.sorted(), conflict_reads.sorted());
     let per_100k = |kib: u64| kib as f64 / 1024.0 * 100_000.0 / adapters.max(1) as f64;
     let grown_kib = after_seed.rss_kib.saturating_sub(empty.rss_kib);
     let store = match &args.database {
@@ -536,10 +546,18 @@ pub async fn run(out: Output, args: BenchFleetArgs) -> CmdResult {
     };
     row("inventory pushes", &push_us, errors(&pushes).0);
     row("/metrics scrapes", &scrape_us, errors(&scrapes).0);
-    row("/api/v1/conflicts reads", &conflict_us, errors(&conflict_reads).0);
+    row(
+        "/api/v1/conflicts reads",
+        &conflict_us,
+        errors(&conflict_reads).0,
+    );
     row("allocations alone", &alone_us, 0);
     row("allocations under the fleet", &under_us, 0);
-    for (label, s) in [("push", &*pushes), ("scrape", &*scrapes), ("conflicts", &*conflict_reads)] {
+    for (label, s) in [
+        ("push", &*pushes),
+        ("scrape", &*scrapes),
+        ("conflicts", &*conflict_reads),
+    ] {
         if let (n, Some(first)) = errors(s)
             && n > 0
         {
@@ -604,7 +622,7 @@ mod tests {
             database: None,
             replicas: 2,
             data: None,
-            server: None,
+            binary: None,
         }
     }
 
@@ -626,7 +644,11 @@ mod tests {
         let body = h.report();
         assert_eq!((body.generation, body.vms.len()), (1, 10));
         assert_eq!(body.vms[2].adapters.len(), 4);
-        assert_eq!(body.vms[2].adapters[1].mac, mac(before), "the checkpoint keeps the old MAC");
+        assert_eq!(
+            body.vms[2].adapters[1].mac,
+            mac(before),
+            "the checkpoint keeps the old MAC"
+        );
     }
 
     #[test]

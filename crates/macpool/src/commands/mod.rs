@@ -12,6 +12,7 @@ mod block;
 pub mod cluster_role;
 mod conflicts;
 mod history;
+mod host;
 mod hyperv;
 mod inventory;
 mod lease;
@@ -82,6 +83,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Hyperv(c) => hyperv::run(out, c).await,
         Command::Conflicts => conflicts::run(&ctx()?).await,
         Command::Inventory(c) => inventory::run(&ctx()?, c).await,
+        Command::Host(c) => host::run(&ctx()?, c).await,
         Command::Block(c) => block::run(&ctx()?, c).await,
         Command::Sim(a) => sim::run(out, a).await,
         Command::Store(c) => store::run(out, c).await,
