@@ -333,8 +333,23 @@ fn bench_allocate_fills_every_target_and_reports_cpu() {
 #[test]
 fn bench_fleet_runs_a_small_fleet_and_reports_every_kind_of_request() {
     let out = assert_cmd::Command::new(exe())
-        .args(["--json", "bench", "fleet", "--hosts", "4", "--desktops", "10"])
-        .args(["--push-interval", "2", "--rollback-every", "20", "--duration", "8"])
+        .args([
+            "--json",
+            "bench",
+            "fleet",
+            "--hosts",
+            "4",
+            "--desktops",
+            "10",
+        ])
+        .args([
+            "--push-interval",
+            "2",
+            "--rollback-every",
+            "20",
+            "--duration",
+            "8",
+        ])
         .args(["--clients", "2", "--per-client", "5", "--duplicates", "3"])
         .timeout(std::time::Duration::from_secs(120))
         .output()
@@ -344,11 +359,20 @@ fn bench_fleet_runs_a_small_fleet_and_reports_every_kind_of_request() {
     assert_eq!(report["fleet"]["adapters"], 160, "{report}");
     for kind in ["pushes", "metrics_scrapes", "conflict_reads"] {
         assert_eq!(report[kind]["errors"], 0, "{kind}: {report}");
-        assert!(report[kind]["count"].as_u64().unwrap() >= 2, "{kind}: {report}");
+        assert!(
+            report[kind]["count"].as_u64().unwrap() >= 2,
+            "{kind}: {report}"
+        );
     }
     assert!(report["allocations_alone_ms"]["p99"].as_f64().unwrap() > 0.0);
-    assert!(report["allocations_under_fleet_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["allocations_under_fleet_ms"]["p99"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     assert!(report["server_rss_mib"]["after_seed"].as_f64().unwrap() > 0.0);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_list_shows_each_reporting_host_as_a_table_and_as_json() {
