@@ -1232,6 +1232,8 @@ async fn conflicts_live(c: &Ctx) -> Result<()> {
     )
     .await;
     let after = n(c.s.api(Method::GET, "/conflicts", None).await);
+    // a reload would forget this
+    c.js("window.macpoolNotReloaded = true; return null").await?;
     let result = async {
         ensure!(after == before + 1, "{before} conflicts, then {after}");
         // the page polls every 10 s
@@ -1250,6 +1252,10 @@ async fn conflicts_live(c: &Ctx) -> Result<()> {
         ensure!(
             c.path().await? == "/conflicts",
             "the refresh left /conflicts"
+        );
+        ensure!(
+            c.js("return window.macpoolNotReloaded === true").await? == json!(true),
+            "the page reloaded to refresh"
         );
         let text = c.text().await?;
         ensure!(

@@ -39,21 +39,30 @@ function wireCopy(root) {
   });
 }
 
-// The conflicts page refreshes its count (and the tab title) every 10 s, and reloads when the
-// count changes.
+// The conflicts page asks for its count every 10 s; when it changed, it fetches the page again
+// and swaps in the new content and tab title, without a reload (no flash, the scroll stays).
 function poll() {
   const live = document.querySelector("[data-poll]");
-  const badge = document.getElementById("conflict-count");
-  if (!live || !badge) return;
+  if (!live) return;
   const url = live.dataset.poll;
   setInterval(async () => {
+    const badge = document.getElementById("conflict-count");
+    const main = document.getElementById("main");
+    if (!badge || !main) return;
     try {
       const res = await fetch(url, { credentials: "same-origin" });
       if (!res.ok) return;
       const { count } = await res.json();
-      if (String(count) !== badge.dataset.count) {
-        window.location.reload();
-      }
+      if (String(count) === badge.dataset.count) return;
+      const page = await fetch(window.location.href, { credentials: "same-origin" });
+      if (!page.ok) return;
+      // same-origin HTML rendered (and escaped) by the server; parsed, its scripts never run
+      const fresh = new DOMParser().parseFromString(await page.text(), "text/html");
+      const content = fresh.getElementById("main");
+      if (!content) return;
+      main.replaceChildren(...content.childNodes);
+      document.title = fresh.title;
+      wireCopy(main);
     } catch (e) {
       /* offline for a moment: try again next time */
     }
