@@ -854,7 +854,7 @@ fn an_inventory_diff_that_does_not_fit_changes_nothing() {
         ],
     );
     let header = two.header();
-    let cases: [(HostInventory, usize, Vec<(usize, Vm)>); 4] = [
+    let cases = [
         (host_inv("h2", vec![]), 2, vec![]),
         (
             header.clone(),
