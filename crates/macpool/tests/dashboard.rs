@@ -1233,7 +1233,8 @@ async fn conflicts_live(c: &Ctx) -> Result<()> {
     .await;
     let after = n(c.s.api(Method::GET, "/conflicts", None).await);
     // a reload would forget this
-    c.js("window.macpoolNotReloaded = true; return null").await?;
+    c.js("window.macpoolNotReloaded = true; return null")
+        .await?;
     let result = async {
         ensure!(after == before + 1, "{before} conflicts, then {after}");
         // the page polls every 10 s
