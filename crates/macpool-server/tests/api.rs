@@ -165,6 +165,23 @@ async fn allocate_see_free_release_and_history() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "idempotent repeat is not a creation");
+    // a body naming another pool than the path is refused, and nothing is allocated
+    let (s, p) = api
+        .call(
+            "POST",
+            "/api/v1/pools/rds/available",
+            Some(AGENT),
+            Some(json!({"vm_id": "vm-2", "pool": "pYf*"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the path names pool 'rds'"),
+        "{p}"
+    );
     assert_eq!(
         again["allocations"],
         json!(

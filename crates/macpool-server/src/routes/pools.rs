@@ -10,7 +10,7 @@ use macpool_core::authority::Read;
 use macpool_store::Store;
 
 use crate::auth::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
 use crate::{AppState, input};
 
@@ -133,5 +133,12 @@ pub async fn allocate_available(
     Path(name): Path<String>,
     Json(body): Json<AllocateBody>,
 ) -> ApiResult<(StatusCode, Json<AllocationResult>)> {
+    // The path names the pool; a body naming another one is a mistake, never silently ignored.
+    if let Some(other) = body.pool.as_deref().filter(|p| *p != name) {
+        return Err(ApiError::bad_request(
+            "invalid-input",
+            format!("pool: the path names pool '{name}', the body '{other}'"),
+        ));
+    }
     crate::routes::leases::allocate_in(&st, &c, name, body).await
 }
