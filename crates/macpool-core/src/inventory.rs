@@ -342,23 +342,23 @@ impl HostInventory {
         len: usize,
         changed: &[(usize, Vm)],
     ) -> Result<(), InventoryError> {
-        let host = || InventoryError::PatchMismatch {
+        let mismatch = || InventoryError::PatchMismatch {
             host: self.host.clone(),
         };
         if header.host != self.host || !header.vms.is_empty() {
-            return Err(host());
+            return Err(mismatch());
         }
         // Every position past the kept ones must be given, in order.
         let kept = self.vms.len().min(len);
         let mut next = kept;
         for (i, _) in changed.iter().filter(|(i, _)| *i >= kept) {
             if *i != next {
-                return Err(host());
+                return Err(mismatch());
             }
             next += 1;
         }
         if next != len || changed.iter().any(|(i, _)| *i >= len) {
-            return Err(host());
+            return Err(mismatch());
         }
         let mut vms = self.vms[..kept].to_vec();
         for (i, vm) in changed {

@@ -561,23 +561,19 @@ async fn inventories_bind_hold_and_refusals_change_nothing<S: Store>(store: &S) 
 /// appended, a changed header) reads back as sent, also after a reopen (the returned copy).
 async fn later_reports_are_stored_as_diffs<S: Store>(store: &S) -> StoredInventory {
     let m = |v: u64| Mac::from_u64(0x00155D770000 + v).unwrap();
+    let three = || {
+        host(
+            "conf-h5",
+            vec![
+                ("a", vec![m(1)], vec![]),
+                ("b", vec![m(2)], vec![]),
+                ("c", vec![m(3)], vec![]),
+            ],
+        )
+    };
     let reports = [
-        host(
-            "conf-h5",
-            vec![
-                ("a", vec![m(1)], vec![]),
-                ("b", vec![m(2)], vec![]),
-                ("c", vec![m(3)], vec![]),
-            ],
-        ),
-        host(
-            "conf-h5",
-            vec![
-                ("a", vec![m(1)], vec![]),
-                ("b", vec![m(2)], vec![]),
-                ("c", vec![m(3)], vec![]),
-            ],
-        ),
+        three(),
+        three(),
         host(
             "conf-h5",
             vec![

@@ -201,20 +201,8 @@ async fn seed(api: &Client, args: &BenchDashboardArgs) -> Result<(), Failure> {
                     live = range_lo - 256; // host h-1's VM 0: a live duplicate
                 }
                 let older = 0x00155D020000 + (u64::from(h) << 8) + u64::from(v);
-                let adapter = |m: u64, cp: Option<u32>| InventoryAdapter {
-                    name: "Network Adapter".into(),
-                    mac: mac(m),
-                    dynamic: true,
-                    checkpoint: cp.map(|c| InventoryCheckpoint {
-                        id: format!("cp-{h}-{v}-{c}"),
-                        name: if c == 0 {
-                            "RDV_ROLLBACK".into()
-                        } else {
-                            format!("before update {c}")
-                        },
-                        kind: None,
-                        created: None,
-                    }),
+                let adapter = |m: u64, cp: Option<u32>| {
+                    desktop_adapter(m, cp.map(|c| (format!("cp-{h}-{v}-{c}"), c)))
                 };
                 InventoryVm {
                     id: format!("vm-{h}-{v}"),
@@ -243,6 +231,26 @@ async fn seed(api: &Client, args: &BenchDashboardArgs) -> Result<(), Failure> {
         .map_err(fail)?;
     }
     Ok(())
+}
+
+/// A pooled desktop's adapter as the agent reports it: live, or with `(id, n)` the adapter
+/// frozen in its n-th checkpoint (the 0th is RDS's rollback checkpoint).
+pub(super) fn desktop_adapter(m: u64, checkpoint: Option<(String, u32)>) -> InventoryAdapter {
+    InventoryAdapter {
+        name: "Network Adapter".into(),
+        mac: mac(m),
+        dynamic: true,
+        checkpoint: checkpoint.map(|(id, c)| InventoryCheckpoint {
+            id,
+            name: if c == 0 {
+                "RDV_ROLLBACK".into()
+            } else {
+                format!("before update {c}")
+            },
+            kind: None,
+            created: None,
+        }),
+    }
 }
 
 /// One HTTP/1.1 GET over a fresh loopback connection; returns the status and the body's bytes

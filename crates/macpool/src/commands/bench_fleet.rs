@@ -16,13 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use macpool_agent::agent::AgentConfig;
-use macpool_api::dto::{
-    InventoryAdapter, InventoryBody, InventoryCheckpoint, InventoryVm, PoolCreate,
-};
+use macpool_api::dto::{InventoryBody, InventoryVm, PoolCreate};
 use macpool_client::Client;
 use tokio::sync::Notify;
 
 use super::bench::{SpawnedServer, drive, latency_json, percentile_ms};
+use super::bench_dashboard::desktop_adapter;
 use crate::cli::{BenchAllocateArgs, BenchFleetArgs};
 use crate::exit::{CmdResult, Failure, OK};
 use crate::output::Output;
@@ -123,20 +122,8 @@ impl Host {
     /// The next report, as the agent sends it.
     fn report(&mut self) -> InventoryBody {
         self.generation += 1;
-        let adapter = |m: u64, cp: Option<(usize, &str)>| InventoryAdapter {
-            name: "Network Adapter".into(),
-            mac: mac(m),
-            dynamic: true,
-            checkpoint: cp.map(|(c, vm)| InventoryCheckpoint {
-                id: format!("{vm}-cp{c}"),
-                name: if c == 0 {
-                    "RDV_ROLLBACK".into()
-                } else {
-                    format!("before update {c}")
-                },
-                kind: None,
-                created: None,
-            }),
+        let adapter = |m: u64, cp: Option<(usize, &str)>| {
+            desktop_adapter(m, cp.map(|(c, vm)| (format!("{vm}-cp{c}"), c as u32)))
         };
         let vms = self
             .desktops
