@@ -202,6 +202,137 @@ async fn a_replica_behind_the_trimmed_log_reloads() {
     assert_eq!(a.leases(LeaseFilter::default()).await.unwrap().len(), 6);
 }
 
+async fn log_entries(conn: &mut sqlx::PgConnection) -> Vec<i64> {
+    sqlx::query_scalar("SELECT seq FROM change_log ORDER BY seq")
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+/// Issue 18: the change log holds what the replicas present still need, not a fixed count: the
+/// entries after the oldest recorded position, and none once every replica has read them. A
+/// replica that stops recording (absent) stops holding the log back, and reloads when it
+/// returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
+async fn the_change_log_keeps_what_present_replicas_need() {
+    let url = scratch("bounded_log").await;
+    let open = || PostgresStore::open_with(&url, Duration::from_secs(3600));
+    let a = open().await.unwrap();
+    let b = open().await.unwrap();
+    for replica in [&a, &b] {
+        assert_eq!(replica.keep_position().await.unwrap(), 0);
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    conformance::create_pool(&a, "t", "00155D0F0000-00155D0F00FF").await;
+    for i in 0..5 {
+        a.allocate(Actor::admin("t"), request("t", &format!("vm-{i}")))
+            .await
+            .unwrap();
+    }
+    let head = a.keep_position().await.unwrap();
+    assert_eq!(
+        log_entries(&mut conn).await.len() as i64,
+        head,
+        "b is behind"
+    );
+    assert_eq!(b.keep_position().await.unwrap(), head, "b caught up");
+    a.keep_position().await.unwrap();
+    assert_eq!(
+        log_entries(&mut conn).await,
+        Vec::<i64>::new(),
+        "both read all"
+    );
+    for i in 5..8 {
+        a.allocate(Actor::admin("t"), request("t", &format!("vm-{i}")))
+            .await
+            .unwrap();
+    }
+    let now = a.keep_position().await.unwrap();
+    assert_eq!(
+        log_entries(&mut conn).await,
+        ((head + 1)..=now).collect::<Vec<_>>(),
+        "kept from b's position on"
+    );
+    // b goes quiet: its position was last recorded long ago.
+    sqlx::query("UPDATE replicas SET seen_ms = 0 WHERE seq = $1")
+        .bind(head)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    a.keep_position().await.unwrap();
+    assert_eq!(log_entries(&mut conn).await, Vec::<i64>::new());
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM replicas")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "the absent replica's row went");
+    // b's entries are gone: it reloads, and sees every lease.
+    assert_eq!(b.leases(LeaseFilter::default()).await.unwrap().len(), 8);
+}
+
+/// Each VM row of `rows-h1` with the transaction that last wrote it.
+async fn writers(conn: &mut sqlx::PgConnection) -> Vec<(i32, String)> {
+    sqlx::query_as("SELECT pos, xmin::text FROM inventory_vms WHERE host = 'rows-h1' ORDER BY pos")
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+/// Issue 18: a report that changes one VM of many rewrites that VM's row and the header, and no
+/// other row (each row's `xmin`, the transaction that wrote it, tells).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
+async fn a_report_rewrites_only_the_rows_of_what_changed() {
+    use macpool_core::Mac;
+    let url = scratch("inventory_rows").await;
+    let store = PostgresStore::open(&url).await.unwrap();
+    let m = |v: u64| Mac::from_u64(0x00155D7A0000 + v).unwrap();
+    let ids: Vec<String> = (0..300).map(|i| format!("desk-{i:03}")).collect();
+    let report = |renamed: &str, len: usize| {
+        let mut inv = conformance::host(
+            "rows-h1",
+            (0..len)
+                .map(|i| (ids[i].as_str(), vec![m(i as u64)], vec![]))
+                .collect(),
+        );
+        inv.vms_mut()[7].name = renamed.into();
+        inv
+    };
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let put = |inv, generation| store.put_inventory(Actor::admin("t"), inv, generation);
+    put(report("first", 300), 1).await.unwrap();
+    let before = writers(&mut conn).await;
+    assert_eq!(before.len(), 300);
+    put(report("second", 300), 2).await.unwrap();
+    let after = writers(&mut conn).await;
+    let rewritten: Vec<i32> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b != a)
+        .map(|(b, _)| b.0)
+        .collect();
+    assert_eq!(
+        rewritten,
+        vec![7],
+        "only the renamed VM's row is written again"
+    );
+    put(report("second", 290), 3).await.unwrap();
+    let shorter = writers(&mut conn).await;
+    assert_eq!(shorter.len(), 290, "the positions past the end are deleted");
+    assert_eq!(shorter[..], after[..290], "and nothing else is written");
+    let again = PostgresStore::open(&url).await.unwrap();
+    assert_eq!(
+        again.inventory("rows-h1".into()).await.unwrap(),
+        store.inventory("rows-h1".into()).await.unwrap(),
+        "the rows read back as the authority's inventory"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
 async fn a_schema_from_a_newer_macpool_is_refused() {
@@ -224,14 +355,33 @@ async fn a_schema_from_a_newer_macpool_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
 async fn a_version_1_schema_is_upgraded_in_place() {
+    use macpool_core::Mac;
     let url = scratch("upgrade_v1").await;
-    drop(store_with_a_lease(&url, "u", "00155D0E0000-00155D0E00FF", "vm-kept").await);
+    let first = store_with_a_lease(&url, "u", "00155D0E0000-00155D0E00FF", "vm-kept").await;
+    let m = |v: u64| Mac::from_u64(0x00155D790000 + v).unwrap();
+    let inventory = conformance::host(
+        "upgrade-h1",
+        vec![
+            ("vm-a", vec![m(1)], vec![(m(2), "cp-a")]),
+            ("vm-b", vec![m(3)], vec![]),
+        ],
+    );
+    first
+        .put_inventory(Actor::admin("t"), inventory.clone(), 7)
+        .await
+        .unwrap();
+    drop(first);
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
         .await
         .unwrap();
-    // Back to what version 1 left.
+    // Back to what version 1 left: one `inventories` document per host.
     sqlx::raw_sql(
-        "CREATE INDEX leases_vm ON leases (vm_id);
+        "CREATE TABLE inventories (host TEXT PRIMARY KEY, stored JSONB NOT NULL);
+         INSERT INTO inventories SELECT h.host, jsonb_set(h.header, '{inventory,vms}',
+           COALESCE((SELECT jsonb_agg(v.vm ORDER BY v.pos) FROM inventory_vms v
+                     WHERE v.host = h.host), '[]'::jsonb)) FROM inventory_hosts h;
+         DROP TABLE inventory_hosts; DROP TABLE inventory_vms; DROP TABLE replicas;
+         CREATE INDEX leases_vm ON leases (vm_id);
          ALTER TABLE leases ALTER COLUMN owner_key TYPE TEXT COLLATE \"default\";
          ALTER TABLE holds ALTER COLUMN hold_key TYPE TEXT COLLATE \"default\";
          ALTER TABLE history ALTER COLUMN vm_id TYPE TEXT COLLATE \"default\";
@@ -241,15 +391,24 @@ async fn a_version_1_schema_is_upgraded_in_place() {
     .execute(&mut conn)
     .await
     .unwrap();
-    let store = PostgresStore::open(&url).await.unwrap();
+    // Recording no position meanwhile, so that the log keeps the entries checked below.
+    let store = PostgresStore::open_with(&url, Duration::from_secs(3600))
+        .await
+        .unwrap();
     assert_eq!(store.leases(LeaseFilter::default()).await.unwrap().len(), 1);
+    let stored = store.inventory("upgrade-h1".into()).await.unwrap();
+    assert_eq!(
+        (stored.inventory, stored.generation),
+        (inventory, 7),
+        "version 4 converts the inventory documents into header and VM rows"
+    );
     let version: i64 =
         sqlx::query_scalar("SELECT value FROM macpool_meta WHERE key = 'schema_version'")
             .fetch_one(&mut conn)
             .await
             .unwrap();
     assert_eq!(version, postgres::schema::VERSION);
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let index: Option<String> = sqlx::query_scalar("SELECT to_regclass('leases_vm')::text")
         .fetch_one(&mut conn)
         .await

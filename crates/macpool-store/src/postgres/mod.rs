@@ -57,8 +57,12 @@ use rows::RowWrites;
 
 /// Most requests one transaction carries.
 const MAX_BATCH: usize = 1024;
-/// Log entries kept behind the head; a replica further behind reloads from the tables.
-const LOG_KEEP: i64 = 100_000;
+/// How often a replica catches up and records its log position in `replicas`, idle or not;
+/// the change log is then trimmed to the oldest position a present replica recorded.
+const POSITION_EVERY: Duration = Duration::from_secs(5);
+/// A replica that recorded no position for this long no longer holds the log back: it stopped
+/// or lost the database, and reloads from the tables when it returns.
+const ABSENT_AFTER: Duration = Duration::from_secs(600);
 /// Pooled connections a replica opens at start and keeps open, for token and history reads (the
 /// worker and the syncer have connections of their own), and the most the pool opens.
 const KEPT_OPEN: u32 = 2;
@@ -67,8 +71,6 @@ const POOLED_MAX: u32 = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the first connection at start-up may take before the error says so.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often (in commits) a replica trims the log.
-const TRIM_EVERY: u64 = 1_000;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("database: {e}"))
@@ -272,7 +274,6 @@ struct Worker {
     /// the worker reloads before its next batch.
     stale: Arc<AtomicBool>,
     replica: String,
-    commits: u64,
 }
 
 impl Worker {
@@ -389,6 +390,45 @@ impl Worker {
 
     /// Runs one batch: under the head lock when any job may write, else after a catch-up.
     /// The replies wait for the syncer: nothing is answered before it is durable.
+    /// Catches up, records this replica's position, and trims the change log to what every
+    /// present replica still needs: the entries after the oldest position recorded within
+    /// [`ABSENT_AFTER`]. Positions only grow, so an entry a replica needs is never trimmed on
+    /// a stale reading; one that was (the replica was absent) makes it reload. Returns the
+    /// position recorded.
+    async fn keep_position(&mut self) -> Result<i64, String> {
+        if self.stale.swap(false, Ordering::SeqCst)
+            && let Err(e) = self.reload().await
+        {
+            self.stale.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        let mut conn = self.conn.take().await.map_err(|e| e.to_string())?;
+        self.catch_up(&mut conn).await?;
+        let now_ms = now().0 as i64;
+        let absent_before = now_ms - ABSENT_AFTER.as_millis() as i64;
+        // The main statement sees the table as it was before the CTEs: this replica's new
+        // position enters through LEAST, and its own old row is left out.
+        sqlx::query(
+            "WITH me AS (
+                INSERT INTO replicas (replica, seq, seen_ms) VALUES ($1, $2, $3)
+                ON CONFLICT (replica) DO UPDATE SET seq = EXCLUDED.seq, seen_ms = EXCLUDED.seen_ms
+             ), gone AS (
+                DELETE FROM replicas WHERE seen_ms < $4 AND replica <> $1
+             )
+             DELETE FROM change_log WHERE seq <= LEAST($2, (
+                SELECT min(seq) FROM replicas WHERE seen_ms >= $4 AND replica <> $1))",
+        )
+        .bind(&self.replica)
+        .bind(self.seq)
+        .bind(now_ms)
+        .bind(absent_before)
+        .execute(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+        self.conn.put_back(conn);
+        Ok(self.seq)
+    }
+
     async fn run_batch(&mut self, batch: Batch, queue: &mut Queue) -> Done {
         let writes = batch.iter().any(|j| j.writes());
         let (replies, result, mutations) = if writes {
@@ -491,14 +531,7 @@ impl Worker {
                 replica: self.replica.clone(),
                 changes: serde_json::to_string(&logged).expect("changes serialize"),
             });
-            writes.resolve_inventories(&self.authority);
             writes.execute(&mut conn, entry).await?;
-            if !logged.is_empty() && (self.commits + 1).is_multiple_of(TRIM_EVERY) {
-                sqlx::query("DELETE FROM change_log WHERE seq < $1")
-                    .bind(seq - LOG_KEEP)
-                    .execute(&mut conn)
-                    .await?;
-            }
             commit(&mut conn).await?;
             Ok::<bool, sqlx::Error>(!logged.is_empty())
         }
@@ -509,7 +542,6 @@ impl Worker {
                 if logged {
                     self.seq = head + 1;
                 }
-                self.commits += 1;
                 (replies, Ok(()), mutations)
             }
             Err(e) => {
@@ -556,8 +588,38 @@ fn fill_batch(batch: &mut Batch, queue: &mut Queue) {
     }
 }
 
-async fn run_worker(mut worker: Worker, mut rx: Queue, syncer: mpsc::UnboundedSender<Done>) {
-    while let Some(first) = rx.recv().await {
+/// A request to record the replica's position now ([`PostgresStore::keep_position`]).
+type PositionRequest = oneshot::Sender<Result<i64, String>>;
+
+async fn run_worker(
+    mut worker: Worker,
+    mut rx: Queue,
+    mut positions: mpsc::UnboundedReceiver<PositionRequest>,
+    position_every: Duration,
+    syncer: mpsc::UnboundedSender<Done>,
+) {
+    let mut every =
+        tokio::time::interval_at(tokio::time::Instant::now() + position_every, position_every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+            asked = positions.recv() => {
+                // None: the store was dropped.
+                let Some(answer) = asked else { return };
+                let _ = answer.send(worker.keep_position().await);
+                continue;
+            }
+            _ = every.tick() => {
+                if let Err(e) = worker.keep_position().await {
+                    tracing::warn!("cannot record this replica's change log position: {e}");
+                }
+                continue;
+            }
+        };
         let mut batch: Batch = vec![first];
         fill_batch(&mut batch, &mut rx);
         if worker.stale.swap(false, Ordering::SeqCst)
@@ -640,6 +702,7 @@ async fn flush_wal(own: &mut OwnConnection) -> Result<(), sqlx::Error> {
 /// The PostgreSQL store. Several processes may open the same database.
 pub struct PostgresStore {
     jobs: mpsc::UnboundedSender<Box<dyn Job>>,
+    positions: mpsc::UnboundedSender<PositionRequest>,
     pool: PgPool,
     counters: Arc<Counters>,
 }
@@ -647,13 +710,23 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects, migrates the schema (refusing a newer one) and loads the authority.
     pub async fn open(url: &str) -> Result<PostgresStore, String> {
+        PostgresStore::open_with(url, POSITION_EVERY).await
+    }
+
+    /// [`PostgresStore::open`], recording the replica's log position every `position_every`
+    /// instead of every [`POSITION_EVERY`]: tests that count the log's entries record positions
+    /// themselves ([`PostgresStore::keep_position`]).
+    pub async fn open_with(url: &str, position_every: Duration) -> Result<PostgresStore, String> {
         let options = connect_options(url)?;
         let mut first = connect_first(url, &options).await?;
         schema::migrate(&mut first).await?;
+        // Unique per store, not only per process: tests open several replicas in one.
+        static OPENED: AtomicU64 = AtomicU64::new(0);
         let replica = format!(
-            "{}:{}",
+            "{}:{}:{}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "macpool".into()),
-            std::process::id()
+            std::process::id(),
+            OPENED.fetch_add(1, Ordering::Relaxed)
         );
         // The connections a replica uses at once (the worker's, the syncer's, and the pool's for
         // token and history reads) open now and stay open, rather than inside requests: a new
@@ -665,7 +738,6 @@ impl PostgresStore {
             seq: 0,
             stale: Arc::new(AtomicBool::new(false)),
             replica,
-            commits: 0,
         };
         worker
             .reload()
@@ -688,9 +760,11 @@ impl PostgresStore {
             counters.clone(),
             worker.stale.clone(),
         ));
-        tokio::spawn(run_worker(worker, rx, to_syncer));
+        let (position_requests, positions) = mpsc::unbounded_channel();
+        tokio::spawn(run_worker(worker, rx, positions, position_every, to_syncer));
         Ok(PostgresStore {
             jobs,
+            positions: position_requests,
             pool,
             counters,
         })
@@ -738,6 +812,19 @@ impl PostgresStore {
             history,
             tokens,
         })
+    }
+
+    /// Catches up, records this replica's change log position and trims the log to what the
+    /// present replicas need, now rather than at the next [`POSITION_EVERY`] tick; returns the
+    /// position recorded. For tests and tools.
+    pub async fn keep_position(&self) -> StoreResult<i64> {
+        let (answer, rx) = oneshot::channel();
+        self.positions
+            .send(answer)
+            .map_err(|_| StoreError::Unavailable("the store is shut down".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the store worker stopped".into()))?
+            .map_err(unavailable)
     }
 
     /// Row counts of every table.
@@ -865,6 +952,16 @@ impl crate::sealed::Run for PostgresStore {
 impl Store for PostgresStore {
     async fn history(&self, filter: HistoryFilter) -> StoreResult<Vec<HistoryRecord>> {
         rows::history(&mut *self.conn().await?, &filter)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn vm_histories(
+        &self,
+        vm_ids: Vec<String>,
+        limit: u32,
+    ) -> StoreResult<HashMap<String, Vec<HistoryRecord>>> {
+        rows::vm_histories(&mut *self.conn().await?, vm_ids, limit)
             .await
             .map_err(unavailable)
     }

@@ -3,11 +3,12 @@
 //! and tokens. Objects are kept as JSON (`jsonb`) next to the columns the database indexes or
 //! constrains.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
-use macpool_core::authority::{Authority, Change, StoredInventory};
+use macpool_core::authority::{Change, StoredInventory};
 use macpool_core::block::{Block, BlockState};
 use macpool_core::history::HistoryEntry;
+use macpool_core::inventory::Vm;
 use macpool_core::lease::{Hold, Lease};
 use macpool_core::pool::PoolSpec;
 use macpool_core::{Mac, MacRange, Timestamp};
@@ -51,6 +52,17 @@ enum PoolRow {
     Cursor(Mac),
 }
 
+/// What a host's inventory rows become by the end of a batch: its header row, and the VM rows at
+/// the positions that changed; rows at and past `len` go. A first report has every position, a
+/// later one (a diff) only those that differ, so a report costs O(changed VMs) (issue 18). The
+/// positions upserted are all below `len`, so no row is both deleted and written.
+struct InventoryRows {
+    /// The stored inventory with no VMs.
+    header: StoredInventory,
+    len: usize,
+    vms: BTreeMap<usize, Vm>,
+}
+
 /// One batch's writes, net per row: a lease saved, moved and deleted in the same batch is one
 /// delete. Executed in a fixed order, which is safe because only the last state of each row
 /// matters and the one cross-row rule (one unflagged lease per MAC) is checked at commit.
@@ -63,10 +75,7 @@ pub struct RowWrites {
     leases: BTreeMap<String, Option<Lease>>,
     holds: BTreeMap<String, Option<Hold>>,
     cooling: BTreeMap<i64, Option<i64>>,
-    inventories: BTreeMap<String, StoredInventory>,
-    /// Hosts whose inventory changed by a diff: their row is the authority's copy after the
-    /// batch ([`RowWrites::resolve_inventories`]); the change log keeps only the diff.
-    patched: BTreeSet<String>,
+    inventories: BTreeMap<String, InventoryRows>,
     departed: BTreeMap<i64, Option<Lease>>,
     blocks: BTreeMap<u64, Block>,
     history: Vec<HistoryEntry>,
@@ -90,7 +99,6 @@ impl RowWrites {
             && self.holds.is_empty()
             && self.cooling.is_empty()
             && self.inventories.is_empty()
-            && self.patched.is_empty()
             && self.departed.is_empty()
             && self.blocks.is_empty()
             && self.history.is_empty()
@@ -152,13 +160,35 @@ impl RowWrites {
             }
             Change::History(h) => self.history.push(h.clone()),
             Change::InventorySaved(s) => {
-                self.patched.remove(s.inventory.host());
+                let rows = InventoryRows {
+                    header: StoredInventory {
+                        inventory: s.inventory.header(),
+                        ..*s
+                    },
+                    len: s.inventory.vms().len(),
+                    vms: s.inventory.vms().iter().cloned().enumerate().collect(),
+                };
                 self.inventories
-                    .insert(s.inventory.host().to_string(), s.clone());
+                    .insert(s.inventory.host().to_string(), rows);
             }
             Change::InventoryPatched(p) => {
-                self.inventories.remove(p.host());
-                self.patched.insert(p.host().to_string());
+                let header = StoredInventory {
+                    generation: p.generation,
+                    received: p.received,
+                    inventory: p.header.clone(),
+                };
+                let rows = self
+                    .inventories
+                    .entry(p.host().to_string())
+                    .or_insert_with(|| InventoryRows {
+                        header: header.clone(),
+                        len: p.len,
+                        vms: BTreeMap::new(),
+                    });
+                rows.header = header;
+                rows.len = p.len;
+                rows.vms.retain(|&pos, _| pos < p.len);
+                rows.vms.extend(p.vms.iter().cloned());
             }
             Change::BlockSaved(b) => {
                 self.blocks.insert(b.id, b.clone());
@@ -169,17 +199,6 @@ impl RowWrites {
             Change::DepartedCleared { mac } => {
                 self.departed.insert(mac_i64(*mac), None);
             }
-        }
-    }
-
-    /// The rows of the inventories changed by a diff, from `authority`, the state the batch
-    /// ended in (a diff alone cannot make the row, which holds the whole inventory).
-    pub fn resolve_inventories(&mut self, authority: &Authority) {
-        for host in std::mem::take(&mut self.patched) {
-            let stored = authority
-                .inventory(&host)
-                .expect("an inventory changed by a diff exists");
-            self.inventories.insert(host, stored);
         }
     }
 
@@ -251,11 +270,18 @@ impl RowWrites {
             .iter()
             .filter_map(|(k, v)| v.map(|u| (*k, u)))
             .unzip();
-        let (hosts, stored): (Vec<String>, Vec<String>) = self
-            .inventories
-            .iter()
-            .map(|(host, s)| (host.clone(), json(s)))
-            .unzip();
+        let mut inv = (vec![], vec![], vec![]);
+        let mut vms = (vec![], vec![], vec![]);
+        for (host, rows) in &self.inventories {
+            inv.0.push(host.clone());
+            inv.1.push(json(&rows.header));
+            inv.2.push(rows.len as i32);
+            for (pos, vm) in &rows.vms {
+                vms.0.push(host.clone());
+                vms.1.push(*pos as i32);
+                vms.2.push(json(vm));
+            }
+        }
         let departed_gone: Vec<i64> = gone_keys(&self.departed);
         let (departed_macs, departed): (Vec<i64>, Vec<String>) = self
             .departed
@@ -325,12 +351,26 @@ impl RowWrites {
                  ON CONFLICT (mac) DO UPDATE SET until_ms = EXCLUDED.until_ms"
             ));
         }
-        if !hosts.is_empty() {
-            let (h, s) = (st.bind(hosts), st.bind(stored));
+        if !inv.0.is_empty() {
+            let (h, j, n) = (st.bind(inv.0), st.bind(inv.1), st.bind(inv.2));
             st.part(format!(
-                "INSERT INTO inventories (host, stored)
-                 SELECT h, s::jsonb FROM UNNEST({h}::text[], {s}::text[]) AS u(h, s)
-                 ON CONFLICT (host) DO UPDATE SET stored = EXCLUDED.stored"
+                "INSERT INTO inventory_hosts (host, header)
+                 SELECT h, j::jsonb FROM UNNEST({h}::text[], {j}::text[]) AS u(h, j)
+                 ON CONFLICT (host) DO UPDATE SET header = EXCLUDED.header"
+            ));
+            // Only the hosts whose report got shorter have rows to delete, but which those are
+            // is known to the database alone; the primary key makes each a short range scan.
+            st.part(format!(
+                "DELETE FROM inventory_vms d USING UNNEST({h}::text[], {n}::int[]) AS u(h, n)
+                 WHERE d.host = u.h AND d.pos >= u.n"
+            ));
+        }
+        if !vms.0.is_empty() {
+            let (h, p, j) = (st.bind(vms.0), st.bind(vms.1), st.bind(vms.2));
+            st.part(format!(
+                "INSERT INTO inventory_vms (host, pos, vm)
+                 SELECT h, p, j::jsonb FROM UNNEST({h}::text[], {p}::int[], {j}::text[]) AS u(h, p, j)
+                 ON CONFLICT (host, pos) DO UPDATE SET vm = EXCLUDED.vm"
             ));
         }
         st.delete_rows("departed", "mac", "bigint", departed_gone);
@@ -556,12 +596,7 @@ pub async fn load(tx: &mut PgConnection) -> DbResult<PersistedState> {
         .await?,
         holds: all(tx, "hold", "SELECT hold::text FROM holds ORDER BY hold_key").await?,
         cooling,
-        inventories: all(
-            tx,
-            "inventory",
-            "SELECT stored::text FROM inventories ORDER BY host",
-        )
-        .await?,
+        inventories: load_inventories(tx).await?,
         departed: all(
             tx,
             "departed lease",
@@ -570,6 +605,35 @@ pub async fn load(tx: &mut PgConnection) -> DbResult<PersistedState> {
         .await?,
         blocks: all(tx, "block", "SELECT block::text FROM blocks ORDER BY id").await?,
     })
+}
+
+/// The newest `limit` history rows of each of `vm_ids`, newest first, in one statement: one
+/// walk of `history_vm` per VM (a lateral join), where a query per VM cost a round trip each.
+pub async fn vm_histories(
+    conn: &mut PgConnection,
+    vm_ids: Vec<String>,
+    limit: u32,
+) -> DbResult<HashMap<String, Vec<HistoryRecord>>> {
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT v.vm, h.id, h.entry::text FROM UNNEST($1::text[]) AS v(vm)
+         CROSS JOIN LATERAL (SELECT id, entry FROM history WHERE vm_id = v.vm
+                             ORDER BY id DESC LIMIT $2) h
+         ORDER BY v.vm, h.id DESC",
+    )
+    .bind(&vm_ids)
+    .bind(i64::from(limit.max(1)))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut all: HashMap<String, Vec<HistoryRecord>> =
+        vm_ids.into_iter().map(|vm| (vm, Vec::new())).collect();
+    for (vm, id, entry) in rows {
+        let record = HistoryRecord {
+            id: id as u64,
+            entry: parse("history entry", &entry)?,
+        };
+        all.entry(vm).or_default().push(record);
+    }
+    Ok(all)
 }
 
 /// History, newest first, as `HistoryFilter` asks (older than `f.before` when given). The
@@ -681,12 +745,49 @@ pub async fn tokens(conn: &mut PgConnection) -> DbResult<Vec<TokenRecord>> {
         .collect()
 }
 
+/// Every stored inventory: its header row with its VM rows in position order, rebuilt through
+/// the domain constructors (which re-check them).
+async fn load_inventories(tx: &mut PgConnection) -> DbResult<Vec<StoredInventory>> {
+    let mut hosts: Vec<StoredInventory> = all(
+        tx,
+        "inventory",
+        "SELECT header::text FROM inventory_hosts ORDER BY host",
+    )
+    .await?;
+    let rows = sqlx::query("SELECT host, pos, vm::text FROM inventory_vms ORDER BY host, pos")
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut at = 0;
+    for r in rows {
+        let host: &str = r.try_get(0)?;
+        while hosts.get(at).is_some_and(|s| s.inventory.host() < host) {
+            at += 1;
+        }
+        let bad =
+            |why: String| sqlx::Error::Decode(format!("stored VM of host {host}: {why}").into());
+        let stored = hosts
+            .get_mut(at)
+            .filter(|s| s.inventory.host() == host)
+            .ok_or_else(|| bad("no inventory header".into()))?;
+        let pos: i32 = r.try_get(1)?;
+        if pos as usize != stored.inventory.vms().len() {
+            return Err(bad(format!("position {pos} out of order")));
+        }
+        let vm: Vm = parse("inventory VM", r.try_get::<&str, _>(2)?)?;
+        stored
+            .inventory
+            .add_vm(vm)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(hosts)
+}
+
 /// How many rows each table holds.
 pub async fn counts(conn: &mut PgConnection) -> DbResult<Counts> {
     let r = sqlx::query(
         "SELECT (SELECT count(*) FROM pools), (SELECT count(*) FROM leases),
                 (SELECT count(*) FROM holds), (SELECT count(*) FROM cooling),
-                (SELECT count(*) FROM inventories), (SELECT count(*) FROM departed),
+                (SELECT count(*) FROM inventory_hosts), (SELECT count(*) FROM departed),
                 (SELECT count(*) FROM blocks), (SELECT count(*) FROM history),
                 (SELECT count(*) FROM tokens)",
     )
@@ -752,7 +853,7 @@ mod tests {
 
     use super::*;
 
-    const PARTS: [&str; 13] = [
+    const PARTS: [&str; 15] = [
         "INSERT INTO pools",
         "UPDATE pools",
         "DELETE FROM leases",
@@ -761,7 +862,9 @@ mod tests {
         "INSERT INTO holds",
         "DELETE FROM cooling",
         "INSERT INTO cooling",
-        "INSERT INTO inventories",
+        "INSERT INTO inventory_hosts",
+        "DELETE FROM inventory_vms",
+        "INSERT INTO inventory_vms",
         "DELETE FROM departed",
         "INSERT INTO departed",
         "INSERT INTO blocks",
@@ -823,7 +926,7 @@ mod tests {
         assert!(parts.contains(&"INSERT INTO history"), "{parts:?}");
         // An empty part would still scan its table under a generic plan.
         assert!(!parts.iter().any(|p| p.starts_with("DELETE")), "{parts:?}");
-        for table in ["holds", "cooling", "inventories", "departed", "blocks"] {
+        for table in ["holds", "cooling", "inventory_hosts", "departed", "blocks"] {
             assert!(!parts.iter().any(|p| p.ends_with(table)), "{parts:?}");
         }
         let sql = st.sql().unwrap();

@@ -108,6 +108,39 @@ const MIGRATIONS: &[&str] = &[
     -- writes it inside the serial section, and no JSON print when each replica reads it.
     ALTER TABLE change_log ALTER COLUMN changes TYPE TEXT;
     "#,
+    r#"
+    -- Inventories at fleet scale (issue 18): a host's header row and one row per VM, so that a
+    -- later report writes its header and the VMs that changed, not the whole inventory again.
+    -- New tables, not a changed `inventories`: a replica of an older macpool that is still
+    -- running fails its next write here (and answers 503) instead of writing whole documents
+    -- beside the rows.
+    CREATE TABLE inventory_hosts (
+        host    TEXT COLLATE "C" PRIMARY KEY,
+        -- `StoredInventory` with no VMs
+        header  JSONB NOT NULL
+    );
+    CREATE TABLE inventory_vms (
+        host  TEXT COLLATE "C" NOT NULL,
+        -- the VM's position in the host's report
+        pos   INTEGER NOT NULL,
+        vm    JSONB NOT NULL,
+        PRIMARY KEY (host, pos)
+    );
+    INSERT INTO inventory_hosts (host, header)
+        SELECT host, jsonb_set(stored, '{inventory,vms}', '[]'::jsonb) FROM inventories;
+    INSERT INTO inventory_vms (host, pos, vm)
+        SELECT i.host, e.n - 1, e.vm
+        FROM inventories i, jsonb_array_elements(i.stored -> 'inventory' -> 'vms')
+             WITH ORDINALITY AS e(vm, n);
+    DROP TABLE inventories;
+    -- Where each replica has read the change log to, and when it last said so: the log keeps
+    -- the entries a replica seen recently still needs, and no more (issue 18).
+    CREATE TABLE replicas (
+        replica  TEXT PRIMARY KEY,
+        seq      BIGINT NOT NULL,
+        seen_ms  BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.
