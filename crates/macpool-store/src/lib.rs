@@ -3,7 +3,7 @@
 //! default) and [`postgres`] (shared by several replicas). Contract for every mutating method: when it returns `Ok`, the change is durable
 //! (fsync'd); when it returns `Err`, nothing changed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -422,6 +422,28 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
         &self,
         filter: HistoryFilter,
     ) -> impl Future<Output = StoreResult<Vec<HistoryRecord>>> + Send;
+    /// The newest `limit` history rows of each VM of `vm_ids` (newest first), as
+    /// [`Store::history`] with a `vm_id` filter gives them, in one read: a conflicts page
+    /// looks through hundreds of VMs' rows (issue 18).
+    fn vm_histories(
+        &self,
+        vm_ids: Vec<String>,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<HashMap<String, Vec<HistoryRecord>>>> + Send {
+        async move {
+            let mut all = HashMap::new();
+            for vm in vm_ids {
+                let filter = HistoryFilter {
+                    vm_id: Some(vm.clone()),
+                    limit,
+                    ..HistoryFilter::default()
+                };
+                let rows = self.history(filter).await?;
+                all.insert(vm, rows);
+            }
+            Ok(all)
+        }
+    }
 
     /// Takes a host's whole inventory at `generation` and diffs it into leases and holds, in one
     /// transaction (see `Authority::apply_inventory`).
@@ -457,8 +479,8 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
 
     /// Every conflict with what is known of each claimant (in the order of its sightings): the
     /// VM's power state (the core) and the latest history row in which guard replaced the MAC
-    /// on that VM — looked for among the VM's newest [`GUARD_LOOKBACK`] rows, one history
-    /// read per VM claiming a `live-duplicate` or `latent` MAC (what guard acts on).
+    /// on that VM — looked for among the VM's newest [`GUARD_LOOKBACK`] rows of every VM
+    /// claiming a `live-duplicate` or `latent` MAC (what guard acts on), read at once.
     fn conflicts_claimed(
         &self,
     ) -> impl Future<Output = StoreResult<Vec<(Conflict, Vec<Claimant>)>>> + Send {
@@ -474,27 +496,31 @@ pub trait Store: sealed::Run + Send + Sync + 'static {
                         .collect::<Vec<_>>())
                 })
                 .await?;
-            let mut rows: HashMap<String, Vec<HistoryRecord>> = HashMap::new();
-            for (c, claimants) in &mut all {
-                let Some(mac) = c.mac() else { continue };
-                if !matches!(
+            let guarded = |c: &Conflict| {
+                matches!(
                     c.class,
                     ConflictClass::LiveDuplicate | ConflictClass::Latent
-                ) {
+                )
+            };
+            let vms: BTreeSet<String> = all
+                .iter()
+                .filter(|(c, _)| c.mac().is_some() && guarded(c))
+                .flat_map(|(c, _)| c.sightings().iter().filter_map(|s| s.owner.vm_id.clone()))
+                .collect();
+            let rows = self
+                .vm_histories(vms.into_iter().collect(), GUARD_LOOKBACK)
+                .await?;
+            for (c, claimants) in &mut all {
+                let Some(mac) = c.mac() else { continue };
+                if !guarded(c) {
                     continue;
                 }
                 for (s, claimant) in c.sightings().iter().zip(claimants.iter_mut()) {
                     let Some(vm) = &s.owner.vm_id else { continue };
-                    if !rows.contains_key(vm) {
-                        let filter = HistoryFilter {
-                            vm_id: Some(vm.clone()),
-                            limit: GUARD_LOOKBACK,
-                            ..HistoryFilter::default()
-                        };
-                        rows.insert(vm.clone(), self.history(filter).await?);
-                    }
-                    claimant.guard = rows[vm]
-                        .iter()
+                    claimant.guard = rows
+                        .get(vm)
+                        .into_iter()
+                        .flatten()
                         .find(|r| r.entry.is_guard_replacing(vm, mac))
                         .map(|r| (r.id, r.entry.clone()));
                 }

@@ -24,6 +24,7 @@ mod guard;
 mod rows;
 pub mod schema;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -151,6 +152,17 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Runs `read` on a reader connection, on a blocking thread: never on the writer.
+    async fn read_history<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(read))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("a history read stopped: {e}")))?
+    }
+
     /// Opens (creating if needed) the store in directory `dir`, migrates the schema and loads
     /// the authority. Refuses a directory another running macpool holds, and a store that existed
     /// but whose database is now empty or unreadable ([`guard`]).
@@ -529,10 +541,31 @@ impl Store for SqliteStore {
     async fn history(&self, mut filter: HistoryFilter) -> StoreResult<Vec<HistoryRecord>> {
         let past_durable = self.counters.durable_history.load(Ordering::SeqCst) + 1;
         filter.before = Some(filter.before.map_or(past_durable, |b| b.min(past_durable)));
-        let readers = self.readers.clone();
-        tokio::task::spawn_blocking(move || readers.with(|conn| rows::history(conn, &filter)))
+        self.read_history(move |conn| rows::history(conn, &filter))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("a history read stopped: {e}")))?
+    }
+
+    /// One reader connection for all the VMs, one indexed query each.
+    async fn vm_histories(
+        &self,
+        vm_ids: Vec<String>,
+        limit: u32,
+    ) -> StoreResult<HashMap<String, Vec<HistoryRecord>>> {
+        let past_durable = self.counters.durable_history.load(Ordering::SeqCst) + 1;
+        self.read_history(move |conn| {
+            let mut all = HashMap::new();
+            for vm in vm_ids {
+                let filter = HistoryFilter {
+                    vm_id: Some(vm.clone()),
+                    before: Some(past_durable),
+                    limit,
+                    ..HistoryFilter::default()
+                };
+                all.insert(vm, rows::history(conn, &filter)?);
+            }
+            Ok(all)
+        })
+        .await
     }
 
     async fn save_token(&self, actor: Actor, token: TokenRecord) -> StoreResult<()> {
