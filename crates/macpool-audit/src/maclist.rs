@@ -644,7 +644,9 @@ impl Wanted {
     pub fn new(mut values: Vec<u64>) -> Wanted {
         values.sort_unstable();
         values.dedup();
-        let bits = (values.len() * 64).next_power_of_two().clamp(1 << 16, 1 << 23);
+        let bits = (values.len() * 64)
+            .next_power_of_two()
+            .clamp(1 << 16, 1 << 23);
         let mut wanted = Wanted {
             sorted: Vec::new(),
             filter: vec![0u64; bits / 64],
