@@ -85,6 +85,9 @@ impl From<StoreError> for ApiError {
             StoreError::Domain(d) => d.into(),
             StoreError::NotFound(m) => ApiError::not_found(m),
             StoreError::Invalid(m) => ApiError::bad_request("invalid-input", m),
+            e @ StoreError::LastAdmin => {
+                ApiError::new(StatusCode::CONFLICT, "last-admin", e.to_string())
+            }
             StoreError::Unavailable(m) => {
                 tracing::error!("store unavailable: {m}");
                 ApiError::new(

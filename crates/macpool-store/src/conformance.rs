@@ -55,6 +55,7 @@ pub async fn run_all<S: Store, F: Future<Output = S>>(open: impl Fn() -> F, reop
     acknowledged_changes_survive_and_history_is_kept(&store).await;
     refused_requests_change_nothing(&store).await;
     tokens_round_trip(&store).await;
+    token_rules_hold_and_refusals_change_nothing(&store).await;
     inventories_bind_hold_and_refusals_change_nothing(&store).await;
     blocks_rotate_and_refusals_change_nothing(&store).await;
     agent_reports_round_trip_and_claimants_are_known(&store).await;
@@ -446,6 +447,76 @@ async fn tokens_round_trip<S: Store>(store: &S) {
         );
         assert!(!reason.contains("0707"), "no hash in the history: {reason}");
     }
+}
+
+/// A token for the token-rule checks: `role`, bound to `host`.
+pub fn token(id: &str, role: Role, host: Option<&str>) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        name: format!("token {id}"),
+        role,
+        host: host.map(str::to_string),
+        secret_hash: [9; 32],
+        created: Timestamp(1),
+        revoked: None,
+    }
+}
+
+/// The store's token rules: an agent token names its host and no other does; the last active
+/// admin token is never revoked. Refusals write nothing.
+async fn token_rules_hold_and_refusals_change_nothing<S: Store>(store: &S) {
+    let admin = Actor::admin("conf-admin");
+    let before = store.tokens().await.unwrap();
+    let history = history_len(store).await;
+    for bad in [
+        token("rule-agent", Role::Agent, None),
+        token("rule-blank", Role::Agent, Some(" ")),
+        token("rule-reader", Role::Reader, Some("h1")),
+    ] {
+        assert!(
+            matches!(
+                store.save_token(admin.clone(), bad.clone()).await,
+                Err(StoreError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(store.tokens().await.unwrap(), before);
+    assert_eq!(history_len(store).await, history);
+    // Revoke every active admin but one; the last is refused, and stays active.
+    store
+        .save_token(admin.clone(), token("rule-admin", Role::Admin, None))
+        .await
+        .unwrap();
+    let active_admins = |all: &[TokenRecord]| -> Vec<String> {
+        all.iter()
+            .filter(|t| t.role == Role::Admin && t.revoked.is_none())
+            .map(|t| t.id.clone())
+            .collect()
+    };
+    let mut admins = active_admins(&store.tokens().await.unwrap());
+    let last = admins.pop().unwrap();
+    for id in admins {
+        store.revoke_token(admin.clone(), id).await.unwrap();
+    }
+    let before = store.tokens().await.unwrap();
+    let history = history_len(store).await;
+    assert!(matches!(
+        store.revoke_token(admin.clone(), last.clone()).await,
+        Err(StoreError::LastAdmin)
+    ));
+    assert_eq!(store.tokens().await.unwrap(), before);
+    assert_eq!(history_len(store).await, history);
+    assert_eq!(active_admins(&before), vec![last]);
+    // Another admin first, then the old one may go.
+    store
+        .save_token(admin.clone(), token("rule-admin-2", Role::Admin, None))
+        .await
+        .unwrap();
+    store
+        .revoke_token(admin, "rule-admin".into())
+        .await
+        .unwrap();
 }
 
 /// A host inventory with one VM: live MACs and `(mac, checkpoint id)` checkpoint adapters.

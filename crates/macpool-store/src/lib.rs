@@ -40,6 +40,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// Revoking this token would leave no active admin token ([`revocable`]).
+    #[error("this is the last active admin token; create another admin token first")]
+    LastAdmin,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -99,6 +102,39 @@ impl std::fmt::Debug for TokenRecord {
             .field("revoked", &self.revoked)
             .finish()
     }
+}
+
+impl TokenRecord {
+    /// The rule of a new token, which every back end checks as it saves one: an agent token is
+    /// bound to the one host it acts for, and no other token is bound to a host.
+    pub fn check_new(&self) -> StoreResult<()> {
+        match (self.role, &self.host) {
+            (Role::Agent, Some(h)) if !h.trim().is_empty() => Ok(()),
+            (Role::Agent, _) => Err(StoreError::Invalid(
+                "an agent token needs the host it acts for ('host')".into(),
+            )),
+            (_, Some(_)) => Err(StoreError::Invalid(
+                "only agent tokens are bound to a host".into(),
+            )),
+            (_, None) => Ok(()),
+        }
+    }
+}
+
+/// Token `id` of `all`, if the rule every back end applies inside the transaction that revokes
+/// it allows: the last active admin token is never revoked, so the authority always keeps an
+/// admin. Checked there, against the tokens as that transaction sees them, so two replicas
+/// cannot each revoke one of the last two admins.
+pub fn revocable<'a>(all: &'a [TokenRecord], id: &str) -> StoreResult<&'a TokenRecord> {
+    let target = all
+        .iter()
+        .find(|t| t.id == id)
+        .ok_or_else(|| StoreError::NotFound(format!("no token with id '{id}'")))?;
+    let active_admin = |t: &TokenRecord| t.role == Role::Admin && t.revoked.is_none();
+    if active_admin(target) && all.iter().filter(|t| active_admin(t)).count() == 1 {
+        return Err(StoreError::LastAdmin);
+    }
+    Ok(target)
 }
 
 /// The history row of a token's creation or revocation: who did it, and which token (name, id,

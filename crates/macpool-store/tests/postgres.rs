@@ -333,6 +333,52 @@ async fn a_report_rewrites_only_the_rows_of_what_changed() {
     );
 }
 
+/// Issue 20: two replicas each revoking one of the last two admin tokens at once: one wins,
+/// the other is refused, and an admin is left, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
+async fn two_replicas_cannot_revoke_the_last_two_admins() {
+    use macpool_store::Role;
+    let url = scratch("last_admins").await;
+    let a = PostgresStore::open(&url).await.unwrap();
+    let b = PostgresStore::open(&url).await.unwrap();
+    let admin = Actor::admin("t");
+    let mut survivor: Option<String> = None;
+    for round in 0..20 {
+        let (x, y) = (format!("x{round}"), format!("y{round}"));
+        for id in [&x, &y] {
+            a.save_token(admin.clone(), conformance::token(id, Role::Admin, None))
+                .await
+                .unwrap();
+        }
+        if let Some(last) = survivor.take() {
+            b.revoke_token(admin.clone(), last).await.unwrap();
+        }
+        let (ra, rb) = tokio::join!(
+            a.revoke_token(admin.clone(), x.clone()),
+            b.revoke_token(admin.clone(), y.clone())
+        );
+        let refused = [&ra, &rb]
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::LastAdmin)))
+            .count();
+        assert_eq!(
+            (ra.is_ok() as u8 + rb.is_ok() as u8, refused),
+            (1, 1),
+            "round {round}: {ra:?} {rb:?}"
+        );
+        let active = a
+            .tokens()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.role == Role::Admin && t.revoked.is_none())
+            .count();
+        assert_eq!(active, 1);
+        survivor = Some(if ra.is_ok() { y } else { x });
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(postgres_tests), ignore = "MACPOOL_TEST_DATABASE_URL is not set")]
 async fn a_schema_from_a_newer_macpool_is_refused() {

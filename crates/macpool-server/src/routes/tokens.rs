@@ -61,25 +61,16 @@ pub(crate) async fn create_token_in(
         return Err(bad("token name must not be empty".into()));
     }
     validate_field("name", &body.name).map_err(bad)?;
-    let host = match (role, body.host) {
-        (Role::Agent, Some(h)) if !h.trim().is_empty() => {
-            validate_field("host", &h).map_err(bad)?;
-            Some(h)
-        }
-        (Role::Agent, _) => {
-            return Err(bad(
-                "an agent token needs the host it acts for ('host')".into()
-            ));
-        }
-        (_, Some(_)) => return Err(bad("only agent tokens are bound to a host".into())),
-        (_, None) => None,
-    };
+    if let Some(h) = body.host.as_deref().filter(|h| !h.trim().is_empty()) {
+        validate_field("host", h).map_err(bad)?;
+    }
     let (id, token, secret_hash) = auth::generate();
+    // Which roles are bound to a host is the store's rule (`TokenRecord::check_new`).
     let record = TokenRecord {
         id,
         name: body.name,
         role,
-        host,
+        host: body.host,
         secret_hash,
         created: macpool_store::now(),
         revoked: None,
@@ -104,29 +95,14 @@ pub async fn revoke_token(
     Ok(Json(info(&revoke_token_in(&st, &c, id).await?)))
 }
 
-/// Revokes a token (never the last active admin) and ends its dashboard sessions.
+/// Revokes a token and ends its dashboard sessions; the store refuses the last active admin
+/// (`macpool_store::revocable`), atomically across replicas.
 pub(crate) async fn revoke_token_in(
     st: &AppState,
     c: &Caller,
     id: String,
 ) -> ApiResult<TokenRecord> {
     c.require_admin()?;
-    let all = st.store.tokens().await?;
-    let target = all
-        .iter()
-        .find(|t| t.id == id)
-        .ok_or_else(|| ApiError::not_found(format!("no token with id '{id}'")))?;
-    let active_admins = all
-        .iter()
-        .filter(|t| t.role == Role::Admin && t.revoked.is_none())
-        .count();
-    if target.role == Role::Admin && target.revoked.is_none() && active_admins == 1 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "last-admin",
-            "this is the last active admin token; create another admin token first",
-        ));
-    }
     let revoked = st.store.revoke_token(c.actor(), id).await?;
     st.tokens.replace(st.store.tokens().await?);
     st.sessions.remove_token(&revoked.id);

@@ -967,6 +967,7 @@ impl Store for PostgresStore {
     }
 
     async fn save_token(&self, actor: Actor, token: TokenRecord) -> StoreResult<()> {
+        token.check_new()?;
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await.map_err(unavailable)?;
         let entry = token_history(&actor, HistoryAction::TokenCreated, &token, now());
@@ -983,6 +984,14 @@ impl Store for PostgresStore {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await.map_err(unavailable)?;
         let at = now();
+        // The active admin tokens stay locked until this commits: a replica revoking another
+        // one at the same time waits, then sees this revocation when it checks the rule.
+        sqlx::query("SELECT id FROM tokens WHERE role = 'admin' AND revoked_ms IS NULL FOR UPDATE")
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let all = rows::tokens(&mut tx).await.map_err(unavailable)?;
+        crate::revocable(&all, &id)?;
         // Only the first revocation sets revoked_ms (and is recorded); a repeat changes nothing.
         let first = sqlx::query(
             "UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL RETURNING id",

@@ -569,6 +569,7 @@ impl Store for SqliteStore {
     }
 
     async fn save_token(&self, actor: Actor, token: TokenRecord) -> StoreResult<()> {
+        token.check_new()?;
         self.call(move |_, now| {
             let entry = token_history(&actor, HistoryAction::TokenCreated, &token, now);
             let writes = vec![
@@ -582,13 +583,10 @@ impl Store for SqliteStore {
 
     async fn revoke_token(&self, actor: Actor, id: String) -> StoreResult<TokenRecord> {
         self.call(move |w, now| {
+            // On the one writer: nothing else revokes between the check and the write.
             let found = rows::tokens(&w.conn)
                 .map_err(|e| StoreError::Unavailable(e.to_string()))
-                .and_then(|all| {
-                    all.into_iter()
-                        .find(|t| t.id == id)
-                        .ok_or_else(|| StoreError::NotFound(format!("no token with id '{id}'")))
-                });
+                .and_then(|all| crate::revocable(&all, &id).cloned());
             match found {
                 Ok(mut t) => {
                     let writes = if t.revoked.is_none() {
