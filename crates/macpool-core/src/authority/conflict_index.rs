@@ -4,8 +4,8 @@
 //! The index remembers the versions of its inputs it was computed from (persistent maps, so
 //! keeping them costs O(1)) and catches up by diffing them against the current ones, which
 //! visits only what changed: a MAC whose sightings, lease/hold, pool or block changed, and every
-//! MAC of a host whose report has a new generation (the generation is part of each sighting's
-//! evidence). Each such MAC is classified again by the engine's own per-MAC classifier, on
+//! MAC with a conflict of a host whose report has a new generation (the generation is part of
+//! each sighting's evidence, not of whether there is a conflict). Each such MAC is classified again by the engine's own per-MAC classifier, on
 //! exactly the sightings the full engine builds, so a read equals a rebuild;
 //! `check_invariants` compares the two. Range overlaps are per host, not per MAC, and are
 //! computed at each read: O(hosts).
@@ -67,13 +67,19 @@ impl ConflictIndex {
         }
         for (host, s) in &a.inventories {
             if self.generations.get(host) != Some(&s.generation) {
+                // The generation is only in a conflict's evidence, never in whether there is
+                // one: MACs whose sightings changed are dirty already (`seen`), and of the
+                // rest only those with a conflict need it again, for the new generation's
+                // text. Classifying every adapter of the host at each report cost
+                // O(host adapters) per push (issue 18).
                 let inv = &s.inventory;
                 dirty.extend(
                     inv.vms()
                         .iter()
-                        .flat_map(|v| v.adapters.iter().map(|x| x.mac)),
+                        .flat_map(|v| v.adapters.iter().map(|x| x.mac))
+                        .chain(inv.management_adapters.iter().map(|x| x.mac))
+                        .filter(|m| self.by_mac.contains_key(m)),
                 );
-                dirty.extend(inv.management_adapters.iter().map(|x| x.mac));
                 self.generations.insert(host.clone(), s.generation);
             }
         }
