@@ -490,6 +490,9 @@ pub struct Authority {
     /// Every pool range by first address: answers "which pool owns this MAC" and overlap checks.
     range_index: OrdMap<Mac, (MacRange, PoolName)>,
     leases: PHashMap<OwnerKey, Lease>,
+    /// The leases naming each host (derived from `leases`, kept by [`Authority::put_lease`] and
+    /// [`Authority::take_lease`]): a host's report looks at its own leases, not at all of them.
+    leases_by_host: OrdMap<String, OrdSet<OwnerKey>>,
     macs: OrdMap<Mac, MacEntry>,
     cooling: PHashMap<Mac, Timestamp>,
     cooling_queue: OrdSet<(Timestamp, Mac)>,
@@ -548,7 +551,7 @@ impl Authority {
             let mac = lease.mac;
             let before = a.slot(mac);
             a.macs.entry(mac).or_default().leases.push(key.clone());
-            if a.leases.insert(key.clone(), lease).is_some() {
+            if a.put_lease(key.clone(), lease).is_some() {
                 return Err(format!("stored leases name {key} twice"));
             }
             a.reclassify(mac, before);
@@ -978,7 +981,7 @@ impl Authority {
                 duplicate,
             };
             self.macs.entry(mac).or_default().leases.push(o.key());
-            self.leases.insert(o.key(), lease.clone());
+            self.put_lease(o.key(), lease.clone());
             self.reclassify(mac, before);
             self.forget_departed_unless(mac, &o.vm_id, &mut changes);
             let action = if duplicate {
@@ -1132,7 +1135,7 @@ impl Authority {
         for key in keys {
             let mac = self.leases[&key].mac;
             let before = self.slot(mac);
-            let lease = self.leases.remove(&key).unwrap();
+            let lease = self.take_lease(&key).unwrap();
             let entry = self.macs.get_mut(&mac).unwrap();
             entry.leases.retain(|k| *k != key);
             self.forget_if_empty(mac);
@@ -1675,7 +1678,57 @@ fn history(
 /// cooling == size`, that the free space equals a rebuild, and that the conflict index equals
 /// a run of the full engine.
 impl Authority {
+    /// Stores `lease` under `key` (replacing any), keeping `leases_by_host` in step; the only
+    /// way a lease is added or changes host.
+    fn put_lease(&mut self, key: OwnerKey, lease: Lease) -> Option<Lease> {
+        let host = lease.owner.host.clone();
+        let old = self.leases.insert(key.clone(), lease);
+        if let Some(h) = old.as_ref().and_then(|o| o.owner.host.as_deref()) {
+            self.unindex_lease(h, &key);
+        }
+        if let Some(h) = host {
+            self.leases_by_host.entry(h).or_default().insert(key);
+        }
+        old
+    }
+
+    /// Removes the lease under `key`, keeping `leases_by_host` in step; the only way one goes.
+    fn take_lease(&mut self, key: &OwnerKey) -> Option<Lease> {
+        let old = self.leases.remove(key)?;
+        if let Some(h) = old.owner.host.as_deref() {
+            self.unindex_lease(h, key);
+        }
+        Some(old)
+    }
+
+    fn unindex_lease(&mut self, host: &str, key: &OwnerKey) {
+        if let Some(keys) = self.leases_by_host.get_mut(host) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.leases_by_host.remove(host);
+            }
+        }
+    }
+
+    /// The leases that name `host`, in key order.
+    fn leases_on(&self, host: &str) -> impl Iterator<Item = &Lease> {
+        self.leases_by_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .map(|k| &self.leases[k])
+    }
+
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        let mut by_host: OrdMap<String, OrdSet<OwnerKey>> = OrdMap::new();
+        for (k, l) in &self.leases {
+            if let Some(h) = &l.owner.host {
+                by_host.entry(h.clone()).or_default().insert(k.clone());
+            }
+        }
+        if by_host != self.leases_by_host {
+            return Err("the leases-by-host index differs from the leases".into());
+        }
         for (name, p) in &self.pools {
             let u = p.usage();
             if u.free + u.leased + u.held + u.cooling + u.delegated != u.size {

@@ -53,11 +53,11 @@ impl Authority {
                 if !entry.leases.contains(&key) {
                     entry.leases.push(key.clone());
                 }
-                self.leases.insert(key, lease.clone());
+                self.put_lease(key, lease.clone());
                 self.reclassify(mac, before);
             }
             Change::LeaseDeleted { mac, owner } => {
-                self.leases.remove(owner);
+                self.take_lease(owner);
                 self.unlink_lease(*mac, owner);
             }
             Change::HoldSaved(hold) => {

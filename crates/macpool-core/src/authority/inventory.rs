@@ -637,11 +637,8 @@ impl Authority {
 
         // Leases of VMs that vanished from this host.
         let bound_here: Vec<&Lease> = self
-            .leases
-            .values()
-            .filter(|l| {
-                l.state == LeaseState::Bound && l.owner.host.as_deref() == Some(host.as_str())
-            })
+            .leases_on(&host)
+            .filter(|l| l.state == LeaseState::Bound)
             .collect();
         let mut gone: Vec<OwnerKey> = if bound_here.is_empty() {
             Vec::new()
@@ -661,9 +658,9 @@ impl Authority {
                 .find(|(h, s)| **h != host && lists_vm(&s.inventory, &key.vm_id))
                 .map(|(h, _)| h.clone());
             if let Some(other) = elsewhere {
-                let lease = self.leases.get_mut(&key).unwrap();
+                let mut lease = self.leases[&key].clone();
                 lease.owner.host = Some(other.clone());
-                let lease = lease.clone();
+                self.put_lease(key.clone(), lease.clone());
                 changes.push(Change::LeaseSaved(lease.clone()));
                 changes.push(history(
                     &inner,
@@ -785,8 +782,8 @@ impl Authority {
                             .is_some_and(|s| lists_vm(&s.inventory, vm.id()))
                 })
             };
-            let lease = self.leases.get_mut(&key).unwrap();
-            let before = lease.clone();
+            let before = self.leases[&key].clone();
+            let mut lease = before.clone();
             lease.state = LeaseState::Bound;
             if !vm.name.is_empty() {
                 lease.owner.vm_name = Some(vm.name.clone());
@@ -794,10 +791,10 @@ impl Authority {
             if !in_flight {
                 lease.owner.host = Some(host.to_string());
             }
-            if *lease == before {
+            if lease == before {
                 return;
             }
-            let lease = lease.clone();
+            self.put_lease(key.clone(), lease.clone());
             let reason = match &before.owner.host {
                 Some(h) if lease.owner.host != before.owner.host => {
                     format!("seen live on host {host}, moved from host {h}")
@@ -837,7 +834,7 @@ impl Authority {
                 .or_default()
                 .leases
                 .push(lease.owner.key());
-            self.leases.insert(lease.owner.key(), lease.clone());
+            self.put_lease(lease.owner.key(), lease.clone());
             self.reclassify(mac, before);
             self.departed.remove(&mac);
             changes.push(Change::DepartedCleared { mac });

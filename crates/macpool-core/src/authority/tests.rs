@@ -1094,7 +1094,9 @@ fn checkpoint_adapter_holds_its_mac_until_the_checkpoint_is_gone() {
 fn vanished_vm_releases_its_bound_leases_into_cooldown_but_not_reserved_ones() {
     let (mut a, m) = leased_to("vm1");
     let reserved = alloc(&mut a, 0, "vm2").unwrap();
-    a.leases.get_mut(&owner("vm2").key()).unwrap().owner.host = Some("h1".into());
+    let mut on_h1 = a.leases[&owner("vm2").key()].clone();
+    on_h1.owner.host = Some("h1".into());
+    a.put_lease(owner("vm2").key(), on_h1);
     push(
         &mut a,
         1,
