@@ -496,8 +496,10 @@ pub struct Authority {
     macs: OrdMap<Mac, MacEntry>,
     cooling: PHashMap<Mac, Timestamp>,
     cooling_queue: OrdSet<(Timestamp, Mac)>,
-    /// The latest inventory of every host, by host name.
-    inventories: OrdMap<String, StoredInventory>,
+    /// The latest inventory of every host, by host name. Shared (`Arc`): a map node copied on
+    /// write, after a snapshot, copies pointers, not its neighbours' whole inventories, and
+    /// diffing the map compares them by pointer first.
+    inventories: OrdMap<String, std::sync::Arc<StoredInventory>>,
     /// The last lease of a MAC released because its VM vanished from its host (see
     /// [`Change::DepartedSaved`]); only meaningful while nobody else leases or holds the MAC.
     departed: PHashMap<Mac, Lease>,

@@ -26,7 +26,7 @@ pub(super) struct ConflictIndex {
     macs: OrdMap<Mac, MacEntry>,
     ranges: OrdMap<Mac, (MacRange, PoolName)>,
     blocks: OrdMap<u64, Block>,
-    generations: OrdMap<String, u64>,
+    inventories: OrdMap<String, std::sync::Arc<StoredInventory>>,
     /// The conflicts about each MAC (at most a duplicate and an `unmanaged`, or `invalid`).
     by_mac: OrdMap<Mac, Vec<Conflict>>,
 }
@@ -47,7 +47,7 @@ fn values<'a, K, V>(d: DiffItem<'a, 'a, K, V>) -> Vec<&'a V> {
 
 impl ConflictIndex {
     /// Reclassifies every MAC whose inputs changed since the last call, and remembers `a`'s
-    /// inputs. Cost: O(what changed), plus O(hosts) to compare generations.
+    /// inputs. Cost: O(what changed).
     fn catch_up(&mut self, a: &Authority) {
         let mut dirty: BTreeSet<Mac> = self.seen.diff(&a.seen).map(|d| *key(&d)).collect();
         dirty.extend(self.macs.diff(&a.macs).filter_map(|d| match d {
@@ -65,8 +65,15 @@ impl ConflictIndex {
         for r in spans {
             dirty.extend(a.seen.range(r.first()..=r.last()).map(|(m, _)| *m));
         }
-        for (host, s) in &a.inventories {
-            if self.generations.get(host) != Some(&s.generation) {
+        // Diffed, not looked up host by host: comparing every host's generation cost O(hosts)
+        // string comparisons at each report.
+        for d in self.inventories.diff(&a.inventories) {
+            let s = match d {
+                DiffItem::Add(_, s) => s,
+                DiffItem::Update { old, new } if old.1.generation != new.1.generation => new.1,
+                DiffItem::Update { .. } | DiffItem::Remove(..) => continue,
+            };
+            {
                 // The generation is only in a conflict's evidence, never in whether there is
                 // one: MACs whose sightings changed are dirty already (`seen`), and of the
                 // rest only those with a conflict need it again, for the new generation's
@@ -80,7 +87,6 @@ impl ConflictIndex {
                         .chain(inv.management_adapters.iter().map(|x| x.mac))
                         .filter(|m| self.by_mac.contains_key(m)),
                 );
-                self.generations.insert(host.clone(), s.generation);
             }
         }
         for mac in dirty {
@@ -95,6 +101,7 @@ impl ConflictIndex {
         self.macs = a.macs.clone();
         self.ranges = a.range_index.clone();
         self.blocks = a.blocks.clone();
+        self.inventories = a.inventories.clone();
     }
 }
 

@@ -97,19 +97,25 @@ impl Authority {
                     let _ = self.index_seen(&old.inventory, false);
                 }
                 let _ = self.index_seen(&stored.inventory, true);
-                self.inventories.insert(host, stored.clone());
+                self.inventories
+                    .insert(host, std::sync::Arc::new(stored.clone()));
             }
             Change::InventoryPatched(patch) => {
                 let host = patch.host();
-                let mut stored = self.inventories.get(host).cloned().ok_or_else(|| {
-                    format!("an inventory diff for host {host}, which has no inventory here")
-                })?;
+                let mut stored = self
+                    .inventories
+                    .get(host)
+                    .map(|s| super::StoredInventory::clone(s))
+                    .ok_or_else(|| {
+                        format!("an inventory diff for host {host}, which has no inventory here")
+                    })?;
                 patch.apply_to(&mut stored).map_err(|e| e.to_string())?;
                 if let Some(old) = self.inventories.remove(host) {
                     let _ = self.index_seen(&old.inventory, false);
                 }
                 let _ = self.index_seen(&stored.inventory, true);
-                self.inventories.insert(host.to_string(), stored);
+                self.inventories
+                    .insert(host.to_string(), std::sync::Arc::new(stored));
             }
             Change::BlockSaved(block) => {
                 self.next_block_id = self.next_block_id.max(block.id + 1);

@@ -35,6 +35,7 @@
 //!   reports them.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 use super::*;
 use crate::conflict::Conflict;
@@ -225,7 +226,8 @@ impl Authority {
     ) -> Authority {
         for s in inventories {
             let _ = self.index_seen(&s.inventory, true);
-            self.inventories.insert(s.inventory.host().to_string(), s);
+            self.inventories
+                .insert(s.inventory.host().to_string(), Arc::new(s));
         }
         for l in departed {
             self.departed.insert(l.mac, l);
@@ -332,7 +334,10 @@ impl Authority {
 
     /// Every host's latest inventory, by host name.
     pub fn inventories(&self) -> Vec<StoredInventory> {
-        self.inventories.values().cloned().collect()
+        self.inventories
+            .values()
+            .map(|s| StoredInventory::clone(s))
+            .collect()
     }
 
     /// When each host's latest inventory was accepted, by host name: what a staleness alert
@@ -347,7 +352,7 @@ impl Authority {
     pub fn inventory(&self, host: &str) -> Result<StoredInventory> {
         self.inventories
             .get(host)
-            .cloned()
+            .map(|s| StoredInventory::clone(s))
             .ok_or_else(|| AuthorityError::NotFound(format!("no inventory of host '{host}'")))
     }
 
@@ -586,7 +591,10 @@ impl Authority {
         // A host's first report is stored whole; every later one as a diff from the stored
         // copy, which is patched in place (no copy of the VMs that stayed the same).
         let (stored, patch) = match old {
-            Some(mut o) => {
+            Some(o) => {
+                // Shared with the last snapshot: this one inventory is copied, as the map
+                // copied it before.
+                let mut o = Arc::unwrap_or_clone(o);
                 let patch = InventoryPatch::new(&inv, &new_changed, generation, ctx.now);
                 patch
                     .apply_to(&mut o)
@@ -603,7 +611,7 @@ impl Authority {
                 (stored, None)
             }
         };
-        self.inventories.insert(host.clone(), stored);
+        self.inventories.insert(host.clone(), Arc::new(stored));
         let mut changes = Vec::new();
 
         // Checkpoint holds first: a VM's own hold never stands in the way of its lease.
