@@ -226,7 +226,9 @@ pub enum HypervCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// The Hyper-V stand-in used by the tests (speaks the agent's protocol on stdin/stdout).
+    /// The Hyper-V stand-in used by the tests (speaks the agent's protocol on stdin/stdout);
+    /// only in test builds (feature `standin`).
+    #[cfg(feature = "standin")]
     #[command(hide = true)]
     Standin {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
