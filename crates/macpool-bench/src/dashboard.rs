@@ -373,13 +373,5 @@ async fn allocations(
     for t in tasks {
         loads += t.await.unwrap_or(0);
     }
-    if report.errors > 0 {
-        return Err(Failure::no(format!(
-            "allocations failed: {}",
-            report.first_error.unwrap_or_default()
-        )));
-    }
-    let mut us = report.latencies_us;
-    us.sort_unstable();
-    Ok((us, loads))
+    Ok((report.into_sorted_latencies()?, loads))
 }

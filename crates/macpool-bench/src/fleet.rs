@@ -560,7 +560,7 @@ pub async fn run(out: Output, args: BenchFleetArgs) -> CmdResult {
     Ok(OK)
 }
 
-/// One run of the allocating clients (the same load generator as `bench allocate`), spread over
+/// One run of the allocating clients (the same load generator as `allocate`), spread over
 /// the servers; the sorted latencies.
 async fn allocations(
     apis: &[Client],
@@ -568,16 +568,9 @@ async fn allocations(
     run_id: &str,
     bench: &BenchAllocateArgs,
 ) -> Result<Vec<u64>, Failure> {
-    let report = drive(apis, token, POOL, run_id, bench).await?;
-    if report.errors > 0 {
-        return Err(Failure::no(format!(
-            "allocations failed: {}",
-            report.first_error.unwrap_or_default()
-        )));
-    }
-    let mut us = report.latencies_us;
-    us.sort_unstable();
-    Ok(us)
+    drive(apis, token, POOL, run_id, bench)
+        .await?
+        .into_sorted_latencies()
 }
 
 #[cfg(test)]

@@ -21,6 +21,22 @@ pub(crate) struct Report {
     pub first_error: Option<String>,
 }
 
+impl Report {
+    /// The latencies, sorted, of a run that must have had no errors (the dashboard's and the
+    /// fleet's allocations beside their load); a failure naming the first error otherwise.
+    pub fn into_sorted_latencies(self) -> Result<Vec<u64>, Failure> {
+        if self.errors > 0 {
+            return Err(Failure::no(format!(
+                "allocations failed: {}",
+                self.first_error.unwrap_or_default()
+            )));
+        }
+        let mut us = self.latencies_us;
+        us.sort_unstable();
+        Ok(us)
+    }
+}
+
 /// Runs the clients on their own single-threaded runtime and OS thread, so that the load
 /// generator takes as little CPU from the server (which shares this machine) as it can.
 pub(crate) async fn drive(

@@ -116,3 +116,36 @@ async fn serve(args: ServeArgs) -> CmdResult {
         })?;
     Ok(OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// As `macpool`'s help_descriptions test, which covered these flags while they were
+    /// `macpool bench …`: every flag and subcommand `--help` shows has a description.
+    #[test]
+    fn every_option_in_help_has_a_description() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let clap_own = matches!(arg.get_id().as_str(), "help" | "version");
+                if !arg.is_hide_set() && !clap_own && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(format!("{sub_path} (the subcommand)"));
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "macpool-bench", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "no description for:\n  {}",
+            missing.join("\n  ")
+        );
+    }
+}
