@@ -4,7 +4,7 @@
 # an hour, so a change to the PostgreSQL store is judged by runs of both builds interleaved in
 # one window, not by two invocations of scripts/bench-postgres.sh (results go into
 # BENCHMARKS.md). Each run: a fresh database, REPLICAS `macpool serve` on it, one
-# `macpool bench allocate` (64 clients, round-robin over the replicas, 0 % fill); then the CPU
+# `macpool-bench allocate` (64 clients, the same client build for both sides, round-robin over the replicas, 0 % fill); then the CPU
 # time the replicas, PostgreSQL and everything else (the clients, the kernel) spent over the
 # whole run, per allocation, from /proc.
 #
@@ -36,6 +36,9 @@ trap cleanup EXIT
 # Each revision built in a worktree of its own; the target directory is shared, so only the
 # workspace's crates build twice.
 TARGET="$PWD/target/bench-ab"
+# One client for both sides: this checkout's macpool-bench (the revisions' servers differ).
+CARGO_TARGET_DIR="$TARGET" cargo build --release --quiet -p macpool-bench
+cp "$TARGET/release/macpool-bench" "$WORK/macpool-bench"
 for side in a b; do
     rev=$([[ $side == a ]] && echo "$1" || echo "$2")
     git worktree add --quiet --detach "$WORK/$side" "$rev"
@@ -65,7 +68,7 @@ run() {
     done
     local s0 p0 m0 s1 p1 m1
     s0=$(ticks "${PIDS[@]}") p0=$(ticks $(pgrep -x postgres)) m0=$(machine_ticks)
-    "$bin" --json bench allocate "${targets[@]}" --token "$BENCH_TOKEN" --clients "$CLIENTS" \
+    "$WORK/macpool-bench" --json allocate "${targets[@]}" --token "$BENCH_TOKEN" --clients "$CLIENTS" \
         --per-client "$PER_CLIENT" --fill 0 --pool-size 65536 --order next-fit --warm-up >"$WORK/out.json"
     s1=$(ticks "${PIDS[@]}") p1=$(ticks $(pgrep -x postgres)) m1=$(machine_ticks)
     kill -TERM "${PIDS[@]}"

@@ -2,11 +2,11 @@
 # macpool replicas vs the NetBox and Neutron allocation patterns, side by side on one PostgreSQL
 # (results go into BENCHMARKS.md). For each fill level (0% and 90% of a 65,536-address range,
 # pre-filled before timing) and each run, on a fresh database each time:
-#   - the SQL reference allocators, driven directly by `macpool bench sql`: netbox (advisory
+#   - the SQL reference allocators, driven directly by `macpool-bench sql`: netbox (advisory
 #     lock, lowest free), neutron (random MAC, unique constraint, retry), skip-locked, chunks;
 #   - macpool through its HTTP API (durable, authenticated, with history and cooldown): 1 and 2
 #     `macpool serve --database postgres://…` replicas on the same database, driven by
-#     `macpool bench allocate` with the clients spread round-robin over the replicas;
+#     `macpool-bench allocate` with the clients spread round-robin over the replicas;
 #   - 2 uncoordinated writers ("2s"): 2 separate stores sharing nothing but the PostgreSQL
 #     server and the CPUs (each `serve` on its own database, its own 65,536-address range under
 #     the same pool name), driven exactly like 2 replicas: two serial sections side by side
@@ -23,7 +23,7 @@
 #      connect to for CREATE/DROP DATABASE; every design then uses the same URL with the database
 #      replaced, so TLS or not is the same for all), RUNS (1), CLIENTS (64), PER_CLIENT (50:
 #      timed allocations per client), FILLS ("0 90"), PATTERNS ("netbox neutron skip-locked
-#      chunks"), REPLICAS ("1 2 2s"; "" for none), SQL_FLAGS (more flags for `bench sql`, e.g.
+#      chunks"), REPLICAS ("1 2 2s"; "" for none), SQL_FLAGS (more flags for `macpool-bench sql`, e.g.
 #      --explicit-transactions), SERVE_THREADS (unset: each `macpool serve` runs one async worker
 #      thread per core, tokio's default; N: TOKIO_WORKER_THREADS=N for every `serve`),
 #      KEEP_DATABASES (unset: drop each fresh database after its run)
@@ -40,8 +40,9 @@ REPLICAS=${REPLICAS-1 2 2s}
 ALLOCATIONS=$((CLIENTS * PER_CLIENT))
 source scripts/bench-pg-lib.sh
 
-cargo build --release --quiet -p macpool
+cargo build --release --quiet -p macpool -p macpool-bench
 BIN=${CARGO_TARGET_DIR:-target}/release/macpool
+BENCH=${CARGO_TARGET_DIR:-target}/release/macpool-bench
 
 CURRENT_DBS=()
 fresh_db() {
@@ -97,9 +98,9 @@ for run in $(seq "$RUNS"); do
         for pattern in $PATTERNS; do
             echo "--- run $run, fill $fill%: SQL pattern $pattern at $(date +%T), load $(cut -d' ' -f1-3 /proc/loadavg)"
             out="$WORK/sql-$pattern-$fill-$run.json"
-            "$BIN" --json bench sql --database "$(db_url "$db")" --pattern "$pattern" \
+            "$BENCH" --json sql --database "$(db_url "$db")" --pattern "$pattern" \
                 --clients "$CLIENTS" --allocations "$ALLOCATIONS" --fill "$fill" ${SQL_FLAGS:-} >"$out" ||
-                echo "(bench sql $pattern reported a failure; see the errors column)"
+                echo "(macpool-bench sql $pattern reported a failure; see the errors column)"
             jq -c '{allocations_per_second, latency_ms, machine_cpu, retries, chunk_claims, errors, first_error}' "$out"
             record "$pattern" "$fill" "-" "$out"
         done
@@ -130,10 +131,10 @@ for run in $(seq "$RUNS"); do
                 done
             fi
             out="$WORK/macpool-$replicas-$fill-$run.json"
-            "$BIN" --json bench allocate "${targets[@]}" --token "$BENCH_TOKEN" \
+            "$BENCH" --json allocate "${targets[@]}" --token "$BENCH_TOKEN" \
                 --clients "$CLIENTS" --per-client "$PER_CLIENT" --fill "$fill" \
                 --pool-size 65536 --order next-fit --warm-up >"$out" ||
-                echo "(bench allocate reported a failure; see the errors column)"
+                echo "(macpool-bench allocate reported a failure; see the errors column)"
             jq -c '{allocations_per_second, latency_ms, machine_cpu, commits, allocations_per_fsync, errors, first_error, pool_free_after}' "$out"
             record "macpool" "$fill" "$replicas" "$out"
             stop_servers

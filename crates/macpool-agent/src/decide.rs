@@ -719,7 +719,7 @@ pub async fn execute<H: Hypervisor>(hv: &H, plan: Plan, reason: String, ev: &HvE
             Step::TurnOff { vm_id } => hv.turn_off(vm_id).await.map(|_| off = true),
             Step::Start { vm_id } => hv.start(vm_id).await.map(|_| off = false),
             Step::Wait { seconds } => {
-                tokio::time::sleep(Duration::from_secs(*seconds)).await;
+                hv.pause(Duration::from_secs(*seconds)).await;
                 Ok(())
             }
             Step::SetMac { adapter, old, new } => {

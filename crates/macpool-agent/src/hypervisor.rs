@@ -164,6 +164,13 @@ pub trait Hypervisor: Send + Sync {
         record_id: u64,
     ) -> impl Future<Output = HvResult<Option<HvEvent>>> + Send;
 
+    /// Waits `wait` between two steps of a plan (blog-compatible's pause between turn-off and
+    /// start). A real host waits on the clock; a simulated one has its own clock account for
+    /// it, so the simulator needs no paused Tokio clock (tokio's `test-util`).
+    fn pause(&self, wait: Duration) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(wait)
+    }
+
     /// Channels whose saved bookmark was found ahead of the log (a cleared log, record ids
     /// restarted) and were re-anchored since the last call: channel → the record id now resumed
     /// after. The agent saves these and pushes an inventory to cover the gap.

@@ -13,7 +13,8 @@
 //!   delegate ticks).
 //! - [`taskxml`]: the Task Scheduler XML for `agent on-event`.
 //! - [`selftest`]: read-only checks on a real host and their report.
-//! - [`standin`]: the Hyper-V model behind the `hyperv-standin` test binary.
+//! - `standin` (cargo feature `standin`, for tests and benchmarks only): the Hyper-V model
+//!   behind the `hyperv-standin` test binary.
 //! - `libvirt` (cargo feature `libvirt`, Unix): libvirt/KVM through the C library; see its
 //!   module docs for the mapping, events, reconnects and what was verified against what.
 //!
@@ -66,8 +67,8 @@
 //! - The cursor's registry value is unverified: `hide-cursor` makes it absent while the host
 //!   keeps allocating.
 //! - "Windows PowerShell 5.1 host facts": stdin is decoded as a single-byte OEM code page, so a
-//!   line with a byte above 0x7E fails ([`standin::decode_stdin_line`]); the bootstrap is
-//!   checked before the ready line ([`standin::check_bootstrap`]): no `System.Core` reference
+//!   line with a byte above 0x7E fails (`standin::decode_stdin_line`); the bootstrap is
+//!   checked before the ready line (`standin::check_bootstrap`): no `System.Core` reference
 //!   on Desktop edition, or setting `[Console]::OutputEncoding` (no console), kills the child;
 //!   with `warn`, every request writes a warning, on stdout between protocol lines unless the
 //!   bootstrap captures the streams; `-File FILE` loads the bootstrap from a file.
@@ -87,6 +88,7 @@ pub mod hypervisor;
 pub mod libvirt;
 pub mod powershell;
 pub mod selftest;
+#[cfg(feature = "standin")]
 pub mod standin;
 pub mod taskxml;
 

@@ -224,8 +224,8 @@ impl Replicas {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let listening = tokio::time::timeout(STARTUP_TIMEOUT, async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.strip_prefix("macpool listening on ") {
-                    return rest.split_whitespace().next().map(str::to_string);
+                if let Some(url) = macpool_spawn::listening_url(&line) {
+                    return Some(url.to_string());
                 }
             }
             None

@@ -539,8 +539,6 @@ mod tests {
             let auth = SimAuthority::new(&c, false, &mut rng);
             let cluster = Mutex::new(Cluster::new(&c.hosts, CLUSTER, true));
             let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
                 .build()
                 .unwrap();
             Rig {

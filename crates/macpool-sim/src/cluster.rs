@@ -984,8 +984,6 @@ mod tests {
             "00155D0A0000-00155D0A0001",
         ]));
         let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
             .build()
             .unwrap();
         let (p, q) = {

@@ -188,11 +188,10 @@ pub(crate) fn run_inspected(
     );
     agents.check_documents(check);
     let cluster = Mutex::new(Cluster::new(&c.hosts, CLUSTER, agents.active()));
-    // Paused clock: the plan's `Wait` (blog-compatible's 5 s) completes at once, and no
-    // simulated second ever waits for a real one.
+    // No timer at all: the plan's `Wait` (blog-compatible's 5 s) is `HostView::pause`, which
+    // completes at once, and anything else that reached for Tokio's clock would panic here
+    // instead of making a simulated second wait for a real one.
     let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
         .build()
         .expect("a current-thread runtime starts");
     let end = p.duration.ms();

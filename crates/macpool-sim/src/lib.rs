@@ -29,9 +29,10 @@
 //!
 //! # The agent in the loop, and one choice about time
 //!
-//! `decide::execute` sleeps `blog_wait` (5 s, the published script's pause) between turn-off
-//! and start. The agents' futures run on a current-thread Tokio runtime whose clock is paused
-//! (`start_paused`), so that sleep completes at once in real time. A forced restart's whole
+//! `decide::execute` pauses `blog_wait` (5 s, the published script's pause) between turn-off
+//! and start, through `Hypervisor::pause`; the simulated hosts' pause completes at once, so the
+//! agents' futures run on a current-thread Tokio runtime without timers (no paused clock, no
+//! tokio `test-util` in the shipped binary; `tests/no_test_util.rs`). A forced restart's whole
 //! user-visible outage, the wait included, is accounted as one draw from
 //! `[restart_outage_min, restart_outage_max]` (default 15–30 s, the seed's "This entire
 //! procedure occurs over the course of 15-30 seconds"); agents react within the simulated

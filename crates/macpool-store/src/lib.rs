@@ -22,6 +22,7 @@ use macpool_core::inventory::HostInventory;
 use macpool_core::lease::{Hold, Lease};
 use macpool_core::pool::PoolSpec;
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod postgres;
 pub mod sqlite;

@@ -50,13 +50,6 @@ impl Failure {
             message: message.into(),
         }
     }
-
-    pub fn no(message: impl Into<String>) -> Failure {
-        Failure {
-            code: NO,
-            message: message.into(),
-        }
-    }
 }
 
 impl From<ClientError> for Failure {

@@ -245,133 +245,26 @@ fn mac_explain_needs_no_server() {
         .stderr(predicate::str::contains("wrong length"));
 }
 
-/// `macpool --json bench allocate` against `targets`, with the test token.
-fn bench_allocate(targets: &[&str]) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::new(exe());
-    cmd.args(["--json", "bench", "allocate", "--token", common::TOKEN]);
-    for t in targets {
-        cmd.args(["--target", t]);
-    }
-    cmd
-}
-
-/// The load generator's own HTTP connection reports the server's problems, counted: a pool of
-/// 16 addresses and 24 timed allocations leave 8 refused as exhausted, and the run fails.
+/// The benchmarks and load generators live in the `macpool-bench` tool (issue 20): the shipped
+/// binary has no `bench` command, neither to run nor in its help.
 #[test]
-fn bench_allocate_counts_and_names_refusals() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    server
-        .cli()
-        .args([
-            "pool",
-            "create",
-            "small",
-            "--range",
-            "00-15-5D-E9-00-00-00-15-5D-E9-00-0F",
-        ])
+fn the_shipped_binary_has_no_bench_command() {
+    assert_cmd::Command::new(exe())
+        .args(["bench", "allocate"])
         .assert()
-        .success();
-    let out = bench_allocate(&[&server.url])
-        .args(["--pool", "small", "--clients", "4", "--per-client", "6"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let report = json(&out.stdout);
-    assert_eq!(report["allocations"], 16, "{report}");
-    assert_eq!(report["errors"], 8, "{report}");
-    assert_eq!(report["distinct_macs"], 16, "{report}");
-    let first = report["first_error"].as_str().unwrap();
-    assert!(first.contains("pool-exhausted"), "{first}");
-}
-
-/// `bench allocate` against two separate stores (the uncoordinated writers
-/// `scripts/bench-postgres.sh` compares replicas with): the pre-fill goes through every target,
-/// the clients alternate, and the report carries the whole machine's CPU per allocation.
-#[test]
-fn bench_allocate_fills_every_target_and_reports_cpu() {
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let servers: Vec<Server> = dirs.iter().map(|d| Server::start(d.path())).collect();
-    for (i, s) in servers.iter().enumerate() {
-        let range = format!("00-15-5D-E{i}-00-00-00-15-5D-E{i}-00-3F");
-        s.cli()
-            .args(["pool", "create", "bench", "--range", &range])
-            .assert()
-            .success();
-    }
-    let out = bench_allocate(&[&servers[0].url, &servers[1].url])
-        .args(["--pool", "bench", "--clients", "4", "--per-client", "5"])
-        .args(["--fill", "50"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let report = json(&out.stdout);
-    assert_eq!(report["prefilled"], 64, "32 of 64 in each store: {report}");
-    assert_eq!(report["allocations"], 20);
-    assert_eq!(report["errors"], 0);
-    assert_eq!(report["distinct_macs"], 20);
-    if cfg!(target_os = "linux") {
-        let cpu = report["machine_cpu"]["us_per_allocation"].as_f64().unwrap();
-        assert!(cpu > 0.0, "{report}");
-    }
-    for s in &servers {
-        let out = s
-            .cli()
-            .args(["--json", "pool", "show", "bench"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let pool = json(&out.stdout);
-        // 32 pre-filled and 10 timed (clients 0 and 2, or 1 and 3, 5 each) in each store.
-        assert_eq!(pool["free"], 64 - 32 - 10, "{pool}");
-    }
-}
-
-/// `bench fleet` end to end on a small fleet: it starts its own server, seeds every host, runs
-/// the allocations alone and under the fleet (pushes on a 2 s timer, rollback bursts, scrapes,
-/// conflict reads) and reports each kind of request without errors, with the server's memory.
-#[test]
-fn bench_fleet_runs_a_small_fleet_and_reports_every_kind_of_request() {
+        .code(2)
+        .stderr(predicate::str::contains("unrecognized subcommand 'bench'"));
     let out = assert_cmd::Command::new(exe())
-        .args([
-            "--json",
-            "bench",
-            "fleet",
-            "--hosts",
-            "4",
-            "--desktops",
-            "10",
-        ])
-        .args([
-            "--push-interval",
-            "2",
-            "--rollback-every",
-            "20",
-            "--duration",
-            "8",
-        ])
-        .args(["--clients", "2", "--per-client", "5", "--duplicates", "3"])
-        .timeout(std::time::Duration::from_secs(120))
+        .arg("--help")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let report = json(&out.stdout);
-    assert_eq!(report["fleet"]["adapters"], 160, "{report}");
-    for kind in ["pushes", "metrics_scrapes", "conflict_reads"] {
-        assert_eq!(report[kind]["errors"], 0, "{kind}: {report}");
-        assert!(
-            report[kind]["count"].as_u64().unwrap() >= 2,
-            "{kind}: {report}"
-        );
-    }
-    assert!(report["allocations_alone_ms"]["p99"].as_f64().unwrap() > 0.0);
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("  serve"), "{help}");
     assert!(
-        report["allocations_under_fleet_ms"]["p99"]
-            .as_f64()
-            .unwrap()
-            > 0.0
+        !help.lines().any(|l| l.trim_start().starts_with("bench")),
+        "{help}"
     );
-    assert!(report["server_rss_mib"]["after_seed"].as_f64().unwrap() > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

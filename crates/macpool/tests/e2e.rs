@@ -192,28 +192,22 @@ async fn sigterm_shuts_down_cleanly_and_keeps_the_data() {
 /// that cannot be read is a usage error, not a server with a generated token.
 #[test]
 fn bootstrap_token_file_creates_the_first_admin_token() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("bootstrap-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let mut child = Command::new(common::exe())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("data"))
-        .env_remove("MACPOOL_BOOTSTRAP_TOKEN")
-        .env("MACPOOL_BOOTSTRAP_TOKEN_FILE", &token_file)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let url = loop {
-        let line = lines.next().expect("serve exited").unwrap();
-        seen.push(line.clone());
-        if let Some(rest) = line.strip_prefix("macpool listening on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let macpool_spawn::Listening {
+        mut child,
+        url,
+        before: seen,
+    } = macpool_spawn::spawn(
+        Command::new(common::exe())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("data"))
+            .env_remove("MACPOOL_BOOTSTRAP_TOKEN")
+            .env("MACPOOL_BOOTSTRAP_TOKEN_FILE", &token_file),
+    )
+    .unwrap();
     assert!(
         seen.iter()
             .any(|l| l.contains("from MACPOOL_BOOTSTRAP_TOKEN")),

@@ -16,6 +16,7 @@ pub async fn run(out: Output, cmd: HypervCommand) -> CmdResult {
     match cmd {
         HypervCommand::Events { files } => events(out, &files),
         HypervCommand::ClusterRoleScript(args) => super::cluster_role::run(args),
+        #[cfg(feature = "standin")]
         HypervCommand::Standin { args } => Ok(macpool_agent::standin::serve_stdio(&args)),
         HypervCommand::Selftest { powershell } => {
             let hv =

@@ -2,12 +2,6 @@
 
 mod agent;
 mod audit;
-mod bench;
-mod bench_dashboard;
-mod bench_decide;
-mod bench_fleet;
-mod bench_sql;
-mod bench_wire;
 mod block;
 pub mod cluster_role;
 mod conflicts;
@@ -77,7 +71,6 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::History(a) => history::run(&ctx()?, a).await,
         Command::Token(c) => token::run(&ctx()?, c).await,
         Command::Mac(c) => mac::run(out, c),
-        Command::Bench(c) => bench::run(out, &token()?, c).await,
         Command::Audit(a) => audit::run(out, a),
         Command::Agent(c) => agent::run(&ctx()?, *c).await,
         Command::Hyperv(c) => hyperv::run(out, c).await,

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -27,24 +26,13 @@ impl Server {
 
     /// A server on any store: `sqlite:DIR` or `postgres://…` (several may share one database).
     pub fn start_on(database: &str) -> Server {
-        let mut child = Command::new(exe())
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
-            .env("MACPOOL_BOOTSTRAP_TOKEN", TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start macpool serve");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            if let Some(rest) = line.strip_prefix("macpool listening on ") {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let macpool_spawn::Listening { child, url, .. } = macpool_spawn::spawn(
+            Command::new(exe())
+                .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
+                .env("MACPOOL_BOOTSTRAP_TOKEN", TOKEN)
+                .stderr(Stdio::inherit()),
+        )
+        .expect("start macpool serve");
         Server { child, url }
     }
 

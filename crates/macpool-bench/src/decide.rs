@@ -1,4 +1,4 @@
-//! `macpool bench decide`: how fast the agent reacts to a rollback. Each iteration restores an
+//! `macpool-bench decide`: how fast the agent reacts to a rollback. Each iteration restores an
 //! RDS desktop whose checkpoint MAC the authority has leased to another VM (a real conflict), and
 //! measures from the moment the 18596 event reaches the agent (`next_event` returns) to the
 //! moment guard sends its first command (`Stop-VM`) to the hypervisor — the window in which a
@@ -21,10 +21,11 @@ use macpool_core::MacRange;
 use macpool_core::inventory::HostInventory;
 use serde_json::json;
 
-use super::bench::{SpawnedServer, percentile_ms};
 use crate::cli::BenchDecideArgs;
 use crate::exit::{CmdResult, Failure, OK};
+use crate::measure::percentile_ms;
 use crate::output::{Output, fields};
+use crate::server::SpawnedServer;
 
 const DESK: &str = "b7d3c1e0-0000-4000-8000-00000000be9c";
 
@@ -70,6 +71,10 @@ impl<H: Hypervisor> Hypervisor for Timed<H> {
     async fn watch(&self, resume: &Bookmarks) -> HvResult<()> {
         self.inner.watch(resume).await
     }
+    async fn pause(&self, wait: Duration) {
+        self.inner.pause(wait).await
+    }
+
     async fn next_event(&self, wait: Duration) -> HvResult<Option<HvEvent>> {
         self.inner.next_event(wait).await
     }
@@ -97,7 +102,6 @@ pub async fn run(out: Output, args: BenchDecideArgs) -> CmdResult {
     let mut cfg = ChildConfig::program(
         exe.display().to_string(),
         [
-            "hyperv",
             "standin",
             "--host",
             "HV-BENCH",

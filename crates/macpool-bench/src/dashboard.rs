@@ -1,4 +1,4 @@
-//! `macpool bench dashboard`: seeds a fleet-sized store through the API (a 1,048,576-address
+//! `macpool-bench dashboard`: seeds a fleet-sized store through the API (a 1,048,576-address
 //! pool, 100,000 leases, 10,000 holds, 64 hosts × 1,000 adapters), signs in as a browser does,
 //! and times each page over loopback (request sent → last byte read, gzip accepted, so the
 //! bytes are what crosses the wire). Then allocations run twice side by side: alone, and while
@@ -6,31 +6,23 @@
 
 use std::time::{Duration, Instant};
 
-use macpool_api::dto::{
-    AllocateBody, HoldBody, InventoryAdapter, InventoryBody, InventoryCheckpoint, InventoryVm,
-    PoolCreate,
-};
+use macpool_api::dto::{AllocateBody, HoldBody, InventoryBody, InventoryVm, PoolCreate};
 use macpool_client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::bench::{SpawnedServer, drive, latency_json, percentile_ms, random_u64};
 use crate::cli::{BenchAllocateArgs, BenchDashboardArgs};
-use crate::exit::{CmdResult, Failure, OK};
+use crate::desktop::{desktop_adapter, mac};
+use crate::exit::{CmdResult, Failure, OK, fail};
+use crate::load::drive;
+use crate::measure::{latency_json, percentile_ms, random_u64};
 use crate::output::Output;
+use crate::server::SpawnedServer;
 
 const POOL: &str = "dash";
 /// The pool: 00-15-5D-80-00-00 … 00-15-5D-8F-FF-FF.
 const FIRST: u64 = 0x00155D800000;
 const SIZE: u64 = 0x10_0000;
 const VMS_PER_HOST: u32 = 250;
-
-fn mac(v: u64) -> String {
-    format!("{v:012X}")
-}
-
-fn fail(e: impl std::fmt::Display) -> Failure {
-    Failure::usage(e.to_string())
-}
 
 pub async fn run(out: Output, args: BenchDashboardArgs) -> CmdResult {
     if args.hosts > 255 {
@@ -233,26 +225,6 @@ async fn seed(api: &Client, args: &BenchDashboardArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A pooled desktop's adapter as the agent reports it: live, or with `(id, n)` the adapter
-/// frozen in its n-th checkpoint (the 0th is RDS's rollback checkpoint).
-pub(super) fn desktop_adapter(m: u64, checkpoint: Option<(String, u32)>) -> InventoryAdapter {
-    InventoryAdapter {
-        name: "Network Adapter".into(),
-        mac: mac(m),
-        dynamic: true,
-        checkpoint: checkpoint.map(|(id, c)| InventoryCheckpoint {
-            id,
-            name: if c == 0 {
-                "RDV_ROLLBACK".into()
-            } else {
-                format!("before update {c}")
-            },
-            kind: None,
-            created: None,
-        }),
-    }
-}
-
 /// One HTTP/1.1 GET over a fresh loopback connection; returns the status and the body's bytes
 /// as sent (gzip accepted).
 async fn get(addr: &str, path: &str, cookie: &str) -> Result<(u16, usize), Failure> {
@@ -401,13 +373,5 @@ async fn allocations(
     for t in tasks {
         loads += t.await.unwrap_or(0);
     }
-    if report.errors > 0 {
-        return Err(Failure::no(format!(
-            "allocations failed: {}",
-            report.first_error.unwrap_or_default()
-        )));
-    }
-    let mut us = report.latencies_us;
-    us.sort_unstable();
-    Ok((us, loads))
+    Ok((report.into_sorted_latencies()?, loads))
 }

@@ -1,4 +1,4 @@
-//! `macpool bench fleet`: a fleet of Hyper-V hosts running pooled desktops, each host pushing
+//! `macpool-bench fleet`: a fleet of Hyper-V hosts running pooled desktops, each host pushing
 //! its whole inventory through the HTTP API on the real agent's schedule (every
 //! `inventory_every`, and `inventory_debounce` after a burst of events), with the churn of a VDI
 //! estate (logoff bursts rolling desktops back, live migrations), Prometheus-style scrapes of
@@ -20,11 +20,13 @@ use macpool_api::dto::{InventoryBody, InventoryVm, PoolCreate};
 use macpool_client::Client;
 use tokio::sync::Notify;
 
-use super::bench::{SpawnedServer, drive, latency_json, percentile_ms};
-use super::bench_dashboard::desktop_adapter;
 use crate::cli::{BenchAllocateArgs, BenchFleetArgs};
-use crate::exit::{CmdResult, Failure, OK};
+use crate::desktop::{desktop_adapter, mac};
+use crate::exit::{CmdResult, Failure, OK, fail};
+use crate::load::drive;
+use crate::measure::{latency_json, percentile_ms, random_u64};
 use crate::output::Output;
+use crate::server::SpawnedServer;
 
 /// The allocating clients' pool: 00-15-5D-F0-00-00 … 00-15-5D-FF-FF-FF, above every host's range.
 const POOL: &str = "fleet";
@@ -39,14 +41,6 @@ const LIVE_SPAN: u64 = HOST_RANGE / 2;
 const WARM_UP: Duration = Duration::from_secs(5);
 /// How often each conflict reader reads the conflicts.
 const CONFLICT_EVERY: Duration = Duration::from_secs(2);
-
-fn fail(e: impl std::fmt::Display) -> Failure {
-    Failure::usage(e.to_string())
-}
-
-fn mac(v: u64) -> String {
-    format!("{v:012X}")
-}
 
 /// The churn's random numbers: a xorshift, so one seed gives one fleet and one event sequence.
 struct Rng(u64);
@@ -287,7 +281,7 @@ pub async fn run(out: Output, args: BenchFleetArgs) -> CmdResult {
             let url = macpool_store::postgres::scratch_database(base, "macpool_bench_fleet")
                 .await
                 .map_err(fail)?;
-            let token = format!("bench-bootstrap-{:016x}", super::bench::random_u64());
+            let token = format!("bench-bootstrap-{:016x}", random_u64());
             (0..args.replicas)
                 .map(|_| SpawnedServer::replica(args.binary.as_deref(), &url, &token))
                 .collect::<Result<_, _>>()?
@@ -350,7 +344,7 @@ pub async fn run(out: Output, args: BenchFleetArgs) -> CmdResult {
         fill: 0.0,
         warm_up: true,
     };
-    let run_id = format!("{:08x}", super::bench::random_u64() as u32);
+    let run_id = format!("{:08x}", random_u64() as u32);
     let (alone_us, alone_cpu) = {
         let (from, t) = (proc_stat(&pids), Instant::now());
         let r = allocations(&apis, &token, &format!("{run_id}a"), &bench).await?;
@@ -566,7 +560,7 @@ pub async fn run(out: Output, args: BenchFleetArgs) -> CmdResult {
     Ok(OK)
 }
 
-/// One run of the allocating clients (the same load generator as `bench allocate`), spread over
+/// One run of the allocating clients (the same load generator as `allocate`), spread over
 /// the servers; the sorted latencies.
 async fn allocations(
     apis: &[Client],
@@ -574,16 +568,9 @@ async fn allocations(
     run_id: &str,
     bench: &BenchAllocateArgs,
 ) -> Result<Vec<u64>, Failure> {
-    let report = drive(apis, token, POOL, run_id, bench).await?;
-    if report.errors > 0 {
-        return Err(Failure::no(format!(
-            "allocations failed: {}",
-            report.first_error.unwrap_or_default()
-        )));
-    }
-    let mut us = report.latencies_us;
-    us.sort_unstable();
-    Ok(us)
+    drive(apis, token, POOL, run_id, bench)
+        .await?
+        .into_sorted_latencies()
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! `macpool bench sql`: reference allocators driven directly in SQL on PostgreSQL, by the same
-//! kind of harness as `macpool bench allocate`, so that macpool's replicas can be put side by side
+//! `macpool-bench sql`: reference allocators driven directly in SQL on PostgreSQL, by the same
+//! kind of harness as `macpool-bench allocate`, so that macpool's replicas can be put side by side
 //! with the patterns other systems use:
 //!
 //! - **netbox** — NetBox's `get_first_available_ip` under a lock: in a transaction,
@@ -29,9 +29,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres};
 
-use super::bench::{Measured, Stopwatch};
 use crate::cli::BenchSqlArgs;
 use crate::exit::{CmdResult, Failure, OK, UNREACHABLE};
+use crate::measure::{Measured, Stopwatch};
 use crate::output::{Output, fields};
 
 /// The first address of the range (a locally administered prefix).
