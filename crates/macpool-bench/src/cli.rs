@@ -252,3 +252,23 @@ pub struct BenchAllocateArgs {
     #[arg(long)]
     pub warm_up: bool,
 }
+
+impl BenchAllocateArgs {
+    /// The allocations the dashboard and fleet benchmarks run beside their load: `clients` ×
+    /// `per_client` on the already seeded pool `pool` of `pool_size` addresses, warmed up, on
+    /// the server they started.
+    pub fn beside_load(clients: usize, per_client: usize, pool: &str, pool_size: u64) -> Self {
+        BenchAllocateArgs {
+            clients,
+            per_client,
+            target: vec![],
+            data: None,
+            binary: None,
+            pool: Some(pool.into()),
+            pool_size,
+            order: None,
+            fill: 0.0,
+            warm_up: true,
+        }
+    }
+}

@@ -355,18 +355,7 @@ async fn allocations(
         }));
     }
     let run = format!("{:08x}", random_u64() as u32);
-    let bench = BenchAllocateArgs {
-        clients: args.clients,
-        per_client: args.per_client,
-        target: vec![],
-        data: None,
-        binary: None,
-        pool: Some(POOL.into()),
-        pool_size: SIZE,
-        order: None,
-        fill: 0.0,
-        warm_up: true,
-    };
+    let bench = BenchAllocateArgs::beside_load(args.clients, args.per_client, POOL, SIZE);
     let report = drive(&[api], &server.token, POOL, &run, &bench).await?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut loads = 0;

@@ -332,18 +332,7 @@ pub async fn run(out: Output, args: BenchFleetArgs) -> CmdResult {
     let adapters = u64::from(args.hosts) * u64::from(args.desktops) * adapters_per_desktop;
     let after_seed = proc_stat(&pids);
 
-    let bench = BenchAllocateArgs {
-        clients: args.clients,
-        per_client: args.per_client,
-        target: vec![],
-        data: None,
-        binary: None,
-        pool: Some(POOL.into()),
-        pool_size: POOL_SIZE,
-        order: None,
-        fill: 0.0,
-        warm_up: true,
-    };
+    let bench = BenchAllocateArgs::beside_load(args.clients, args.per_client, POOL, POOL_SIZE);
     let run_id = format!("{:08x}", random_u64() as u32);
     let (alone_us, alone_cpu) = {
         let (from, t) = (proc_stat(&pids), Instant::now());

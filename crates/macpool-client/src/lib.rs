@@ -9,6 +9,33 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// The exit codes of the command-line tools that talk to the authority (`macpool` and
+/// `macpool-bench`), so that both map an error to the same code.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// The answer is "no" (conflict, not found).
+    pub const NO: i32 = 1;
+    /// Usage or input error.
+    pub const USAGE: i32 = 2;
+    /// Server unreachable or refused (auth, unavailable).
+    pub const UNREACHABLE: i32 = 3;
+}
+
+impl ClientError {
+    /// The exit code a command ends with when this error stops it.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::Problem(p) => match p.status {
+                404 | 409 => exit::NO,
+                400 | 413 | 415 | 422 => exit::USAGE,
+                _ => exit::UNREACHABLE,
+            },
+            ClientError::Unreachable { .. } => exit::UNREACHABLE,
+            ClientError::Usage(_) => exit::USAGE,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server answered with an error.

@@ -5,10 +5,7 @@
 use macpool_audit::Verdict;
 use macpool_client::ClientError;
 
-pub const OK: i32 = 0;
-pub const NO: i32 = 1;
-pub const USAGE: i32 = 2;
-pub const UNREACHABLE: i32 = 3;
+pub use macpool_client::exit::{NO, OK, UNREACHABLE, USAGE};
 /// Some input could not be read: what was printed is incomplete, so it must not pass for clean.
 pub const INCOMPLETE: i32 = 4;
 
@@ -54,17 +51,8 @@ impl Failure {
 
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
-        let code = match &e {
-            ClientError::Problem(p) => match p.status {
-                404 | 409 => NO,
-                400 | 413 | 415 | 422 => USAGE,
-                _ => UNREACHABLE,
-            },
-            ClientError::Unreachable { .. } => UNREACHABLE,
-            ClientError::Usage(_) => USAGE,
-        };
         Failure {
-            code,
+            code: e.exit_code(),
             message: e.to_string(),
         }
     }
