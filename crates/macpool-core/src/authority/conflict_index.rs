@@ -73,21 +73,19 @@ impl ConflictIndex {
                 DiffItem::Update { old, new } if old.1.generation != new.1.generation => new.1,
                 DiffItem::Update { .. } | DiffItem::Remove(..) => continue,
             };
-            {
-                // The generation is only in a conflict's evidence, never in whether there is
-                // one: MACs whose sightings changed are dirty already (`seen`), and of the
-                // rest only those with a conflict need it again, for the new generation's
-                // text. Classifying every adapter of the host at each report cost
-                // O(host adapters) per push (issue 18).
-                let inv = &s.inventory;
-                dirty.extend(
-                    inv.vms()
-                        .iter()
-                        .flat_map(|v| v.adapters.iter().map(|x| x.mac))
-                        .chain(inv.management_adapters.iter().map(|x| x.mac))
-                        .filter(|m| self.by_mac.contains_key(m)),
-                );
-            }
+            // The generation is only in a conflict's evidence, never in whether there is
+            // one: MACs whose sightings changed are dirty already (`seen`), and of the
+            // rest only those with a conflict need it again, for the new generation's
+            // text. Classifying every adapter of the host at each report cost
+            // O(host adapters) per push (issue 18).
+            let inv = &s.inventory;
+            dirty.extend(
+                inv.vms()
+                    .iter()
+                    .flat_map(|v| v.adapters.iter().map(|x| x.mac))
+                    .chain(inv.management_adapters.iter().map(|x| x.mac))
+                    .filter(|m| self.by_mac.contains_key(m)),
+            );
         }
         for mac in dirty {
             let found = a.classify_mac(mac);
